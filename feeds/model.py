@@ -1,0 +1,174 @@
+"""The image list as values: the list, its images, its tombstones.
+
+These are plain frozen dataclasses with checked identifier types. They say
+nothing about trust: an :class:`ImageList` may come from a manifest being
+edited or from a document being read. Only :func:`feeds.verify.verify_list`
+makes a :class:`feeds.verify.VerifiedList`, which is what the rest of vmic
+trusts.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import NewType
+from urllib.parse import urlsplit
+
+from keys.dn import DistinguishedName
+from keys.errors import ListFormatError
+
+ImageId = NewType("ImageId", str)
+"""A canonical lower-case UUID (no ``urn:uuid:`` prefix)."""
+ListId = NewType("ListId", str)
+"""A canonical lower-case UUID naming a list for its whole life."""
+Sha512Hex = NewType("Sha512Hex", str)
+"""128 lower-case hex digits."""
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_SHA512 = re.compile(r"^[0-9a-f]{128}$")
+URN_UUID = "urn:uuid:"
+
+# Image formats vmic knows by name; others are accepted if they are simple tokens.
+KNOWN_FORMATS = (
+    "raw",
+    "qcow2",
+    "vmdk",
+    "vdi",
+    "vhd",
+    "vhdx",
+    "ova",
+    "iso",
+    "tar",
+    "tar.gz",
+    "tar.xz",
+    "tar.bz2",
+)
+_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
+
+
+def new_uuid() -> str:
+    return str(uuid.uuid4())
+
+
+def check_uuid(text: str, *, what: str) -> str:
+    """A canonical UUID string, or ListFormatError."""
+    if not _UUID.match(text):
+        raise ListFormatError(f"{what}: {text!r} is not a canonical lower-case UUID")
+    return text
+
+
+def image_id(text: str) -> ImageId:
+    return ImageId(check_uuid(text, what="image id"))
+
+
+def list_id(text: str) -> ListId:
+    return ListId(check_uuid(text, what="list id"))
+
+
+def sha512_hex(text: str, *, what: str = "sha512") -> Sha512Hex:
+    if not _SHA512.match(text):
+        raise ListFormatError(f"{what}: expected 128 lower-case hex digits")
+    return Sha512Hex(text)
+
+
+def check_token(text: str, *, what: str) -> str:
+    if not _TOKEN.match(text):
+        raise ListFormatError(
+            f"{what}: {text!r} must be 1-64 letters, digits, '.', '_', '+' or '-'"
+        )
+    return text
+
+
+def check_url(text: str, *, what: str) -> str:
+    """An absolute http(s) URL without credentials, whitespace or control characters."""
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        raise ListFormatError(f"{what}: URL contains whitespace or control characters")
+    try:
+        parts = urlsplit(text)
+        _ = parts.port  # raises ValueError on a malformed port
+    except ValueError as exc:
+        raise ListFormatError(f"{what}: {text!r} is not a valid URL ({exc})") from exc
+    if parts.scheme not in {"https", "http"} or not parts.hostname:
+        raise ListFormatError(f"{what}: {text!r} must be an absolute http(s) URL")
+    if parts.username is not None or parts.password is not None:
+        raise ListFormatError(f"{what}: URL must not carry credentials")
+    return text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageEntry:
+    """One endorsed image, as one ``atom:entry``."""
+
+    id: ImageId
+    title: str
+    summary: str
+    url: str
+    size: int
+    sha512: Sha512Hex
+    format: str
+    updated: datetime
+    endorsed: datetime
+    hypervisor: str | None = None
+    arch: str | None = None
+    os: str | None = None
+    osname: str | None = None
+    osversion: str | None = None
+    version: str | None = None
+    produced: datetime | None = None
+    expires: datetime | None = None
+    vo: str | None = None
+    tags: tuple[str, ...] = ()
+    info_url: str | None = None
+    policy_override: str | None = None
+
+    def expired_at(self, now: datetime) -> bool:
+        return self.expires is not None and now >= self.expires
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tombstone:
+    """An image taken back by its endorser (RFC 6721 ``at:deleted-entry``)."""
+
+    id: ImageId
+    when: datetime
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImageList:
+    """A whole image list: feed-level fields, images and tombstones."""
+
+    id: ListId
+    title: str
+    self_url: str
+    updated: datetime
+    expires: datetime
+    version: int
+    endorser_dn: DistinguishedName
+    issuer_dn: DistinguishedName
+    author_name: str
+    author_email: str | None = None
+    subtitle: str | None = None
+    entries: tuple[ImageEntry, ...] = ()
+    tombstones: tuple[Tombstone, ...] = ()
+    _by_id: dict[str, ImageEntry] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        ids = [e.id for e in self.entries]
+        dead = {t.id for t in self.tombstones}
+        if len(set(ids)) != len(ids):
+            dup = next(i for i in ids if ids.count(i) > 1)
+            raise ListFormatError(f"image {dup} appears twice in the list")
+        if len(dead) != len(self.tombstones):
+            raise ListFormatError("an image is revoked twice in the list")
+        both = dead.intersection(ids)
+        if both:
+            raise ListFormatError(f"image {sorted(both)[0]} is both listed and revoked")
+        self._by_id.update({e.id: e for e in self.entries})
+
+    def entry(self, image: str) -> ImageEntry | None:
+        return self._by_id.get(image)

@@ -1,0 +1,190 @@
+"""Deciding whether an image list may be trusted: the one place that makes a VerifiedList.
+
+:func:`verify_list` is pure: it does no I/O and reads no clock (``now`` is
+given). It applies, in this order, and stops at the first failure:
+
+1. the byte cap, then the hardened parse (no DTD, no entities, bounded depth);
+2. the signature profile (one enveloped signature on ``atom:feed``, ``URI=""``,
+   exclusive C14N, RSA/ECDSA-SHA256, SHA-256/512 digest, X.509 KeyInfo);
+3. the signer's chain at ``now`` against the trust store, CRLs per policy,
+   key sizes;
+4. the signature itself (signxml), after which only the signed tree is read;
+5. the pins: the signer's full subject and issuer DN must equal a pinned pair;
+6. the list's content (the reader), and the DNs it names must be the signer's;
+7. the expected list: ``atom:id`` and the self link (when a subscription says);
+8. freshness: ``updated`` not beyond ``now`` + skew, ``expires`` after ``now``;
+9. versions against the last accepted list of this id (when known): not lower;
+   equal only with the same bytes; not more than ``max_version_step`` higher;
+   ``updated`` not earlier than before.
+
+Rollback state is per list id (the caller keeps it), never per source, so a
+list fetched from a peer or a mirror is judged exactly as from its endorser.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from feeds.atom import FEED_TAG
+from feeds.model import ImageList, ListId
+from feeds.reader import read_list
+from keys.certs import fingerprint
+from keys.dn import DistinguishedName
+from keys.errors import FreshnessError, RollbackError, UntrustedSignerError, WrongListError
+from keys.limits import DEFAULT_LIMITS, Limits
+from keys.trust import CrlPolicy, TrustStore
+from keys.xmlsig import SignerPin, VerifiedXml, verify_enveloped
+
+_ISSUED_BY_VERIFIER = object()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Expectation:
+    """What a subscription expects: this list id and this self link."""
+
+    list_id: ListId | None = None
+    self_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PreviousState:
+    """What the site last accepted for this list id (the rollback state)."""
+
+    version: int
+    sha256: str
+    updated: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Signer:
+    subject: DistinguishedName
+    issuer: DistinguishedName
+    fingerprint: str
+    not_after: datetime
+    signature_method: str
+    digest_method: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifiedList:
+    """A list that passed every check; only :func:`verify_list` makes one."""
+
+    image_list: ImageList
+    raw: bytes
+    sha256: str
+    signer: Signer
+    verified_at: datetime
+    _issuer: object
+
+    def __post_init__(self) -> None:
+        if self._issuer is not _ISSUED_BY_VERIFIER:
+            raise TypeError("VerifiedList is made by feeds.verify.verify_list only")
+
+
+def verify_list(
+    raw: bytes,
+    *,
+    trust: TrustStore,
+    pins: Sequence[SignerPin] | None,
+    now: datetime,
+    crl: CrlPolicy = CrlPolicy.REQUIRE,
+    expect: Expectation | None = None,
+    previous: PreviousState | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> VerifiedList:
+    """Verify a signed image list; ``pins=None`` accepts any signer the trust store accepts."""
+    verified = verify_enveloped(
+        raw, trust=trust, pins=pins, at=now, root_tag=FEED_TAG, crl=crl, limits=limits
+    )
+    image_list = read_list(verified.root, limits=limits)
+    _check_named_signer(image_list, verified)
+    if expect is not None:
+        _check_expected(image_list, expect)
+    _check_fresh(image_list, now, limits)
+    digest = hashlib.sha256(raw).hexdigest()
+    if previous is not None:
+        _check_versions(image_list, digest, previous, limits)
+    leaf = verified.signer
+    return VerifiedList(
+        image_list=image_list,
+        raw=raw,
+        sha256=digest,
+        signer=Signer(
+            subject=verified.signer_subject,
+            issuer=verified.signer_issuer,
+            fingerprint=fingerprint(leaf),
+            not_after=leaf.not_valid_after_utc,
+            signature_method=verified.signature_method,
+            digest_method=verified.digest_method,
+        ),
+        verified_at=now,
+        _issuer=_ISSUED_BY_VERIFIER,
+    )
+
+
+def _check_named_signer(image_list: ImageList, verified: VerifiedXml) -> None:
+    if image_list.endorser_dn != verified.signer_subject:
+        raise UntrustedSignerError(
+            f"the list names endorser {image_list.endorser_dn} "
+            f"but was signed by {verified.signer_subject}"
+        )
+    if image_list.issuer_dn != verified.signer_issuer:
+        raise UntrustedSignerError(
+            f"the list names issuer {image_list.issuer_dn} "
+            f"but the signer's certificate was issued by {verified.signer_issuer}"
+        )
+
+
+def _check_expected(image_list: ImageList, expect: Expectation) -> None:
+    if expect.list_id is not None and image_list.id != expect.list_id:
+        raise WrongListError(f"expected list {expect.list_id}, got list {image_list.id}")
+    if expect.self_url is not None and image_list.self_url != expect.self_url:
+        raise WrongListError(
+            f"the list's self link is {image_list.self_url}, expected {expect.self_url}"
+        )
+
+
+def _check_fresh(image_list: ImageList, now: datetime, limits: Limits) -> None:
+    if image_list.updated > now + limits.clock_skew:
+        raise FreshnessError(
+            f"the list was updated in the future ({image_list.updated:%Y-%m-%d %H:%M:%S}Z, "
+            f"now {now:%Y-%m-%d %H:%M:%S}Z)",
+            hint="check this machine's clock and the endorser's",
+        )
+    if image_list.expires <= image_list.updated:
+        raise FreshnessError("the list expires before it was updated")
+    if now >= image_list.expires:
+        raise FreshnessError(
+            f"the list expired on {image_list.expires:%Y-%m-%d %H:%M:%S}Z",
+            hint="the endorser must publish a fresh list (vmic endorse sign)",
+        )
+
+
+def _check_versions(
+    image_list: ImageList, digest: str, previous: PreviousState, limits: Limits
+) -> None:
+    version = image_list.version
+    if version < previous.version:
+        raise RollbackError(
+            f"version {version} is older than version {previous.version} already accepted"
+        )
+    if version == previous.version:
+        if digest != previous.sha256:
+            raise RollbackError(
+                f"version {version} was already accepted with different content",
+                hint="an endorser must raise the version for every new signing; report this",
+            )
+        return
+    if version - previous.version > limits.max_version_step:
+        raise RollbackError(
+            f"version jumps from {previous.version} to {version}, more than the "
+            f"allowed step of {limits.max_version_step}",
+            hint="a fast-forward attack or an endorser mistake; ask the endorser",
+        )
+    if image_list.updated < previous.updated:
+        raise RollbackError(
+            f"version {version} claims an earlier update time than version {previous.version}"
+        )

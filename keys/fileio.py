@@ -1,0 +1,70 @@
+"""Small file helpers shared by every package: reads, atomic writes, hashing.
+
+`keys` is the bottom of the dependency graph, so these live here. An atomic
+write goes to a temporary file in the same folder, is fsynced, renamed over
+the target, and the folder is fsynced, so a crash leaves either the old
+file or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from keys.errors import ConfigError
+
+
+def read_file(path: Path, *, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        tmp.replace(path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+CHUNK = 1024 * 1024
+
+
+def sha512_file(path: Path, *, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """SHA-512 (hex) and size of a file, read in chunks; ``progress`` gets each chunk's length."""
+    digest = hashlib.sha512()
+    size = 0
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+                if progress is not None:
+                    progress(len(chunk))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    return digest.hexdigest(), size

@@ -1,0 +1,41 @@
+"""Every limit vmic enforces, in one place.
+
+Byte caps, nesting depth, clock skew and version bounds are the knobs an
+operator may need to turn; they live in one frozen dataclass (as python-tuf's
+``ngclient/config.py`` does) so that tests and configuration change them in
+one place and no module hides a constant of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limits:
+    max_list_bytes: int = 64 * MiB
+    """A signed list larger than this is rejected before parsing."""
+
+    max_xml_depth: int = 32
+    """Deepest element nesting accepted in a list (the profile needs 7)."""
+
+    max_entries: int = 100_000
+    """Most images (entries plus tombstones) one list may name."""
+
+    max_text_chars: int = 65_536
+    """Longest text value of any element or attribute in a list."""
+
+    clock_skew: timedelta = timedelta(minutes=5)
+    """How far in the future a list's `updated` may be."""
+
+    max_version: int = 2**53 - 1
+    """Highest list version; keeps versions exact in JSON and bounded."""
+
+    max_version_step: int = 2**32
+    """Largest jump in version from the last accepted list (fast-forward guard)."""
+
+
+DEFAULT_LIMITS = Limits()

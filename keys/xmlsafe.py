@@ -1,0 +1,67 @@
+"""Parsing untrusted XML without letting it reach beyond its own bytes.
+
+One parser configuration for every document vmic reads: no DTD, no entity
+expansion, no network, no huge-tree mode (libxml2 then refuses text nodes
+over 10 MB), a byte cap checked before parsing, UTF-8 only, and a nesting
+depth bound checked after parsing. Anything else is a ListFormatError.
+"""
+
+from __future__ import annotations
+
+from lxml import etree
+
+from keys.errors import ListFormatError
+from keys.limits import Limits
+
+
+def hardened_parser() -> etree.XMLParser:
+    """A new parser that resolves nothing outside the document."""
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        collect_ids=False,
+        remove_blank_text=False,
+    )
+
+
+def parse_untrusted(raw: bytes, *, limits: Limits, what: str = "document") -> etree._Element:
+    """Parse ``raw`` into an element tree or raise ListFormatError."""
+    if len(raw) > limits.max_list_bytes:
+        raise ListFormatError(
+            f"{what} is {len(raw)} bytes, over the limit of {limits.max_list_bytes}",
+            hint="raise max_list_bytes only if such large lists are expected",
+        )
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00", b"\x00<", b"<\x00")):
+        raise ListFormatError(f"{what} is not UTF-8 encoded")
+    # A DTD is never part of the profile; refuse before libxml2 reads it.
+    if b"<!DOCTYPE" in raw or b"<!ENTITY" in raw:
+        raise ListFormatError(f"{what} contains a DTD or entity declaration, which is not allowed")
+    try:
+        root = etree.fromstring(raw, parser=hardened_parser())
+    except etree.XMLSyntaxError as exc:
+        raise ListFormatError(f"{what} is not well-formed XML: {exc}") from exc
+    tree = root.getroottree()
+    docinfo = tree.docinfo
+    if docinfo.internalDTD is not None or docinfo.externalDTD is not None or docinfo.doctype:
+        raise ListFormatError(f"{what} contains a DTD, which is not allowed")
+    encoding = (docinfo.encoding or "UTF-8").upper()
+    if encoding not in {"UTF-8", "UTF8"}:
+        raise ListFormatError(f"{what} is encoded as {docinfo.encoding}; only UTF-8 is allowed")
+    for node in root.iter(etree.Entity):
+        raise ListFormatError(
+            f"{what} contains an entity reference ({node!r}), which is not allowed"
+        )
+    check_depth(root, limits=limits, what=what)
+    return root
+
+
+def check_depth(root: etree._Element, *, limits: Limits, what: str) -> None:
+    """Reject trees with an element deeper than the limit (evaluated in libxml2)."""
+    too_deep = etree.XPath("boolean(" + "/*" * (limits.max_xml_depth + 1) + ")")
+    if too_deep(root):
+        raise ListFormatError(
+            f"{what} nests elements deeper than the limit of {limits.max_xml_depth}"
+        )
