@@ -278,13 +278,17 @@ def _read_entry(node: etree._Element, index: int, limits: Limits) -> ImageEntry:
             for c in fields.nodes(atom("category"))
             if c.get("scheme") == TAG_SCHEME
         ),
-        info_url=(
-            fields.check("atom:link rel=alternate", alternates[0].get("href", ""), _url)
-            if alternates
-            else None
-        ),
+        info_url=_info_url(fields, alternates, enclosure.get("href", "")),
         policy_override=fields.optional_text(vmic("policy-override"), "vmic:policy-override"),
     )
+
+
+def _info_url(fields: _Fields, alternates: list[etree._Element], download: str) -> str | None:
+    """The alternate link, unless it only repeats the download URL (the writer's default)."""
+    if not alternates:
+        return None
+    href = fields.check("atom:link rel=alternate", alternates[0].get("href", ""), _url)
+    return None if href == download else href
 
 
 def _token(what: str) -> Callable[[str], str]:
