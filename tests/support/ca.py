@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -111,7 +112,7 @@ class TestCA:
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(parent.key.public_key()),
                 critical=False,
             )
-        self.cert = builder.sign(issuer_key, hashes.SHA256())
+        self.cert: x509.Certificate = builder.sign(issuer_key, hashes.SHA256())
 
     @property
     def chain(self) -> list[x509.Certificate]:
@@ -135,7 +136,7 @@ class TestCA:
         digital_signature: bool = True,
         key_usage: bool = True,
         is_ca: bool = False,
-        hash_algorithm: hashes.HashAlgorithm | None = None,
+        hash_algorithm: Any = None,  # SHA-1 for hostile tests, which the types forbid
     ) -> Identity:
         key = key or new_key(key_kind, bits=rsa_bits)
         public = key.public_key()
