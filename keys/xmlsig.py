@@ -29,7 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from lxml import etree
 from signxml.algorithms import DigestAlgorithm, SignatureConstructionMethod, SignatureMethod
-from signxml.exceptions import InvalidInput, InvalidSignature
+from signxml.exceptions import InvalidDigest, InvalidInput, InvalidSignature
 from signxml.signer import XMLSigner
 from signxml.verifier import SignatureConfiguration, XMLVerifier
 
@@ -142,6 +142,10 @@ def _check_signature(
         result = XMLVerifier().verify(
             raw, x509_cert=leaf, parser=hardened_parser(), expect_config=config
         )
+    except InvalidDigest as exc:
+        raise SignatureError(
+            "the signed content was changed after signing (digest mismatch)"
+        ) from exc
     except (InvalidInput, InvalidSignature, etree.LxmlError) as exc:
         raise SignatureError(f"the signature does not verify: {exc}") from exc
     if isinstance(result, list) or result.signed_xml is None:

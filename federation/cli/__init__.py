@@ -1,0 +1,64 @@
+"""The `vmic` command line: parse arguments, call one function, print, map errors to exit codes.
+
+Each command group lives in its own module (``keys_cmd``, ``endorse_cmd``,
+``verify_cmd``) and registers its subcommands here. :func:`main` takes an
+argument list so that tests run commands in-process; it is the only place
+that catches the root :class:`~keys.errors.VmicError`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from importlib import metadata
+
+from federation.cli import endorse_cmd, keys_cmd, verify_cmd
+from federation.cli.common import ExitCode, report_error
+from keys.errors import VmicError
+
+PROG = "vmic"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("vmic")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "vmic: exchange trusted virtual machine images. Endorsers sign image lists; "
+            "sites verify them, mirror the images and share them with peer sites."
+        ),
+        epilog="Run `vmic COMMAND --help` for the options of each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    keys_cmd.register(commands)
+    endorse_cmd.register(commands)
+    verify_cmd.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help, --version and usage errors
+        return int(exc.code) if isinstance(exc.code, int) else ExitCode.USAGE
+    try:
+        return int(args.func(args))
+    except VmicError as error:
+        return report_error(error)
+    except KeyboardInterrupt:
+        print("vmic: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""`vmic endorse ...`: the endorser's manifest, rendering and signing."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from federation.cli.common import (
+    ExitCode,
+    Progress,
+    human_size,
+    iso,
+    parse_time_arg,
+    print_json,
+    utcnow,
+)
+from feeds import endorse
+from feeds.manifest import Manifest
+from feeds.model import ImageEntry
+from keys.certs import load_certificate, load_certificates, load_private_key
+from keys.trust import CrlPolicy, TrustStore
+
+DEFAULT_VALIDITY = "28d"
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "endorse",
+        help="build, sign and publish an image list",
+        description=(
+            "The endorser's workflow. A TOML manifest is the source of truth for one image "
+            "list; these commands edit it, render it as an Atom document and sign it."
+        ),
+    )
+    sub = parser.add_subparsers(dest="endorse_command", metavar="COMMAND", required=True)
+
+    init = sub.add_parser(
+        "init",
+        help="start a new image list (new list UUID)",
+        description="Create a manifest for a new image list with a new list UUID.",
+    )
+    init.add_argument("manifest", type=Path, metavar="MANIFEST", help="manifest file to create")
+    init.add_argument("--title", required=True, help="list title")
+    init.add_argument("--self-url", required=True, help="URL where the signed list is published")
+    init.add_argument("--author", help="endorser name (default: $USER)")
+    init.add_argument("--email", help="endorser e-mail")
+    init.add_argument("--subtitle", help="one-line description of the list")
+    init.set_defaults(func=_init)
+
+    add = sub.add_parser(
+        "add",
+        help="add an image (hashes it, new image UUID)",
+        description=(
+            "Add an image file to the list: computes its SHA-512 and size while reading it "
+            "(with a progress bar on a terminal), guesses its format unless --format is "
+            "given, and gives it a new image UUID."
+        ),
+    )
+    add.add_argument("manifest", type=Path, metavar="MANIFEST")
+    add.add_argument("image", type=Path, metavar="IMAGE_FILE")
+    add.add_argument("--url", required=True, help="download location of the image")
+    add.add_argument("--title", help="image title (default: the file name)")
+    add.add_argument("--summary", help="one-paragraph description")
+    add.add_argument("--format", help="raw, qcow2, vmdk, ova, tar.gz, ... (default: guessed)")
+    add.add_argument("--hypervisor", help="e.g. KVM, Xen, VirtualBox")
+    add.add_argument("--arch", help="e.g. x86_64, aarch64")
+    add.add_argument("--os", help="operating system family, e.g. Linux")
+    add.add_argument("--osname", help="distribution, e.g. AlmaLinux")
+    add.add_argument("--osversion", help="e.g. 9.4")
+    add.add_argument("--version", help="the image's own version")
+    add.add_argument("--produced", type=parse_time_arg, help="production date (RFC 3339)")
+    add.add_argument("--expires", type=parse_time_arg, help="image expiry date (RFC 3339)")
+    add.add_argument("--vo", help="virtual organisation the image is for")
+    add.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
+    add.add_argument("--info-url", help="web page describing the image")
+    add.add_argument("--json", action="store_true", help="print the new entry as JSON")
+    add.set_defaults(func=_add)
+
+    show = sub.add_parser(
+        "show",
+        help="show the manifest: list, version, images, revocations",
+        description="Show what the manifest holds and the last version issued.",
+    )
+    show.add_argument("manifest", type=Path, metavar="MANIFEST")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(func=_show)
+
+    revoke = sub.add_parser(
+        "revoke",
+        help="take an image back (listed as revoked)",
+        description=(
+            "Remove an image from the list and list it as revoked (an RFC 6721 "
+            "at:deleted-entry with the reason), so that sites withdraw it at once."
+        ),
+    )
+    revoke.add_argument("manifest", type=Path, metavar="MANIFEST")
+    revoke.add_argument("image_id", metavar="IMAGE_ID")
+    revoke.add_argument("--reason", required=True, help="why the image is taken back")
+    revoke.set_defaults(func=_revoke)
+
+    render = sub.add_parser(
+        "render",
+        help="write the unsigned list (for review or external signing)",
+        description=(
+            "Write the next version of the list, unsigned: for review, or for signing with "
+            "an external tool (xmlsec1, a hardware token). --template adds an empty "
+            "signature of the vmic profile for such a tool to fill in. Each render issues "
+            "a new version number."
+        ),
+    )
+    render.add_argument("manifest", type=Path, metavar="MANIFEST")
+    render.add_argument("--out", required=True, type=Path, metavar="LIST.atom")
+    render.add_argument("--cert", type=Path, help="certificate that will sign (names the DNs)")
+    render.add_argument(
+        "--valid-for", default=DEFAULT_VALIDITY, help=f"list validity (default {DEFAULT_VALIDITY})"
+    )
+    render.add_argument("--template", choices=("rsa", "ec"), help="add a signature template")
+    render.add_argument("--digest", choices=("sha256", "sha512"), default="sha256")
+    render.set_defaults(func=_render)
+
+    sign = sub.add_parser(
+        "sign",
+        help="render and sign the next version of the list",
+        description=(
+            "Render the next version of the list and sign it with an enveloped XML "
+            "signature. The version goes up by one at every signing. Refuses a "
+            "certificate with which sites could not verify the list (expired, expiring "
+            "before the list, no digitalSignature, key not matching); with --trust, also "
+            "checks the chain and CRLs and verifies the result as a site would."
+        ),
+    )
+    sign.add_argument("manifest", type=Path, metavar="MANIFEST")
+    sign.add_argument("--cert", required=True, type=Path, help="signer certificate (PEM)")
+    sign.add_argument(
+        "--key",
+        required=True,
+        type=Path,
+        help="private key (PEM; passphrase in $VMIC_KEY_PASSPHRASE)",
+    )
+    sign.add_argument("--chain", type=Path, help="intermediate CA certificates (PEM)")
+    sign.add_argument(
+        "--valid-for", default=DEFAULT_VALIDITY, help=f"list validity (default {DEFAULT_VALIDITY})"
+    )
+    sign.add_argument("--digest", choices=("sha256", "sha512"), default="sha256")
+    sign.add_argument("--trust", type=Path, help="trust directory to check the result against")
+    sign.add_argument("--crl", choices=[p.value for p in CrlPolicy], default="require")
+    sign.add_argument("--out", required=True, type=Path, metavar="LIST.atom")
+    sign.set_defaults(func=_sign)
+
+
+def _init(args: argparse.Namespace) -> int:
+    author = args.author or os.environ.get("USER") or ""
+    manifest = endorse.init_manifest(
+        args.manifest,
+        title=args.title,
+        self_url=args.self_url,
+        author=author,
+        email=args.email,
+        subtitle=args.subtitle,
+    )
+    print(f"created {args.manifest} for list {manifest.info.id}")
+    return ExitCode.OK
+
+
+def _add(args: argparse.Namespace) -> int:
+    size = args.image.stat().st_size if args.image.is_file() else 0
+    progress = Progress(size, f"hashing {args.image.name}")
+    try:
+        entry = endorse.add_image(
+            args.manifest,
+            args.image,
+            endorse.ImageMeta(
+                url=args.url,
+                title=args.title,
+                summary=args.summary,
+                format=args.format,
+                hypervisor=args.hypervisor,
+                arch=args.arch,
+                os=args.os,
+                osname=args.osname,
+                osversion=args.osversion,
+                version=args.version,
+                produced=args.produced,
+                expires=args.expires,
+                vo=args.vo,
+                tags=tuple(args.tag),
+                info_url=args.info_url,
+            ),
+            now=utcnow(),
+            progress=progress.callback,
+        )
+    finally:
+        progress.close()
+    if args.json:
+        print_json(_entry_json(entry))
+    else:
+        print(f"added image {entry.id}: {entry.title}")
+        print(f"  {entry.format}, {human_size(entry.size)}, sha512 {entry.sha512[:16]}...")
+    return ExitCode.OK
+
+
+def _entry_json(entry: ImageEntry) -> dict[str, object]:
+    return {
+        "id": entry.id,
+        "title": entry.title,
+        "url": entry.url,
+        "size": entry.size,
+        "sha512": entry.sha512,
+        "format": entry.format,
+        "endorsed": iso(entry.endorsed),
+        "expires": iso(entry.expires),
+    }
+
+
+def _show(args: argparse.Namespace) -> int:
+    manifest = Manifest.load(args.manifest)
+    info, state = manifest.info, manifest.state
+    if args.json:
+        print_json(
+            {
+                "list_id": info.id,
+                "title": info.title,
+                "self_url": info.self_url,
+                "author": info.author,
+                "email": info.email,
+                "last_version": state.version,
+                "content_updated": iso(state.updated),
+                "images": [_entry_json(e) for e in manifest.images],
+                "revoked": [
+                    {"id": t.id, "when": iso(t.when), "reason": t.reason} for t in manifest.revoked
+                ],
+            }
+        )
+        return ExitCode.OK
+    print(f"list:     {info.id}  {info.title}")
+    print(f"self URL: {info.self_url}")
+    print(f"author:   {info.author}{f' <{info.email}>' if info.email else ''}")
+    print(f"version:  {state.version or 'none issued yet'}")
+    print(f"images:   {len(manifest.images)}")
+    for e in manifest.images:
+        print(f"  {e.id}  {e.format:<7} {human_size(e.size):>10}  {e.title}")
+    if manifest.revoked:
+        print(f"revoked:  {len(manifest.revoked)}")
+        for t in manifest.revoked:
+            print(f"  {t.id}  {iso(t.when)}  {t.reason}")
+    return ExitCode.OK
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    entry = endorse.revoke_image(args.manifest, args.image_id, reason=args.reason, now=utcnow())
+    print(f"revoked image {entry.id} ({entry.title}); sign the list to publish the revocation")
+    return ExitCode.OK
+
+
+def _render(args: argparse.Namespace) -> int:
+    image_list = endorse.render(
+        args.manifest,
+        args.out,
+        now=utcnow(),
+        valid_for=endorse.parse_duration(args.valid_for),
+        cert=load_certificate(args.cert) if args.cert else None,
+        template=args.template,
+        digest=args.digest,
+    )
+    kind = "template for signing" if args.template else "unsigned list"
+    print(
+        f"wrote {kind} {args.out}: version {image_list.version}, {len(image_list.entries)} images"
+    )
+    return ExitCode.OK
+
+
+def _sign(args: argparse.Namespace) -> int:
+    passphrase = os.environ.get("VMIC_KEY_PASSPHRASE")
+    cert = load_certificate(args.cert)
+    image_list = endorse.sign(
+        args.manifest,
+        args.out,
+        now=utcnow(),
+        valid_for=endorse.parse_duration(args.valid_for),
+        cert=cert,
+        key=load_private_key(args.key, password=passphrase.encode() if passphrase else None),
+        intermediates=load_certificates(args.chain) if args.chain else (),
+        digest=args.digest,
+        trust=TrustStore.from_directory(args.trust) if args.trust else None,
+        crl=CrlPolicy(args.crl),
+    )
+    checked = " and verified against " + str(args.trust) if args.trust else ""
+    print(
+        f"signed {args.out}{checked}: version {image_list.version}, "
+        f"{len(image_list.entries)} images, {len(image_list.tombstones)} revoked, "
+        f"expires {iso(image_list.expires)}"
+    )
+    return ExitCode.OK
