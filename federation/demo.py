@@ -87,9 +87,8 @@ def demo(folder: Path) -> int:
     qcow2, raw = folder / "tiny-alma9.qcow2", folder / "tiny-debian12.img"
     _image(qcow2, b"QFI\xfb\x00\x00\x00\x03", 64 * 1024)
     _image(raw, b"\x00" * 510 + b"\x55\xaa", 96 * 1024)
-    print(
-        f"wrote {qcow2.name} ({qcow2.stat().st_size} bytes), {raw.name} ({raw.stat().st_size} bytes)"
-    )
+    for image in (qcow2, raw):
+        print(f"wrote {image.name} ({image.stat().st_size} bytes)")
 
     _step(4, "A manifest for a new list, and the two images (hashed with SHA-512)")
     _run(
