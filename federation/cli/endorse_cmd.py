@@ -57,8 +57,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "given, and gives it a new image UUID."
         ),
     )
-    add.add_argument("manifest", type=Path, metavar="MANIFEST")
-    add.add_argument("image", type=Path, metavar="IMAGE_FILE")
+    add.add_argument("manifest", type=Path, metavar="MANIFEST", help="the list's manifest")
+    add.add_argument("image", type=Path, metavar="IMAGE_FILE", help="the image file to endorse")
     add.add_argument("--url", required=True, help="download location of the image")
     add.add_argument("--title", help="image title (default: the file name)")
     add.add_argument("--summary", help="one-paragraph description")
@@ -82,7 +82,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="show the manifest: list, version, images, revocations",
         description="Show what the manifest holds and the last version issued.",
     )
-    show.add_argument("manifest", type=Path, metavar="MANIFEST")
+    show.add_argument("manifest", type=Path, metavar="MANIFEST", help="the list's manifest")
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=_show)
 
@@ -94,8 +94,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "at:deleted-entry with the reason), so that sites withdraw it at once."
         ),
     )
-    revoke.add_argument("manifest", type=Path, metavar="MANIFEST")
-    revoke.add_argument("image_id", metavar="IMAGE_ID")
+    revoke.add_argument("manifest", type=Path, metavar="MANIFEST", help="the list's manifest")
+    revoke.add_argument("image_id", metavar="IMAGE_ID", help="UUID of the image to revoke")
     revoke.add_argument("--reason", required=True, help="why the image is taken back")
     revoke.set_defaults(func=_revoke)
 
@@ -109,14 +109,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "a new version number."
         ),
     )
-    render.add_argument("manifest", type=Path, metavar="MANIFEST")
-    render.add_argument("--out", required=True, type=Path, metavar="LIST.atom")
+    render.add_argument("manifest", type=Path, metavar="MANIFEST", help="the list's manifest")
+    render.add_argument(
+        "--out", required=True, type=Path, metavar="LIST.atom", help="file to write"
+    )
     render.add_argument("--cert", type=Path, help="certificate that will sign (names the DNs)")
     render.add_argument(
         "--valid-for", default=DEFAULT_VALIDITY, help=f"list validity (default {DEFAULT_VALIDITY})"
     )
-    render.add_argument("--template", choices=("rsa", "ec"), help="add a signature template")
-    render.add_argument("--digest", choices=("sha256", "sha512"), default="sha256")
+    render.add_argument(
+        "--template", choices=("rsa", "ec"), help="add an empty signature for this key type"
+    )
+    render.add_argument(
+        "--digest", choices=("sha256", "sha512"), default="sha256", help="template digest"
+    )
     render.set_defaults(func=_render)
 
     sign = sub.add_parser(
@@ -130,7 +136,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "checks the chain and CRLs and verifies the result as a site would."
         ),
     )
-    sign.add_argument("manifest", type=Path, metavar="MANIFEST")
+    sign.add_argument("manifest", type=Path, metavar="MANIFEST", help="the list's manifest")
     sign.add_argument("--cert", required=True, type=Path, help="signer certificate (PEM)")
     sign.add_argument(
         "--key",
@@ -142,10 +148,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sign.add_argument(
         "--valid-for", default=DEFAULT_VALIDITY, help=f"list validity (default {DEFAULT_VALIDITY})"
     )
-    sign.add_argument("--digest", choices=("sha256", "sha512"), default="sha256")
+    sign.add_argument(
+        "--digest", choices=("sha256", "sha512"), default="sha256", help="default sha256"
+    )
     sign.add_argument("--trust", type=Path, help="trust directory to check the result against")
-    sign.add_argument("--crl", choices=[p.value for p in CrlPolicy], default="require")
-    sign.add_argument("--out", required=True, type=Path, metavar="LIST.atom")
+    sign.add_argument(
+        "--crl",
+        choices=[p.value for p in CrlPolicy],
+        default="require",
+        help="with --trust: require current CRLs (default) or use them if present",
+    )
+    sign.add_argument(
+        "--out", required=True, type=Path, metavar="LIST.atom", help="signed list to write"
+    )
     sign.set_defaults(func=_sign)
 
 

@@ -47,7 +47,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--list-id", help="expected list UUID")
     parser.add_argument("--self-url", help="expected self link")
     parser.add_argument("--at", type=parse_time_arg, help="verify at this time (default: now)")
-    parser.add_argument("--crl", choices=[p.value for p in CrlPolicy], default="require")
+    parser.add_argument(
+        "--crl",
+        choices=[p.value for p in CrlPolicy],
+        default="require",
+        help="require a current CRL for every CA (default), or use CRLs only if present",
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=_verify)
 
