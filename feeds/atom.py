@@ -50,7 +50,7 @@ def format_time(when: datetime) -> str:
 
 def parse_time(text: str, *, what: str) -> datetime:
     """An RFC 3339 date-time with a zone, as an aware UTC datetime."""
-    if not _RFC3339.match(text):
+    if not _RFC3339.fullmatch(text):
         raise ListFormatError(f"{what}: {text!r} is not an RFC 3339 date-time with a time zone")
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)

@@ -51,7 +51,7 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 def parse_duration(text: str) -> timedelta:
     """``28d``, ``12h``, ``2w``, ... as a timedelta."""
-    match = _DURATION.match(text.strip())
+    match = _DURATION.fullmatch(text.strip())
     if not match:
         raise ConfigError(f"{text!r} is not a duration", hint="write e.g. 28d, 12h or 2w")
     value = timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])

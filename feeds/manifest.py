@@ -237,6 +237,9 @@ class Manifest:
         return self.revoked
 
     def _aot(self, key: str) -> AoT:
+        existing = self._doc.get(key)
+        if isinstance(existing, list) and not existing and not isinstance(existing, AoT):
+            del self._doc[key]  # TOML writes an emptied array of tables as `key = []`
         if key not in self._doc:
             self._doc.append(key, tomlkit.aot())
         value = self._doc[key]

@@ -54,7 +54,7 @@ def new_uuid() -> str:
 
 def check_uuid(text: str, *, what: str) -> str:
     """A canonical UUID string, or ListFormatError."""
-    if not _UUID.match(text):
+    if not _UUID.fullmatch(text):
         raise ListFormatError(f"{what}: {text!r} is not a canonical lower-case UUID")
     return text
 
@@ -68,13 +68,13 @@ def list_id(text: str) -> ListId:
 
 
 def sha512_hex(text: str, *, what: str = "sha512") -> Sha512Hex:
-    if not _SHA512.match(text):
+    if not _SHA512.fullmatch(text):
         raise ListFormatError(f"{what}: expected 128 lower-case hex digits")
     return Sha512Hex(text)
 
 
 def check_token(text: str, *, what: str) -> str:
-    if not _TOKEN.match(text):
+    if not _TOKEN.fullmatch(text):
         raise ListFormatError(
             f"{what}: {text!r} must be 1-64 letters, digits, '.', '_', '+' or '-'"
         )

@@ -158,8 +158,9 @@ def read_list(root: etree._Element, *, limits: Limits = DEFAULT_LIMITS) -> Image
     if len(authors) != 1:
         raise feed.fail("atom:author", f"expected exactly one, found {len(authors)}")
     author = _Fields(authors[0], "feed atom:author", limits)
+    author.reject_unknown_vmic(set())
     version_text = feed.exact(vmic("version"), "vmic:version")
-    if not _VERSION.match(version_text):
+    if not _VERSION.fullmatch(version_text):
         raise feed.fail("vmic:version", f"{version_text!r} is not a positive integer")
     version = int(version_text)
     if version > limits.max_version:
@@ -210,7 +211,7 @@ def _dn(text: str) -> DistinguishedName:
 
 
 def _size(text: str) -> int:
-    if not _SIZE.match(text) or int(text) > _MAX_SIZE:
+    if not _SIZE.fullmatch(text) or int(text) > _MAX_SIZE:
         raise ListFormatError(f"{text!r} is not a byte count")
     return int(text)
 
@@ -298,6 +299,7 @@ def _token(what: str) -> Callable[[str], str]:
 def _read_tombstone(node: etree._Element, index: int, limits: Limits) -> Tombstone:
     ref = node.get("ref", "")
     fields = _Fields(node, f"deleted-entry {index} ({ref[:60]})", limits)
+    fields.reject_unknown_vmic(set())
     return Tombstone(
         id=fields.check("@ref", ref, _urn_uuid(image_id)),
         when=fields.check("@when", node.get("when", ""), _time),

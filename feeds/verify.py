@@ -38,8 +38,6 @@ from keys.limits import DEFAULT_LIMITS, Limits
 from keys.trust import CrlPolicy, TrustStore
 from keys.xmlsig import SignerPin, VerifiedXml, verify_enveloped
 
-_ISSUED_BY_VERIFIER = object()
-
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Expectation:
@@ -68,20 +66,54 @@ class Signer:
     digest_method: str
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
 class VerifiedList:
-    """A list that passed every check; only :func:`verify_list` makes one."""
+    """A list that passed every check; only :func:`verify_list` makes one.
+
+    Deliberately not a dataclass: it has no public constructor, and
+    ``dataclasses.replace`` cannot make a copy with other content.
+    """
+
+    __slots__ = ("image_list", "raw", "sha256", "signer", "verified_at")
 
     image_list: ImageList
     raw: bytes
     sha256: str
     signer: Signer
     verified_at: datetime
-    _issuer: object
 
-    def __post_init__(self) -> None:
-        if self._issuer is not _ISSUED_BY_VERIFIER:
-            raise TypeError("VerifiedList is made by feeds.verify.verify_list only")
+    def __init__(self, *_args: object, **_kwargs: object) -> None:
+        raise TypeError("VerifiedList is made by feeds.verify.verify_list only")
+
+    @classmethod
+    def _issue(
+        cls,
+        *,
+        image_list: ImageList,
+        raw: bytes,
+        sha256: str,
+        signer: Signer,
+        verified_at: datetime,
+    ) -> VerifiedList:
+        made = object.__new__(cls)
+        for name, value in (
+            ("image_list", image_list),
+            ("raw", raw),
+            ("sha256", sha256),
+            ("signer", signer),
+            ("verified_at", verified_at),
+        ):
+            object.__setattr__(made, name, value)
+        return made
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"VerifiedList is read-only (cannot set {name})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"VerifiedList is read-only (cannot delete {name})")
+
+    def __repr__(self) -> str:
+        lst = self.image_list
+        return f"VerifiedList(id={lst.id}, version={lst.version}, sha256={self.sha256[:12]}...)"
 
 
 def verify_list(
@@ -108,7 +140,7 @@ def verify_list(
     if previous is not None:
         _check_versions(image_list, digest, previous, limits)
     leaf = verified.signer
-    return VerifiedList(
+    return VerifiedList._issue(
         image_list=image_list,
         raw=raw,
         sha256=digest,
@@ -121,7 +153,6 @@ def verify_list(
             digest_method=verified.digest_method,
         ),
         verified_at=now,
-        _issuer=_ISSUED_BY_VERIFIER,
     )
 
 

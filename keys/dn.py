@@ -134,19 +134,22 @@ class DistinguishedName:
         rdns: list[list[list[str]]] = []  # each AVA as [type, value]
         for piece in _split_unescaped(text[1:], "/"):
             avas = _split_unescaped(piece, "+")
-            if not _type_of(avas[0])[1]:
+            if _type_of(avas[0])[1]:
+                rdn: list[list[str]] = []
+                rdns.append(rdn)
+            else:
+                # No '=': the piece continues the previous value (``CN=host/ce.example.org``);
+                # any further ``+TYPE=value`` belongs to that same RDN.
                 if not rdns:
                     raise ConfigError(f"DN {text!r}: {piece!r} has no '=' (expected TYPE=value)")
-                rdns[-1][-1][1] += "/" + _unescape(piece)
-                continue
-            rdn = []
+                rdn = rdns[-1]
+                rdn[-1][1] += "/" + _unescape(avas.pop(0))
             for ava in avas:
                 atype, has_eq = _type_of(ava)
                 if not has_eq:
                     raise ConfigError(f"DN {text!r}: {ava!r} has no '=' (expected TYPE=value)")
                 raw_value = ava[len(atype) + 1 :]
                 rdn.append([atype, _unescape(raw_value)])
-            rdns.append(rdn)
         if not rdns:
             raise ConfigError(f"DN {text!r} is empty")
         return cls(
@@ -167,7 +170,7 @@ class DistinguishedName:
     @classmethod
     def parse(cls, text: str) -> DistinguishedName:
         """Slash form when the text starts with '/', else RFC 4514."""
-        text = text.strip()
+        text = _strip_unescaped(text)
         return cls.parse_slash(text) if text.startswith("/") else cls.parse_rfc4514(text)
 
     # -- printers ---------------------------------------------------------
@@ -200,6 +203,16 @@ class DistinguishedName:
         cn = NameOID.COMMON_NAME.dotted_string
         names = [value for rdn in self.rdns for oid, value in rdn if oid == cn]
         return names[-1] if names else None
+
+
+def _strip_unescaped(text: str) -> str:
+    """Strip surrounding blanks, but keep a trailing blank that a backslash escapes."""
+    text = text.lstrip()
+    stripped = text.rstrip()
+    backslashes = len(stripped) - len(stripped.rstrip("\\"))
+    if backslashes % 2 and len(stripped) < len(text):
+        return text[: len(stripped) + 1]
+    return stripped
 
 
 def _type_of(ava: str) -> tuple[str, bool]:
@@ -246,11 +259,19 @@ def _unescape(text: str) -> str:
 
 
 def _escape_slash(value: str) -> str:
-    """Escape a value for slash form, leaving '/' bare where it reads back the same."""
-    escaped = value.replace("\\", "\\\\").replace("+", "\\+")
-    pieces = escaped.split("/")
-    out = pieces[0]
-    for piece in pieces[1:]:
-        # A bare '/' is read back as a continuation only if what follows has no '='.
-        out += ("\\/" if "=" in piece else "/") + piece
+    """Escape a value for slash form, leaving '/' bare where it reads back the same.
+
+    The parser takes a bare '/' as a continuation of the value when the text
+    after it, up to the next bare '/', has no '='. Deciding right to left
+    keeps that true for every slash left bare.
+    """
+    pieces = value.replace("\\", "\\\\").replace("+", "\\+").split("/")
+    out = segment = pieces[-1]
+    for piece in reversed(pieces[:-1]):
+        if "=" in segment:
+            out = piece + "\\/" + out
+            segment = piece + "\\/" + segment
+        else:
+            out = piece + "/" + out
+            segment = piece
     return out

@@ -10,15 +10,18 @@ directory are offered as intermediates, as OpenSSL does.
 :meth:`TrustStore.validate` decides, at a given time, whether a signer
 certificate chains to an anchor, in this order:
 
-1. every certificate offered is within its validity period (clear reasons
-   for expired and not-yet-valid certificates);
+1. every certificate offered, and then every certificate of the chain built
+   (the anchor included), is within its validity period, with clear reasons
+   for expired and not-yet-valid certificates;
 2. cryptography's RFC 5280 path builder finds a chain to an anchor, with the
    CA rules of the Web PKI profile (critical basicConstraints, keyCertSign)
    and, for the signer, keyUsage digitalSignature and no CA flag;
 3. every key in the chain is strong enough (RSA >= 2048, EC >= 256);
-4. every certificate below the anchor is checked against its issuer's CRL:
-   the CRL's signature must verify with the issuer's key, it must be current
-   (``this_update <= now < next_update``), and the serial must not be listed.
+4. every certificate below the anchor is checked against its issuer's CRLs:
+   only CRLs whose signature verifies with the issuer's key count; the serial
+   must not be listed in any of them; and one of them must be current
+   (``this_update <= now < next_update``) and complete (not a delta CRL, not
+   narrowed by an issuing distribution point).
    With ``crl="require"`` (the default) a missing or stale CRL rejects the
    chain; with ``crl="if-present"`` only a listed serial does.
 """
@@ -165,6 +168,7 @@ class TrustStore:
             ) from exc
         chain = tuple(built.chain)
         for index, cert in enumerate(chain):
+            _check_validity_period(cert, at)  # the anchor too: an expired root trusts nothing
             role = "signer" if index == 0 else "CA"
             check_key_strength(cert.public_key(), owner=f"{role} {cert_label(cert)}")
         for cert, issuer in itertools.pairwise(chain):
@@ -189,7 +193,8 @@ class TrustStore:
                 )
         if policy is CrlPolicy.IF_PRESENT:
             return
-        current = [c for c in genuine if _crl_current(c, at)]
+        # Only a complete CRL (not a delta, not partitioned) can vouch for a certificate.
+        current = [c for c in genuine if _crl_current(c, at) and _crl_complete(c)]
         if current:
             return
         if genuine:
@@ -225,6 +230,28 @@ def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate
 def _crl_current(crl: x509.CertificateRevocationList, at: datetime) -> bool:
     next_update = crl.next_update_utc
     return crl.last_update_utc <= at and next_update is not None and at < next_update
+
+
+def _crl_complete(crl: x509.CertificateRevocationList) -> bool:
+    """False for delta CRLs and CRLs whose distribution point narrows their scope."""
+    extensions = crl.extensions
+    try:
+        extensions.get_extension_for_class(x509.DeltaCRLIndicator)
+    except x509.ExtensionNotFound:
+        pass
+    else:
+        return False
+    try:
+        idp = extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    except x509.ExtensionNotFound:
+        return True
+    return not (
+        idp.only_contains_user_certs
+        or idp.only_contains_ca_certs
+        or idp.only_contains_attribute_certs
+        or idp.only_some_reasons
+        or idp.indirect_crl
+    )
 
 
 def _check_validity_period(cert: x509.Certificate, at: datetime) -> None:
