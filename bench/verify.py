@@ -1,0 +1,488 @@
+"""Benchmark: vmic list verification against ``xmlsec1 --verify`` on the same signed list.
+
+Builds an image list of ``--entries`` images (default 10,000), signs it with a
+freshly issued endorser certificate from a throw-away dev CA (keys.pki), and
+then times, in the same run and on the same file:
+
+- vmic: :func:`feeds.verify.verify_list` in-process: hardened parse, signature
+  profile, chain + CRL against the CA folder as trust store, the signature
+  (signxml), the pins, and reading the list into the model;
+- xmlsec1: ``xmlsec1 --verify --trusted-pem ca.pem`` as a subprocess: signature
+  and chain only (no CRL, no model). This includes process start, which is
+  measured separately on a tiny signed document and printed.
+
+It then breaks vmic's time down (parse, chain + CRL, signxml, reader) and
+counts the whole-document parse/serialize passes inside signxml's
+``XMLVerifier.verify``. Targets (from the issue): vmic <= 3x xmlsec1 and
+vmic < 1 s. Missing them is reported, not fatal: the exit code is non-zero only
+when verification fails. Everything is local; nothing touches the network.
+
+    .venv/bin/python bench/verify.py [--entries N] [--repeat N] [--key-type rsa|ec]
+    .venv/bin/python bench/verify.py --profile   # adds a cProfile of one verify_list
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import hashlib
+import io
+import pstats
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cryptography import x509
+from lxml import etree
+from signxml.verifier import XMLVerifier
+
+from feeds.atom import FEED_TAG, render_list
+from feeds.model import ImageEntry, ImageList, image_id, list_id, sha512_hex
+from feeds.reader import read_list
+from feeds.verify import VerifiedList, verify_list
+from keys import xmlsig
+from keys.certs import PrivateKey, load_certificate, load_private_key
+from keys.dn import DistinguishedName
+from keys.errors import VmicError
+from keys.limits import DEFAULT_LIMITS
+from keys.pki import CA_CERT, create_ca, issue
+from keys.trust import CrlPolicy, TrustStore
+from keys.xmlsafe import parse_untrusted
+from keys.xmlsig import SignerPin, sign_enveloped
+
+T = TypeVar("T")
+
+RATIO_TARGET = 3.0
+SECONDS_TARGET = 1.0
+MB = 1_000_000
+CA_DN = "/DC=org/DC=example/O=vmic bench/CN=vmic bench CA"
+ENDORSER_DN = "/DC=org/DC=example/O=vmic bench/OU=Endorsers/CN=Bench Endorser"
+LIST_UUID = "5b0c7d2e-1f3a-4c6b-8d9e-0a1b2c3d4e5f"
+
+
+# -- building the signed list ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fixture:
+    """A CA folder (the trust store), the endorser, and two signed lists on disk."""
+
+    ca_dir: Path
+    ca_pem: Path
+    trust: TrustStore
+    pin: SignerPin
+    signer: x509.Certificate
+    signed_path: Path
+    raw: bytes
+    tiny_path: Path
+    now: datetime
+
+
+def _entry(n: int, *, now: datetime) -> ImageEntry:
+    payload = f"bench image {n}".encode()
+    return ImageEntry(
+        id=image_id(f"00000000-0000-4000-8000-{n:012x}"),
+        title=f"Bench image {n}",
+        summary=f"A benchmark image, number {n}, with a summary of ordinary length",
+        url=f"https://images.example.org/bench/img-{n}.qcow2",
+        size=1_073_741_824 + n,
+        sha512=sha512_hex(hashlib.sha512(payload).hexdigest()),
+        format="qcow2",
+        updated=now - timedelta(days=1),
+        endorsed=now - timedelta(days=1),
+        hypervisor="KVM",
+        arch="x86_64",
+        os="Linux",
+        osname="AlmaLinux",
+        osversion="9.4",
+        version=f"1.{n}",
+        produced=now - timedelta(days=2),
+        vo="dteam",
+        tags=("bench", "linux"),
+    )
+
+
+def _image_list(entries: int, *, now: datetime, signer: x509.Certificate) -> ImageList:
+    return ImageList(
+        id=list_id(LIST_UUID),
+        title="vmic benchmark list",
+        self_url="https://endorser.example.org/lists/bench.atom",
+        updated=now - timedelta(minutes=10),
+        expires=now + timedelta(days=28),
+        version=1,
+        endorser_dn=DistinguishedName.from_x509(signer.subject),
+        issuer_dn=DistinguishedName.from_x509(signer.issuer),
+        author_name="Bench Endorser",
+        author_email="bench@example.org",
+        entries=tuple(_entry(n, now=now) for n in range(1, entries + 1)),
+    )
+
+
+def _sign(image_list: ImageList, *, key: PrivateKey, cert: x509.Certificate) -> bytes:
+    return sign_enveloped(render_list(image_list), key=key, cert=cert)
+
+
+def build_fixture(workdir: Path, *, entries: int, key_type: str) -> Fixture:
+    now = datetime.now(UTC)
+    ca_dir = workdir / "ca"
+    ca = create_ca(DistinguishedName.parse_slash(CA_DN), ca_dir, now=now, key_type=key_type)
+    endorser_dir = workdir / "endorser"
+    issue(
+        ca,
+        DistinguishedName.parse_slash(ENDORSER_DN),
+        endorser_dir,
+        now=now,
+        email="bench@example.org",
+        key_type=key_type,
+    )
+    key = load_private_key(endorser_dir / "key.pem")
+    cert = load_certificate(endorser_dir / "cert.pem")
+    # Verify a little later than signing, as a site would; well inside every validity window.
+    at = now + timedelta(seconds=1)
+
+    raw = _sign(_image_list(entries, now=now, signer=cert), key=key, cert=cert)
+    signed_path = workdir / "list.atom"
+    signed_path.write_bytes(raw)
+    tiny_path = workdir / "tiny.atom"
+    tiny_path.write_bytes(_sign(_image_list(1, now=now, signer=cert), key=key, cert=cert))
+
+    return Fixture(
+        ca_dir=ca_dir,
+        ca_pem=ca_dir / CA_CERT,
+        trust=TrustStore.from_directory(ca_dir),
+        pin=SignerPin(
+            subject=DistinguishedName.from_x509(cert.subject),
+            issuer=DistinguishedName.from_x509(cert.issuer),
+        ),
+        signer=cert,
+        signed_path=signed_path,
+        raw=raw,
+        tiny_path=tiny_path,
+        now=at,
+    )
+
+
+# -- timing ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    samples: list[float]
+
+    @property
+    def best(self) -> float:
+        return min(self.samples)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.samples)
+
+
+def timed(fn: Callable[[], T]) -> tuple[float, T]:
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def repeat(fn: Callable[[], object], times: int) -> Timings:
+    return Timings([timed(fn)[0] for _ in range(times)])
+
+
+def run_vmic(fx: Fixture) -> VerifiedList:
+    """The full vmic verification; the caller's later free of the result is not timed."""
+    return verify_list(fx.raw, trust=fx.trust, pins=[fx.pin], now=fx.now)
+
+
+def run_xmlsec1(fx: Fixture, path: Path) -> None:
+    subprocess.run(
+        [
+            "xmlsec1",
+            "--verify",
+            "--trusted-pem",
+            str(fx.ca_pem),
+            "--enabled-reference-uris",
+            "empty",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+# -- where vmic's time goes --------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Pass:
+    calls: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(slots=True)
+class SignxmlPasses:
+    """Whole-document passes inside one XMLVerifier.verify (inputs/outputs over half the doc)."""
+
+    threshold: int
+    parses: _Pass = field(default_factory=_Pass)
+    serializes: _Pass = field(default_factory=_Pass)
+    c14n: _Pass = field(default_factory=_Pass)
+    digests: _Pass = field(default_factory=_Pass)
+
+
+@contextmanager
+def count_signxml_passes(threshold: int) -> Iterator[SignxmlPasses]:
+    """Wrap signxml's parse/serialize/c14n/digest helpers on XMLVerifier to count big passes."""
+    passes = SignxmlPasses(threshold=threshold)
+    originals: dict[str, Any] = {}
+
+    def wrap(name: str, bucket: _Pass, size_of: Callable[[tuple[Any, ...], Any], int]) -> None:
+        original = getattr(XMLVerifier, name)
+        originals[name] = XMLVerifier.__dict__.get(name)
+
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            result = original(self, *args, **kwargs)
+            elapsed = time.perf_counter() - start
+            if size_of(args, result) >= threshold:
+                bucket.calls += 1
+                bucket.seconds += elapsed
+            return result
+
+        setattr(XMLVerifier, name, wrapper)
+
+    def arg_len(args: tuple[Any, ...], _result: Any) -> int:
+        return len(args[0]) if isinstance(args[0], bytes | str) else 0
+
+    def result_len(_args: tuple[Any, ...], result: Any) -> int:
+        return len(result) if isinstance(result, bytes | str) else 0
+
+    wrap("_fromstring", passes.parses, arg_len)
+    wrap("_tostring", passes.serializes, result_len)
+    wrap("_c14n", passes.c14n, result_len)
+    wrap("_get_digest", passes.digests, arg_len)
+    try:
+        yield passes
+    finally:
+        for name, original in originals.items():
+            if original is None:
+                delattr(XMLVerifier, name)
+            else:
+                setattr(XMLVerifier, name, original)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Breakdown:
+    parse: float
+    profile: float
+    chain: float
+    signxml: float
+    reader: float
+    total: float
+    passes: SignxmlPasses
+    one_parse: float
+    one_free: float
+    one_entity_walk: float
+    one_tostring: float
+    one_c14n: float
+
+
+def _profile_check_time(raw: bytes, times: int) -> float:
+    """keys.xmlsig's cheap checks before the chain: signature shape, KeyInfo certificates."""
+    parsed = parse_untrusted(raw, limits=DEFAULT_LIMITS)
+    return repeat(
+        lambda: xmlsig._keyinfo_certificates(xmlsig._profile_signature(parsed)), times
+    ).best
+
+
+def breakdown(fx: Fixture, times: int) -> Breakdown:
+    """Best-of-``times`` for each step of verify_list, run separately (roughly additive)."""
+    leaf_intermediates: list[x509.Certificate] = []
+    parse = repeat(lambda: parse_untrusted(fx.raw, limits=DEFAULT_LIMITS), times).best
+    profile = _profile_check_time(fx.raw, times)
+    chain = repeat(
+        lambda: fx.trust.validate(fx.signer, leaf_intermediates, at=fx.now, crl=CrlPolicy.REQUIRE),
+        times,
+    ).best
+
+    def check_signature() -> etree._Element:
+        # The step verify_enveloped delegates to signxml (an internal of keys.xmlsig).
+        return xmlsig._check_signature(fx.raw, fx.signer, at=fx.now, root_tag=FEED_TAG)
+
+    signxml_time = repeat(check_signature, times).best
+    signed_root = check_signature()
+    reader = repeat(lambda: read_list(signed_root, limits=DEFAULT_LIMITS), times).best
+    total = repeat(lambda: run_vmic(fx), times).best
+    with count_signxml_passes(len(fx.raw) // 2) as passes:
+        check_signature()
+
+    root = parse_untrusted(fx.raw, limits=DEFAULT_LIMITS)
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
+    one_parse = repeat(lambda: etree.fromstring(fx.raw, parser=parser), times).best
+
+    def free_one_tree() -> float:
+        tree = etree.fromstring(fx.raw, parser=parser)
+        start = time.perf_counter()
+        del tree  # the last reference: libxml2 frees the document here
+        return time.perf_counter() - start
+
+    one_free = min(free_one_tree() for _ in range(times))
+    one_entity_walk = repeat(lambda: list(root.iter(etree.Entity)), times).best
+    one_tostring = repeat(lambda: etree.tostring(root), times).best
+    one_c14n = repeat(lambda: etree.tostring(root, method="c14n", exclusive=True), times).best
+    return Breakdown(
+        parse=parse,
+        profile=profile,
+        chain=chain,
+        signxml=signxml_time,
+        reader=reader,
+        total=total,
+        passes=passes,
+        one_parse=one_parse,
+        one_free=one_free,
+        one_entity_walk=one_entity_walk,
+        one_tostring=one_tostring,
+        one_c14n=one_c14n,
+    )
+
+
+def print_profile(fx: Fixture, top: int) -> None:
+    profiler = cProfile.Profile()
+    profiler.enable()
+    run_vmic(fx)
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats(pstats.SortKey.TIME).print_stats(top)
+    print(f"\ncProfile of one verify_list, top {top} by own time:")
+    print(out.getvalue().rstrip())
+
+
+# -- main -------------------------------------------------------------------------
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100 * part / whole:5.1f}%" if whole > 0 else "  n/a"
+
+
+def _verdict(met: bool) -> str:
+    return "target met" if met else "target missed"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Time vmic verify_list against xmlsec1 --verify on one signed image list."
+    )
+    parser.add_argument("--entries", type=int, default=10_000, help="images in the list")
+    parser.add_argument(
+        "--repeat", type=int, default=5, help="runs per side (best and median are reported)"
+    )
+    parser.add_argument("--key-type", choices=("rsa", "ec"), default="rsa")
+    parser.add_argument(
+        "--profile", action="store_true", help="also print a cProfile of one verify_list"
+    )
+    args = parser.parse_args(argv)
+    if args.entries < 1 or args.repeat < 1:
+        parser.error("--entries and --repeat must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if shutil.which("xmlsec1") is None:
+        print("xmlsec1 is not on PATH", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="vmic-bench-") as tmp:
+        build_seconds, fx = timed(
+            lambda: build_fixture(Path(tmp), entries=args.entries, key_type=args.key_type)
+        )
+        size_mb = len(fx.raw) / MB
+        print(
+            f"document: {size_mb:.2f} MB, {args.entries} entries, {args.key_type} signer "
+            f"(built and signed in {build_seconds:.2f} s)"
+        )
+        try:
+            # Warm up both sides once (imports, schema loading, page cache) and check they verify.
+            listed = len(run_vmic(fx).image_list.entries)
+            if listed != args.entries:
+                print(f"vmic read {listed} entries, expected {args.entries}", file=sys.stderr)
+                return 1
+            run_xmlsec1(fx, fx.signed_path)
+            run_xmlsec1(fx, fx.tiny_path)
+            vmic_t = repeat(lambda: run_vmic(fx), args.repeat)
+            xmlsec_t = repeat(lambda: run_xmlsec1(fx, fx.signed_path), args.repeat)
+            start_t = repeat(lambda: run_xmlsec1(fx, fx.tiny_path), args.repeat)
+            parts = breakdown(fx, args.repeat)
+        except VmicError as exc:
+            print(f"vmic verification failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        except subprocess.CalledProcessError as exc:
+            detail = exc.stderr.decode(errors="replace").strip() if exc.stderr else ""
+            print(f"xmlsec1 verification failed (exit {exc.returncode}): {detail}", file=sys.stderr)
+            return 1
+
+        ratio = vmic_t.best / xmlsec_t.best
+        print(f"runs per side: {args.repeat} (best / median)")
+        print(
+            f"vmic verify_list (signature+chain+CRL+model): "
+            f"best {vmic_t.best:.3f} s, median {vmic_t.median:.3f} s"
+        )
+        print(
+            f"xmlsec1 --verify (signature+chain, incl. process start): "
+            f"best {xmlsec_t.best:.3f} s, median {xmlsec_t.median:.3f} s"
+        )
+        print(
+            f"xmlsec1 process start + tiny doc ({fx.tiny_path.stat().st_size} bytes): "
+            f"best {start_t.best:.3f} s, median {start_t.median:.3f} s"
+        )
+        print(f"ratio vmic/xmlsec1 (best vs best): {ratio:.2f}x")
+        print(f"target ratio <= {RATIO_TARGET:g}x: {_verdict(ratio <= RATIO_TARGET)}")
+        print(
+            f"target vmic < {SECONDS_TARGET:g} s: {_verdict(vmic_t.best < SECONDS_TARGET)} "
+            f"(best {vmic_t.best:.3f} s)"
+        )
+
+        b = parts
+        p = b.passes
+        print("\nvmic breakdown (each step timed alone, best of runs):")
+        print(f"  {'total verify_list':<34} {b.total:.4f} s")
+        steps = [
+            ("parse_untrusted (hardened parse)", b.parse),
+            ("signature profile + KeyInfo certs", b.profile),
+            ("TrustStore.validate (chain+CRL)", b.chain),
+            ("signxml XMLVerifier.verify", b.signxml),
+            ("feeds.reader.read_list", b.reader),
+        ]
+        rest = b.total - sum(seconds for _, seconds in steps)
+        steps.append(("rest (tree frees, sha256, pins...)", rest))
+        for label, seconds in steps:
+            print(f"  {label:<34} {seconds:.4f} s  {_pct(seconds, b.total)}")
+        print(
+            f"inside one XMLVerifier.verify, whole-document passes (>= {p.threshold / MB:.1f} MB):"
+        )
+        print(
+            f"  {p.parses.calls} parses (_fromstring, incl. entity walk) {p.parses.seconds:.3f} s; "
+            f"{p.serializes.calls} tostring {p.serializes.seconds:.3f} s; "
+            f"{p.c14n.calls} exc-c14n {p.c14n.seconds:.3f} s; "
+            f"{p.digests.calls} digest {p.digests.seconds:.3f} s"
+        )
+        print(
+            f"  for scale, one lxml pass over this document: parse {b.one_parse:.3f} s, "
+            f"free {b.one_free:.3f} s, entity walk {b.one_entity_walk:.3f} s, "
+            f"tostring {b.one_tostring:.3f} s, exc-c14n {b.one_c14n:.3f} s"
+        )
+        if args.profile:
+            print_profile(fx, top=25)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
