@@ -34,16 +34,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from cryptography import x509
 from lxml import etree
-from signxml.verifier import XMLVerifier
 
 from feeds.atom import FEED_TAG, render_list
 from feeds.model import ImageEntry, ImageList, image_id, list_id, sha512_hex
@@ -55,8 +53,7 @@ from keys.dn import DistinguishedName
 from keys.errors import VmicError
 from keys.limits import DEFAULT_LIMITS
 from keys.pki import CA_CERT, create_ca, issue
-from keys.trust import CrlPolicy, TrustStore
-from keys.xmlsafe import parse_untrusted
+from keys.trust import TrustStore
 from keys.xmlsig import SignerPin, sign_enveloped
 
 T = TypeVar("T")
@@ -221,137 +218,27 @@ def run_xmlsec1(fx: Fixture, path: Path) -> None:
 # -- where vmic's time goes --------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Pass:
-    calls: int = 0
-    seconds: float = 0.0
-
-
-@dataclass(slots=True)
-class SignxmlPasses:
-    """Whole-document passes inside one XMLVerifier.verify (inputs/outputs over half the doc)."""
-
-    threshold: int
-    parses: _Pass = field(default_factory=_Pass)
-    serializes: _Pass = field(default_factory=_Pass)
-    c14n: _Pass = field(default_factory=_Pass)
-    digests: _Pass = field(default_factory=_Pass)
-
-
-@contextmanager
-def count_signxml_passes(threshold: int) -> Iterator[SignxmlPasses]:
-    """Wrap signxml's parse/serialize/c14n/digest helpers on XMLVerifier to count big passes."""
-    passes = SignxmlPasses(threshold=threshold)
-    originals: dict[str, Any] = {}
-
-    def wrap(name: str, bucket: _Pass, size_of: Callable[[tuple[Any, ...], Any], int]) -> None:
-        original = getattr(XMLVerifier, name)
-        originals[name] = XMLVerifier.__dict__.get(name)
-
-        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            result = original(self, *args, **kwargs)
-            elapsed = time.perf_counter() - start
-            if size_of(args, result) >= threshold:
-                bucket.calls += 1
-                bucket.seconds += elapsed
-            return result
-
-        setattr(XMLVerifier, name, wrapper)
-
-    def arg_len(args: tuple[Any, ...], _result: Any) -> int:
-        return len(args[0]) if isinstance(args[0], bytes | str) else 0
-
-    def result_len(_args: tuple[Any, ...], result: Any) -> int:
-        return len(result) if isinstance(result, bytes | str) else 0
-
-    wrap("_fromstring", passes.parses, arg_len)
-    wrap("_tostring", passes.serializes, result_len)
-    wrap("_c14n", passes.c14n, result_len)
-    wrap("_get_digest", passes.digests, arg_len)
-    try:
-        yield passes
-    finally:
-        for name, original in originals.items():
-            if original is None:
-                delattr(XMLVerifier, name)
-            else:
-                setattr(XMLVerifier, name, original)
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Breakdown:
-    parse: float
-    profile: float
-    chain: float
-    signxml: float
+    signature: float
     reader: float
     total: float
-    passes: SignxmlPasses
-    one_parse: float
-    one_free: float
-    one_entity_walk: float
-    one_tostring: float
-    one_c14n: float
-
-
-def _profile_check_time(raw: bytes, times: int) -> float:
-    """keys.xmlsig's cheap checks before the chain: signature shape, KeyInfo certificates."""
-    parsed = parse_untrusted(raw, limits=DEFAULT_LIMITS)
-    return repeat(
-        lambda: xmlsig._keyinfo_certificates(xmlsig._profile_signature(parsed)), times
-    ).best
 
 
 def breakdown(fx: Fixture, times: int) -> Breakdown:
-    """Best-of-``times`` for each step of verify_list, run separately (roughly additive)."""
-    leaf_intermediates: list[x509.Certificate] = []
-    parse = repeat(lambda: parse_untrusted(fx.raw, limits=DEFAULT_LIMITS), times).best
-    profile = _profile_check_time(fx.raw, times)
-    chain = repeat(
-        lambda: fx.trust.validate(fx.signer, leaf_intermediates, at=fx.now, crl=CrlPolicy.REQUIRE),
-        times,
-    ).best
+    """Best-of-``times`` for the two halves of verify_list, each run alone."""
 
     def check_signature() -> etree._Element:
-        # The step verify_enveloped delegates to signxml (an internal of keys.xmlsig).
-        return xmlsig._check_signature(fx.raw, fx.signer, at=fx.now, root_tag=FEED_TAG)
+        verified = xmlsig.verify_enveloped(
+            fx.raw, trust=fx.trust, pins=[fx.pin], at=fx.now, root_tag=FEED_TAG
+        )
+        return verified.root
 
-    signxml_time = repeat(check_signature, times).best
+    signature = repeat(check_signature, times).best
     signed_root = check_signature()
     reader = repeat(lambda: read_list(signed_root, limits=DEFAULT_LIMITS), times).best
     total = repeat(lambda: run_vmic(fx), times).best
-    with count_signxml_passes(len(fx.raw) // 2) as passes:
-        check_signature()
-
-    root = parse_untrusted(fx.raw, limits=DEFAULT_LIMITS)
-    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)
-    one_parse = repeat(lambda: etree.fromstring(fx.raw, parser=parser), times).best
-
-    def free_one_tree() -> float:
-        tree = etree.fromstring(fx.raw, parser=parser)
-        start = time.perf_counter()
-        del tree  # the last reference: libxml2 frees the document here
-        return time.perf_counter() - start
-
-    one_free = min(free_one_tree() for _ in range(times))
-    one_entity_walk = repeat(lambda: list(root.iter(etree.Entity)), times).best
-    one_tostring = repeat(lambda: etree.tostring(root), times).best
-    one_c14n = repeat(lambda: etree.tostring(root, method="c14n", exclusive=True), times).best
-    return Breakdown(
-        parse=parse,
-        profile=profile,
-        chain=chain,
-        signxml=signxml_time,
-        reader=reader,
-        total=total,
-        passes=passes,
-        one_parse=one_parse,
-        one_free=one_free,
-        one_entity_walk=one_entity_walk,
-        one_tostring=one_tostring,
-        one_c14n=one_c14n,
-    )
+    return Breakdown(signature=signature, reader=reader, total=total)
 
 
 def print_profile(fx: Fixture, top: int) -> None:
@@ -451,34 +338,17 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         b = parts
-        p = b.passes
-        print("\nvmic breakdown (each step timed alone, best of runs):")
-        print(f"  {'total verify_list':<34} {b.total:.4f} s")
+        print("\nvmic breakdown (each part timed alone, best of runs):")
+        print(f"  {'total verify_list':<44} {b.total:.4f} s")
         steps = [
-            ("parse_untrusted (hardened parse)", b.parse),
-            ("signature profile + KeyInfo certs", b.profile),
-            ("TrustStore.validate (chain+CRL)", b.chain),
-            ("signxml XMLVerifier.verify", b.signxml),
-            ("feeds.reader.read_list", b.reader),
+            ("keys.xmlsig.verify_enveloped (parse, chain, CRL, signature)", b.signature),
+            ("feeds.reader.read_list (signed tree -> model)", b.reader),
         ]
-        rest = b.total - sum(seconds for _, seconds in steps)
-        steps.append(("rest (tree frees, sha256, pins...)", rest))
+        steps.append(
+            ("rest (sha256 of the bytes, checks, frees)", b.total - b.signature - b.reader)
+        )
         for label, seconds in steps:
-            print(f"  {label:<34} {seconds:.4f} s  {_pct(seconds, b.total)}")
-        print(
-            f"inside one XMLVerifier.verify, whole-document passes (>= {p.threshold / MB:.1f} MB):"
-        )
-        print(
-            f"  {p.parses.calls} parses (_fromstring, incl. entity walk) {p.parses.seconds:.3f} s; "
-            f"{p.serializes.calls} tostring {p.serializes.seconds:.3f} s; "
-            f"{p.c14n.calls} exc-c14n {p.c14n.seconds:.3f} s; "
-            f"{p.digests.calls} digest {p.digests.seconds:.3f} s"
-        )
-        print(
-            f"  for scale, one lxml pass over this document: parse {b.one_parse:.3f} s, "
-            f"free {b.one_free:.3f} s, entity walk {b.one_entity_walk:.3f} s, "
-            f"tostring {b.one_tostring:.3f} s, exc-c14n {b.one_c14n:.3f} s"
-        )
+            print(f"  {label:<44} {seconds:.4f} s  {_pct(seconds, b.total)}")
         if args.profile:
             print_profile(fx, top=25)
     return 0

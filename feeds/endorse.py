@@ -185,6 +185,12 @@ def issue_next(
     """The next version of the list; the manifest records it (and is saved) first."""
     content = manifest.content_sha256()
     updated = manifest.state.updated
+    if updated is not None and now < updated:
+        raise ConfigError(
+            f"this machine's clock ({now:%Y-%m-%d %H:%M:%S}Z) is behind the last signing of "
+            f"this list ({updated:%Y-%m-%d %H:%M:%S}Z); sites would reject the new version",
+            hint="set the clock right (NTP) and sign again",
+        )
     if updated is None or content != manifest.state.content_sha256:
         updated = now
     version = manifest.state.version + 1

@@ -33,6 +33,7 @@ from feeds.model import (
     ImageEntry,
     ImageId,
     Tombstone,
+    check_text,
     check_token,
     check_url,
     image_id,
@@ -279,6 +280,8 @@ class _Table:
             raise self.fail(key, f"expected {kind.__name__}, got {type(value).__name__}")
         if isinstance(value, datetime) and value.tzinfo is None:
             raise self.fail(key, "needs a time zone (e.g. 2026-11-26T12:00:00Z)")
+        if isinstance(value, str):
+            self.checked(key, partial(check_text, value, what="text"))
         return value
 
     def opt_text(self, key: str) -> str | None:

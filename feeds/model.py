@@ -45,6 +45,9 @@ KNOWN_FORMATS = (
     "tar.xz",
     "tar.bz2",
 )
+# Characters XML 1.0 cannot carry (C0 controls but tab/LF/CR, surrogates, U+FFFE/U+FFFF).
+_NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_URL_FORBIDDEN = re.compile(r"[\s\x00-\x1f\x7f]")
 _TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
 
 
@@ -81,9 +84,17 @@ def check_token(text: str, *, what: str) -> str:
     return text
 
 
+def check_text(text: str, *, what: str) -> str:
+    """Text that an XML document can carry, or ListFormatError."""
+    bad = _NOT_XML.search(text)
+    if bad:
+        raise ListFormatError(f"{what}: character U+{ord(bad.group()):04X} cannot appear in XML")
+    return text
+
+
 def check_url(text: str, *, what: str) -> str:
     """An absolute http(s) URL without credentials, whitespace or control characters."""
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+    if _URL_FORBIDDEN.search(text):
         raise ListFormatError(f"{what}: URL contains whitespace or control characters")
     try:
         parts = urlsplit(text)

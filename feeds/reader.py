@@ -16,7 +16,6 @@ Atom allows extension:
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
 from typing import TypeVar
@@ -54,6 +53,7 @@ _SIZE = re.compile(r"^(0|[1-9][0-9]{0,18})$")
 _VERSION = re.compile(r"^[1-9][0-9]{0,15}$")
 _MAX_SIZE = 2**63 - 1
 
+_VMIC_PREFIX = f"{{{VMIC}}}"
 _FEED_VMIC = {"endorser-dn", "issuer-dn", "version", "expires"}
 _ENTRY_VMIC = {
     "sha512",
@@ -74,13 +74,19 @@ _ENTRY_VMIC = {
 class _Fields:
     """The children of one element, grouped by tag, with error messages that say where."""
 
-    def __init__(self, node: etree._Element, where: str, limits: Limits) -> None:
+    def __init__(self, node: etree._Element, where: object, limits: Limits) -> None:
         self.where = where
         self.limits = limits
-        self.by_tag: dict[str, list[etree._Element]] = defaultdict(list)
+        by_tag: dict[str, list[etree._Element]] = {}
         for child in node:
-            if isinstance(child.tag, str):
-                self.by_tag[child.tag].append(child)
+            tag = child.tag
+            if isinstance(tag, str):
+                found = by_tag.get(tag)
+                if found is None:
+                    by_tag[tag] = [child]
+                else:
+                    found.append(child)
+        self.by_tag = by_tag
 
     def fail(self, field: str, problem: str) -> ListFormatError:
         return ListFormatError(f"{self.where}: {field}: {problem}")
@@ -90,16 +96,16 @@ class _Fields:
 
     def optional_text(self, tag: str, name: str) -> str | None:
         """The text of an element that may appear at most once."""
-        found = self.nodes(tag)
-        if not found:
+        found = self.by_tag.get(tag)
+        if found is None:
             return None
         if len(found) > 1:
             raise self.fail(name, f"appears {len(found)} times, at most once allowed")
         node = found[0]
         if node.get("type", "text") != "text":
             raise self.fail(name, f"type {node.get('type')!r} is not allowed, only text")
-        if any(isinstance(child.tag, str) for child in node):
-            raise self.fail(name, "must hold text only, not elements")
+        if len(node):  # elements, comments or processing instructions split the text
+            raise self.fail(name, "must hold text only, not elements or comments")
         value = node.text or ""
         if len(value) > self.limits.max_text_chars:
             raise self.fail(name, f"longer than {self.limits.max_text_chars} characters")
@@ -139,9 +145,10 @@ class _Fields:
 
     def reject_unknown_vmic(self, allowed: set[str]) -> None:
         for tag in self.by_tag:
-            qname = etree.QName(tag)
-            if qname.namespace == VMIC and qname.localname not in allowed:
-                raise self.fail(f"vmic:{qname.localname}", "unknown element of the vmic namespace")
+            if tag.startswith(_VMIC_PREFIX) and tag[len(_VMIC_PREFIX) :] not in allowed:
+                raise self.fail(
+                    f"vmic:{tag[len(_VMIC_PREFIX) :]}", "unknown element of the vmic namespace"
+                )
 
 
 def read_list(root: etree._Element, *, limits: Limits = DEFAULT_LIMITS) -> ImageList:
@@ -231,9 +238,19 @@ def _url(text: str) -> str:
     return check_url(text, what="href")
 
 
+def _token(what: str) -> Callable[[str], str]:
+    return lambda text: check_token(text, what=what)
+
+
+_ID, _TITLE, _SUMMARY = atom("id"), atom("title"), atom("summary")
+_UPDATED, _PUBLISHED, _CATEGORY = atom("updated"), atom("published"), atom("category")
+_V = {name: vmic(name) for name in _ENTRY_VMIC}
+_IMAGE_URN = _urn_uuid(image_id)
+_FORMAT, _VO, _TAG = _token("format"), _token("vo"), _token("tag")
+
+
 def _read_entry(node: etree._Element, index: int, limits: Limits) -> ImageEntry:
-    raw_id = node.findtext(atom("id")) or "?"
-    fields = _Fields(node, f"entry {index} ({raw_id.strip()[:60]})", limits)
+    fields = _Fields(node, _EntryLabel(node, index), limits)
     fields.reject_unknown_vmic(_ENTRY_VMIC)
     enclosures = _links(fields, "enclosure")
     if len(enclosures) != 1:
@@ -241,59 +258,66 @@ def _read_entry(node: etree._Element, index: int, limits: Limits) -> ImageEntry:
             "atom:link rel=enclosure", f"expected exactly one, found {len(enclosures)}"
         )
     enclosure = enclosures[0]
-    size = fields.check("vmic:size", fields.exact(vmic("size"), "vmic:size"), _size)
+    download = enclosure.get("href", "")
+    size = fields.check("vmic:size", fields.exact(_V["size"], "vmic:size"), _size)
     length = fields.check("atom:link@length", enclosure.get("length", ""), _size)
     if length != size:
         raise fields.fail("atom:link@length", f"{length} differs from vmic:size {size}")
-    alternates = _links(fields, "alternate")
-    vos = [c for c in fields.nodes(atom("category")) if c.get("scheme") == VO_SCHEME]
+    categories = fields.nodes(_CATEGORY)
+    vos = [c for c in categories if c.get("scheme") == VO_SCHEME]
     if len(vos) > 1:
         raise fields.fail("atom:category (vo)", "at most one VO")
+    optional = fields.optional_text
     return ImageEntry(
-        id=fields.check("atom:id", fields.exact(atom("id"), "atom:id"), _urn_uuid(image_id)),
-        title=fields.text(atom("title"), "atom:title"),
-        summary=fields.optional_text(atom("summary"), "atom:summary") or "",
-        url=fields.check("atom:link rel=enclosure", enclosure.get("href", ""), _url),
+        id=fields.check("atom:id", fields.exact(_ID, "atom:id"), _IMAGE_URN),
+        title=fields.text(_TITLE, "atom:title"),
+        summary=optional(_SUMMARY, "atom:summary") or "",
+        url=fields.check("atom:link rel=enclosure", download, _url),
         size=size,
-        sha512=fields.check("vmic:sha512", fields.exact(vmic("sha512"), "vmic:sha512"), sha512_hex),
-        format=fields.check(
-            "vmic:format", fields.exact(vmic("format"), "vmic:format"), _token("format")
-        ),
-        updated=fields.check("atom:updated", fields.exact(atom("updated"), "atom:updated"), _time),
-        endorsed=fields.check(
-            "atom:published", fields.exact(atom("published"), "atom:published"), _time
-        ),
-        hypervisor=fields.optional_text(vmic("hypervisor"), "vmic:hypervisor"),
-        arch=fields.optional_text(vmic("arch"), "vmic:arch"),
-        os=fields.optional_text(vmic("os"), "vmic:os"),
-        osname=fields.optional_text(vmic("osname"), "vmic:osname"),
-        osversion=fields.optional_text(vmic("osversion"), "vmic:osversion"),
-        version=fields.optional_text(vmic("image-version"), "vmic:image-version"),
-        produced=fields.parsed(vmic("produced"), "vmic:produced", _time),
-        expires=fields.parsed(vmic("expires"), "vmic:expires", _time),
-        vo=fields.check("atom:category (vo)", vos[0].get("term", ""), _token("vo"))
-        if vos
-        else None,
+        sha512=fields.check("vmic:sha512", fields.exact(_V["sha512"], "vmic:sha512"), sha512_hex),
+        format=fields.check("vmic:format", fields.exact(_V["format"], "vmic:format"), _FORMAT),
+        updated=fields.check("atom:updated", fields.exact(_UPDATED, "atom:updated"), _time),
+        endorsed=fields.check("atom:published", fields.exact(_PUBLISHED, "atom:published"), _time),
+        hypervisor=optional(_V["hypervisor"], "vmic:hypervisor"),
+        arch=optional(_V["arch"], "vmic:arch"),
+        os=optional(_V["os"], "vmic:os"),
+        osname=optional(_V["osname"], "vmic:osname"),
+        osversion=optional(_V["osversion"], "vmic:osversion"),
+        version=optional(_V["image-version"], "vmic:image-version"),
+        produced=fields.parsed(_V["produced"], "vmic:produced", _time),
+        expires=fields.parsed(_V["expires"], "vmic:expires", _time),
+        vo=fields.check("atom:category (vo)", vos[0].get("term", ""), _VO) if vos else None,
         tags=tuple(
-            fields.check("atom:category (tag)", c.get("term", ""), _token("tag"))
-            for c in fields.nodes(atom("category"))
+            fields.check("atom:category (tag)", c.get("term", ""), _TAG)
+            for c in categories
             if c.get("scheme") == TAG_SCHEME
         ),
-        info_url=_info_url(fields, alternates, enclosure.get("href", "")),
-        policy_override=fields.optional_text(vmic("policy-override"), "vmic:policy-override"),
+        info_url=_info_url(fields, _links(fields, "alternate"), download),
+        policy_override=optional(_V["policy-override"], "vmic:policy-override"),
     )
+
+
+class _EntryLabel:
+    """How errors name an entry; built only when an error is reported."""
+
+    __slots__ = ("index", "node")
+
+    def __init__(self, node: etree._Element, index: int) -> None:
+        self.node, self.index = node, index
+
+    def __str__(self) -> str:
+        raw_id = (self.node.findtext(_ID) or "?").strip()
+        return f"entry {self.index} ({raw_id[:60]})"
 
 
 def _info_url(fields: _Fields, alternates: list[etree._Element], download: str) -> str | None:
     """The alternate link, unless it only repeats the download URL (the writer's default)."""
     if not alternates:
         return None
-    href = fields.check("atom:link rel=alternate", alternates[0].get("href", ""), _url)
-    return None if href == download else href
-
-
-def _token(what: str) -> Callable[[str], str]:
-    return lambda text: check_token(text, what=what)
+    href = alternates[0].get("href", "")
+    if href == download:
+        return None
+    return fields.check("atom:link rel=alternate", href, _url)
 
 
 def _read_tombstone(node: etree._Element, index: int, limits: Limits) -> Tombstone:

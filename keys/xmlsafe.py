@@ -2,8 +2,10 @@
 
 One parser configuration for every document vmic reads: no DTD, no entity
 expansion, no network, no huge-tree mode (libxml2 then refuses text nodes
-over 10 MB), a byte cap checked before parsing, UTF-8 only, and a nesting
-depth bound checked after parsing. Anything else is a ListFormatError.
+over 10 MB), a byte cap checked before parsing, UTF-8 only, no processing
+instructions (they would make the canonical form of the document differ from
+that of its root element), and a nesting depth bound checked after parsing.
+Anything else is a ListFormatError.
 """
 
 from __future__ import annotations
@@ -50,12 +52,19 @@ def parse_untrusted(raw: bytes, *, limits: Limits, what: str = "document") -> et
     encoding = (docinfo.encoding or "UTF-8").upper()
     if encoding not in {"UTF-8", "UTF8"}:
         raise ListFormatError(f"{what} is encoded as {docinfo.encoding}; only UTF-8 is allowed")
-    for node in root.iter(etree.Entity):
-        raise ListFormatError(
-            f"{what} contains an entity reference ({node!r}), which is not allowed"
-        )
+    for node in root.iter(etree.Entity, etree.ProcessingInstruction):
+        raise ListFormatError(f"{what} contains {_kind(node)}, which is not allowed")
+    for sibling in (*root.itersiblings(preceding=True), *root.itersiblings()):
+        if isinstance(sibling, etree._ProcessingInstruction):
+            raise ListFormatError(f"{what} contains {_kind(sibling)}, which is not allowed")
     check_depth(root, limits=limits, what=what)
     return root
+
+
+def _kind(node: etree._Element) -> str:
+    if isinstance(node, etree._ProcessingInstruction):
+        return f"a processing instruction ({node.target!r})"
+    return f"an entity reference ({node!r})"
 
 
 def check_depth(root: etree._Element, *, limits: Limits, what: str) -> None:
