@@ -231,3 +231,25 @@ def write_identity(directory: Path, identity: Identity) -> tuple[Path, Path, Pat
     )
     chain.write_bytes(pem(*identity.intermediates))
     return cert, key, chain
+
+
+def self_signed_identity(subject: str, *, now: datetime, key_kind: str = "ec") -> Identity:
+    """An end-entity certificate signed by its own key: fit for signing, chained to no CA."""
+    key = new_key(key_kind)
+    name = DistinguishedName.parse_slash(subject).to_x509()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage(digital_signature=True), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return Identity(cert=cert, key=key)
