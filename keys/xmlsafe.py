@@ -16,9 +16,24 @@ from keys.errors import ListFormatError
 from keys.limits import Limits
 
 
+class _RefuseAll(etree.Resolver):
+    """Answers every request for an external resource with nothing."""
+
+    # lxml calls resolve(url, public_id, context); lxml-stubs leave out the context.
+    def resolve(  # type: ignore[override]
+        self, system_url: str | None, public_id: str | None, context: object
+    ) -> object:
+        return self.resolve_string("", context, base_url=None)
+
+
 def hardened_parser() -> etree.XMLParser:
-    """A new parser that resolves nothing outside the document."""
-    return etree.XMLParser(
+    """A new parser that resolves nothing outside the document.
+
+    The options alone are not enough: with them libxml2 still opens a local
+    file named by an external DTD or parameter entity, so a resolver refuses
+    every external resource as well.
+    """
+    parser = etree.XMLParser(
         resolve_entities=False,
         no_network=True,
         load_dtd=False,
@@ -27,6 +42,8 @@ def hardened_parser() -> etree.XMLParser:
         collect_ids=False,
         remove_blank_text=False,
     )
+    parser.resolvers.add(_RefuseAll())
+    return parser
 
 
 def parse_untrusted(raw: bytes, *, limits: Limits, what: str = "document") -> etree._Element:
