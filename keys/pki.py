@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -206,8 +207,10 @@ def issue(
 def revoke(ca: CertificateAuthority, cert_path: Path, *, now: datetime, crl_days: int = 30) -> int:
     """Add a certificate issued by ``ca`` to its CRL; returns the revoked serial."""
     cert = load_certificate(cert_path)
-    if cert.issuer != ca.cert.subject:
-        raise ConfigError(f"{cert_path} was not issued by the CA in {ca.directory}")
+    try:
+        cert.verify_directly_issued_by(ca.cert)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise ConfigError(f"{cert_path} was not issued by the CA in {ca.directory}") from exc
     if is_self_issued(cert):
         raise ConfigError("a CA cannot revoke its own certificate")
     revoked = _current_revocations(ca)

@@ -377,6 +377,19 @@ def test_revoke_refuses_a_certificate_of_another_ca(
     assert snapshot(root.directory) == before
 
 
+def test_revoke_refuses_a_certificate_of_an_impostor_ca_with_the_same_dn(
+    root: CertificateAuthority, tmp_path: Path, now: datetime
+) -> None:
+    impostor = create_ca(ROOT_DN, tmp_path / "impostor-ca", now=now, key_type="ec")
+    issue(impostor, JANE_DN, tmp_path / "jane", now=now, key_type="ec")
+    before = snapshot(root.directory)
+
+    with pytest.raises(ConfigError, match="was not issued by the CA"):
+        revoke(root, tmp_path / "jane" / "cert.pem", now=now)
+
+    assert snapshot(root.directory) == before
+
+
 def test_revoke_refuses_the_cas_own_certificate(root: CertificateAuthority, now: datetime) -> None:
     before = snapshot(root.directory)
 
