@@ -80,7 +80,8 @@ def generate_key(key_type: str = "rsa", *, rsa_bits: int = 3072) -> PrivateKey:
     raise ConfigError(f"unknown key type {key_type!r} (choose {' or '.join(KEY_TYPES)})")
 
 
-def _key_usage(*, digital_signature: bool = False, ca: bool = False) -> x509.KeyUsage:
+def key_usage(*, digital_signature: bool = False, ca: bool = False) -> x509.KeyUsage:
+    """keyUsage for a CA (keyCertSign, cRLSign) or a signer (digitalSignature)."""
     return x509.KeyUsage(
         digital_signature=digital_signature,
         content_commitment=False,
@@ -142,7 +143,7 @@ def create_ca(
     builder = _builder(subject, issuer_name, public_key, now=now, days=days)
     builder = builder.add_extension(
         x509.BasicConstraints(ca=True, path_length=None), critical=True
-    ).add_extension(_key_usage(ca=True), critical=True)
+    ).add_extension(key_usage(ca=True), critical=True)
     if parent is not None:
         builder = builder.add_extension(
             _authority_key_id(parent.cert),
@@ -183,7 +184,7 @@ def issue(
     builder = (
         _builder(subject, ca.cert.subject, public_key, now=now, days=days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(digital_signature=True), critical=True)
+        .add_extension(key_usage(digital_signature=True), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
         )

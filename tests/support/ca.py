@@ -21,33 +21,18 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from keys.certs import PrivateKey
 from keys.dn import DistinguishedName
+from keys.pki import key_usage as usage
 from keys.trust import TrustStore
 
 
 def new_key(kind: str = "ec", *, bits: int = 2048) -> PrivateKey:
     if kind == "rsa":
         return rsa.generate_private_key(public_exponent=65537, key_size=bits)
-    if kind == "ec256":
-        return ec.generate_private_key(ec.SECP256R1())
-    if kind == "ec":
+    if kind in {"ec", "ec256"}:
         return ec.generate_private_key(ec.SECP256R1())
     if kind == "ec-small":
         return ec.generate_private_key(ec.SECP192R1())
     raise ValueError(kind)
-
-
-def usage(*, digital_signature: bool = False, ca: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=digital_signature,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=ca,
-        crl_sign=ca,
-        encipher_only=False,
-        decipher_only=False,
-    )
 
 
 @dataclass
