@@ -138,6 +138,7 @@ class Manifest:
         state = tomlkit.table()
         state["version"] = 0
         state["content_sha256"] = ""
+        state.add(tomlkit.nl())
         doc["state"] = state
         manifest = cls(path, doc)
         manifest.save()
@@ -166,7 +167,8 @@ class Manifest:
         table = tomlkit.table()
         table["id"] = entry.id
         table["title"] = entry.title
-        table["summary"] = entry.summary
+        if entry.summary:
+            table["summary"] = entry.summary
         table["url"] = entry.url
         table["file"] = filename
         table["size"] = entry.size
@@ -184,6 +186,7 @@ class Manifest:
             table["tags"] = list(entry.tags)
         table["endorsed"] = entry.endorsed
         table["updated"] = entry.updated
+        table.add(tomlkit.nl())
         self._aot("images").append(table)
         self._parse()
 
@@ -196,6 +199,7 @@ class Manifest:
                 table["id"] = image
                 table["when"] = when
                 table["reason"] = reason
+                table.add(tomlkit.nl())
                 self._aot("revoked").append(table)
                 self._parse()
                 return item
