@@ -25,7 +25,9 @@ an exit code. Other libraries' exceptions are wrapped at the boundary
     ├── IntegrityError              bytes do not match what the signed list promises
     │   ├── DigestMismatchError     SHA-512 differs
     │   └── SizeMismatchError       size differs
-    └── StoreError                  the site's local state cannot be used
+    ├── StoreError                  the site's local state cannot be used
+    │   └── DiskFullError           no room for a download or a write
+    └── LockedError                 another vmic run holds the site's lock
 """
 
 from __future__ import annotations
@@ -112,3 +114,11 @@ class SizeMismatchError(IntegrityError):
 
 class StoreError(VmicError):
     default_hint = "the site's local state is damaged or unusable; nothing was changed"
+
+
+class DiskFullError(StoreError):
+    default_hint = "free space on the cache's file system; partial files were removed"
+
+
+class LockedError(VmicError):
+    default_hint = "another `vmic` run is working on this site; this one did nothing"

@@ -37,5 +37,42 @@ class Limits:
     max_version_step: int = 2**32
     """Largest jump in version from the last accepted list (fast-forward guard)."""
 
+    # -- the network (site agent) ------------------------------------------------
+    list_deadline: timedelta = timedelta(seconds=60)
+    """Total time allowed to fetch one list, redirects and retries excluded."""
+
+    read_timeout: timedelta = timedelta(seconds=30)
+    """Longest wait for the next bytes of any response."""
+
+    connect_timeout: timedelta = timedelta(seconds=15)
+    """Longest wait for a TCP and TLS connection."""
+
+    min_rate: int = 16 * 1024
+    """Bytes per second a transfer must average (measured after ``rate_grace``)."""
+
+    rate_grace: timedelta = timedelta(seconds=20)
+    """How long a transfer may run before its average rate is checked."""
+
+    download_deadline: timedelta = timedelta(hours=6)
+    """Total time allowed for one image download."""
+
+    retries: int = 2
+    """Extra attempts after a failed fetch or download (with backoff)."""
+
+    backoff: timedelta = timedelta(seconds=2)
+    """Wait before the first retry; doubled for each further one."""
+
+    max_redirects: int = 5
+    """Redirects followed for one request."""
+
+    fetch_concurrency: int = 8
+    """Lists fetched at the same time."""
+
+    download_concurrency: int = 2
+    """Images downloaded at the same time."""
+
+    free_space_margin: int = 512 * MiB
+    """Space that must stay free on the cache's file system after a download."""
+
 
 DEFAULT_LIMITS = Limits()
