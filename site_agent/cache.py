@@ -1,0 +1,109 @@
+"""The content-addressed image cache: verified bytes named by their SHA-512.
+
+A file is in ``cache/images/sha512/<hex>`` only after its size and SHA-512
+were checked against an endorser-signed list; it arrives there by an atomic
+rename of a fsynced partial file, followed by a fsync of the folder. Nothing
+here deletes an image silently: withdrawn images move to ``cache/expired``
+(deleted after the configured retention), files that fail a re-hash move to
+``cache/quarantine``. The same SHA-512 listed by two lists is stored once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from keys.errors import StoreError
+from keys.fileio import fsync_dir, sha512_file
+from site_agent.home import SiteHome
+
+_HEX = re.compile(r"[0-9a-f]{128}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CachedFile:
+    sha512: str
+    path: Path
+    size: int
+
+
+class Cache:
+    def __init__(self, home: SiteHome) -> None:
+        self.home = home
+
+    def path(self, sha512: str) -> Path:
+        if not _HEX.fullmatch(sha512):  # names come from verified lists; check anyway
+            raise StoreError(f"not a SHA-512 digest: {sha512[:20]!r}")
+        return self.home.images / sha512
+
+    def partial(self, sha512: str) -> Path:
+        return self.home.partial / self.path(sha512).name
+
+    def has(self, sha512: str, size: int) -> bool:
+        try:
+            return self.path(sha512).stat().st_size == size
+        except FileNotFoundError:
+            return False
+
+    def install(self, partial: Path, sha512: str) -> Path:
+        """Move a verified, fsynced partial file into place (atomic rename, folder fsync)."""
+        target = self.path(sha512)
+        try:
+            partial.chmod(0o644)
+            partial.replace(target)
+            fsync_dir(target.parent)
+            partial.with_name(partial.name + ".resume").unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot move {partial} into the cache: {exc.strerror}") from exc
+        return target
+
+    def retire(self, sha512: str, *, now: datetime) -> Path | None:
+        """Move a cached image to cache/expired (kept for a while, then purged)."""
+        return self._move(sha512, self.home.expired, now=now)
+
+    def quarantine(self, sha512: str, *, now: datetime) -> Path | None:
+        return self._move(sha512, self.home.quarantine, now=now)
+
+    def _move(self, sha512: str, folder: Path, *, now: datetime) -> Path | None:
+        source = self.path(sha512)
+        if not source.exists():
+            return None
+        target = folder / f"{sha512}.{now.astimezone(UTC):%Y%m%dT%H%M%SZ}"
+        try:
+            source.replace(target)
+            stamp = now.timestamp()
+            os.utime(target, (stamp, stamp))  # the retention counts from the move
+            fsync_dir(folder)
+            fsync_dir(source.parent)
+        except OSError as exc:
+            raise StoreError(f"cannot move {source} to {folder}: {exc.strerror}") from exc
+        return target
+
+    def files(self) -> Iterator[CachedFile]:
+        for path in sorted(self.home.images.iterdir()):
+            if _HEX.fullmatch(path.name) and path.is_file():
+                yield CachedFile(sha512=path.name, path=path, size=path.stat().st_size)
+
+    def rehash(self, sha512: str) -> bool:
+        """True when the cached file's bytes still hash to its name."""
+        digest, _size = sha512_file(self.path(sha512))
+        return digest == sha512
+
+    def purge_expired(self, *, retention: timedelta, now: datetime) -> list[Path]:
+        """Delete files in cache/expired that were moved there longer ago than ``retention``."""
+        removed = []
+        for path in sorted(self.home.expired.iterdir()):
+            moved = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            if path.is_file() and now - moved > retention:
+                path.unlink()
+                removed.append(path)
+        return removed
+
+    def discard_partial(self, sha512: str) -> None:
+        partial = self.partial(sha512)
+        partial.unlink(missing_ok=True)
+        partial.with_name(partial.name + ".resume").unlink(missing_ok=True)

@@ -1,0 +1,299 @@
+"""The site's `config.toml`: writing the commented default, reading it strictly, editing hooks.
+
+Everything a site may tune lives here: the trust directory and CRL policy,
+the approval policy for new images, cache retention, network limits (merged
+into :class:`keys.limits.Limits`), and the hook commands. Unknown keys are
+errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+import tomlkit.exceptions
+from tomlkit.items import AoT
+
+from keys.errors import ConfigError
+from keys.fileio import read_file, write_atomic
+from keys.limits import DEFAULT_LIMITS, Limits
+from keys.trust import CrlPolicy
+
+EVENT_TYPES = (
+    "image.new",
+    "image.approved",
+    "image.refused",
+    "image.available",
+    "image.withdrawn",
+    "list.accepted",
+    "list.rejected",
+    "list.expired",
+)
+APPROVAL_POLICIES = ("hold", "auto")
+_HOOK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+DEFAULT_TRUST = "/etc/grid-security/certificates"
+
+_TEMPLATE = """\
+# vmic site configuration. `vmic site init` wrote this file; edit it freely
+# (`vmic hooks add/remove` edit the [[hooks]] tables and keep your comments).
+
+[trust]
+# OpenSSL CApath-style folder of CA certificates and CRLs (fetch-crl keeps the
+# CRLs fresh). Every list must chain to a CA in it.
+directory = "{trust}"
+# "require": every CA in a chain needs a current CRL here (missing or stale
+# CRL: the list is rejected). "if-present": use the CRLs that are here.
+crl = "require"
+
+[approval]
+# Images new to this site: "hold" them until an admin runs `vmic approve`
+# (as the HEPiX policy asks), or approve them "auto"matically. A subscription
+# made with --auto-approve approves its own images whatever this says.
+default = "hold"
+
+[cache]
+# Days a withdrawn image stays in cache/expired before it is deleted.
+expired_retention_days = 7
+
+[network]
+# HTTPS is verified against the system's CAs, or this bundle:
+# ca_bundle = "/etc/pki/tls/certs/ca-bundle.crt"
+fetch_concurrency = 8
+download_concurrency = 2
+list_deadline_seconds = 60
+read_timeout_seconds = 30
+# A transfer slower than this on average (after 20 s) is abandoned and resumed
+# on the next run.
+min_rate_bytes_per_second = 16384
+download_deadline_hours = 6
+retries = 2
+max_list_bytes = 67108864
+
+[events]
+# Attempts to deliver an event to a hook before it is given up and reported.
+max_attempts = 5
+
+# Hooks: commands run for events, without a shell, with the event in VMIC_*
+# environment variables and as JSON on stdin. Edit with `vmic hooks add` and
+# `vmic hooks remove`, or by hand:
+#
+# [[hooks]]
+# name = "glance"
+# on = ["image.available", "image.withdrawn"]
+# command = ["/usr/local/bin/vmic-glance", "--cloud", "site1"]
+# timeout_seconds = 300
+"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hook:
+    name: str
+    events: tuple[str, ...]
+    command: tuple[str, ...]
+    timeout: float = 300.0
+
+    def wants(self, event_type: str) -> bool:
+        return "*" in self.events or event_type in self.events
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiteConfig:
+    trust_dir: Path
+    crl: CrlPolicy
+    approval: str
+    expired_retention: timedelta
+    ca_bundle: Path | None
+    limits: Limits
+    event_max_attempts: int
+    hooks: tuple[Hook, ...]
+
+
+def write_default(path: Path, *, trust: Path | None) -> None:
+    text = _TEMPLATE.format(trust=str(trust or DEFAULT_TRUST).replace('"', '\\"'))
+    write_atomic(path, text.encode("utf-8"), mode=0o640)
+
+
+def _document(path: Path) -> tomlkit.TOMLDocument:
+    try:
+        return tomlkit.parse(read_file(path, what="configuration").decode("utf-8"))
+    except (tomlkit.exceptions.ParseError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+
+
+class _Section:
+    """One table of the configuration, read with types checked and unknown keys refused."""
+
+    def __init__(self, data: dict[str, Any], name: str, path: Path, known: set[str]) -> None:
+        value = data.get(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table")
+        unknown = set(value) - known
+        if unknown:
+            raise ConfigError(f"{path}: [{name}] has unknown keys: {', '.join(sorted(unknown))}")
+        self.values: dict[str, Any] = value
+        self.where = f"{path}: [{name}]"
+
+    def get(self, key: str, kind: type, default: Any) -> Any:
+        value = self.values.get(key, default)
+        if value is None:
+            return None
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+            raise ConfigError(f"{self.where} {key}: expected {kind.__name__}")
+        return value
+
+    def positive(self, key: str, default: float) -> float:
+        value = self.get(key, (int, float), default)  # type: ignore[arg-type]
+        if value <= 0:
+            raise ConfigError(f"{self.where} {key}: must be positive")
+        return float(value)
+
+
+def load(path: Path) -> SiteConfig:
+    data = _document(path).unwrap()
+    unknown = set(data) - {"trust", "approval", "cache", "network", "events", "hooks"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown tables: {', '.join(sorted(unknown))}")
+    trust = _Section(data, "trust", path, {"directory", "crl"})
+    approval = _Section(data, "approval", path, {"default"})
+    cache = _Section(data, "cache", path, {"expired_retention_days"})
+    net = _Section(
+        data,
+        "network",
+        path,
+        {
+            "ca_bundle",
+            "fetch_concurrency",
+            "download_concurrency",
+            "list_deadline_seconds",
+            "read_timeout_seconds",
+            "min_rate_bytes_per_second",
+            "download_deadline_hours",
+            "retries",
+            "max_list_bytes",
+        },
+    )
+    events = _Section(data, "events", path, {"max_attempts"})
+    crl = trust.get("crl", str, "require")
+    if crl not in {p.value for p in CrlPolicy}:
+        raise ConfigError(f'{path}: [trust] crl must be "require" or "if-present", not {crl!r}')
+    policy = approval.get("default", str, "hold")
+    if policy not in APPROVAL_POLICIES:
+        raise ConfigError(f'{path}: [approval] default must be "hold" or "auto", not {policy!r}')
+    ca_bundle = net.get("ca_bundle", str, None)
+    limits = replace(
+        DEFAULT_LIMITS,
+        fetch_concurrency=int(net.positive("fetch_concurrency", DEFAULT_LIMITS.fetch_concurrency)),
+        download_concurrency=int(
+            net.positive("download_concurrency", DEFAULT_LIMITS.download_concurrency)
+        ),
+        list_deadline=timedelta(
+            seconds=net.positive("list_deadline_seconds", DEFAULT_LIMITS.list_deadline.seconds)
+        ),
+        read_timeout=timedelta(
+            seconds=net.positive("read_timeout_seconds", DEFAULT_LIMITS.read_timeout.seconds)
+        ),
+        min_rate=int(net.positive("min_rate_bytes_per_second", DEFAULT_LIMITS.min_rate)),
+        download_deadline=timedelta(
+            hours=net.positive(
+                "download_deadline_hours", DEFAULT_LIMITS.download_deadline.total_seconds() / 3600
+            )
+        ),
+        retries=int(net.get("retries", int, DEFAULT_LIMITS.retries)),
+        max_list_bytes=int(net.positive("max_list_bytes", DEFAULT_LIMITS.max_list_bytes)),
+    )
+    return SiteConfig(
+        trust_dir=Path(trust.get("directory", str, DEFAULT_TRUST)),
+        crl=CrlPolicy(crl),
+        approval=policy,
+        expired_retention=timedelta(days=cache.positive("expired_retention_days", 7)),
+        ca_bundle=Path(ca_bundle) if ca_bundle else None,
+        limits=limits,
+        event_max_attempts=int(events.positive("max_attempts", 5)),
+        hooks=_hooks(data.get("hooks", []), path),
+    )
+
+
+def _hooks(items: object, path: Path) -> tuple[Hook, ...]:
+    if not isinstance(items, list):
+        raise ConfigError(f"{path}: hooks must be an array of [[hooks]] tables")
+    hooks = [_hook(item, path) for item in items]
+    names = [h.name for h in hooks]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: two hooks share a name")
+    return tuple(hooks)
+
+
+def _hook(item: object, path: Path) -> Hook:
+    if not isinstance(item, dict):
+        raise ConfigError(f"{path}: each [[hooks]] entry must be a table")
+    section = _Section({"hook": item}, "hook", path, {"name", "on", "command", "timeout_seconds"})
+    name = section.get("name", str, "")
+    on = section.get("on", list, [])
+    command = section.get("command", list, [])
+    return make_hook(
+        name=name,
+        events=on,
+        command=command,
+        timeout=section.positive("timeout_seconds", 300),
+    )
+
+
+def make_hook(*, name: str, events: list[Any], command: list[Any], timeout: float) -> Hook:
+    """A checked hook (from config.toml or from `vmic hooks add`)."""
+    if not _HOOK_NAME.fullmatch(name):
+        raise ConfigError(f"hook name {name!r}: use letters, digits, '.', '_' or '-'")
+    if not events or not all(isinstance(e, str) and (e in EVENT_TYPES or e == "*") for e in events):
+        raise ConfigError(f"hook {name}: events must be among {', '.join(EVENT_TYPES)} (or '*')")
+    if not command or not all(isinstance(c, str) and c for c in command):
+        raise ConfigError(f"hook {name}: command must be a non-empty list of strings")
+    if not Path(command[0]).is_absolute():
+        raise ConfigError(
+            f"hook {name}: the command must be an absolute path, not {command[0]!r}",
+            hint="hooks run without a shell and without searching PATH",
+        )
+    if timeout <= 0:
+        raise ConfigError(f"hook {name}: timeout must be positive")
+    return Hook(
+        name=name,
+        events=tuple(events),
+        command=tuple(command),
+        timeout=timeout,
+    )
+
+
+def add_hook(path: Path, hook: Hook) -> None:
+    doc = _document(path)
+    existing = load(path).hooks
+    if any(h.name == hook.name for h in existing):
+        raise ConfigError(f"a hook named {hook.name} exists already", hint="remove it first")
+    table = tomlkit.table()
+    table["name"] = hook.name
+    table["on"] = list(hook.events)
+    table["command"] = list(hook.command)
+    table["timeout_seconds"] = hook.timeout
+    if "hooks" not in doc:
+        doc.append("hooks", tomlkit.aot())
+    hooks = doc["hooks"]
+    if not isinstance(hooks, AoT):
+        raise ConfigError(f"{path}: hooks must be an array of [[hooks]] tables")
+    hooks.append(table)
+    write_atomic(path, tomlkit.dumps(doc).encode("utf-8"), mode=0o640)
+
+
+def remove_hook(path: Path, name: str) -> None:
+    doc = _document(path)
+    hooks = doc.get("hooks")
+    if isinstance(hooks, AoT):
+        for index, table in enumerate(hooks):
+            if table.get("name") == name:
+                del hooks[index]
+                if not len(hooks):
+                    del doc["hooks"]
+                write_atomic(path, tomlkit.dumps(doc).encode("utf-8"), mode=0o640)
+                return
+    raise ConfigError(f"no hook named {name}", hint="see `vmic hooks list`")

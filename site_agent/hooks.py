@@ -1,0 +1,111 @@
+"""Running a hook command for an event: no shell, a timeout, the event in env and on stdin.
+
+A hook is an argument list (never a shell string; nothing from a list reaches
+a shell). It runs in its own process group, in the site home, with the
+agent's environment plus ``VMIC_*`` variables describing the event, and the
+event as JSON on its standard input. A hook that exits 0 has taken the
+event; anything else (non-zero exit, timeout, a command that cannot start)
+is a failure that the sync records and retries on later runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from site_agent.config import Hook
+from site_agent.records import EventRecord, iso
+
+_NOT_NAME = re.compile(r"[^A-Z0-9]+")
+_OUTPUT_TAIL = 2000
+_KILL_GRACE = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HookOutcome:
+    ok: bool
+    error: str | None = None
+
+
+def event_json(event: EventRecord) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "type": event.type,
+        "at": iso(event.at),
+        "subscription": event.subscription,
+        "image_id": event.image_id,
+        "data": event.data,
+    }
+
+
+def event_environment(event: EventRecord, *, home: str) -> dict[str, str]:
+    """``VMIC_EVENT``, ``VMIC_EVENT_ID``, ``VMIC_EVENT_TIME``, ``VMIC_HOME`` and one
+    ``VMIC_<KEY>`` per scalar in the event's data (``image_id`` -> ``VMIC_IMAGE_ID``)."""
+    env = {
+        "VMIC_EVENT": event.type,
+        "VMIC_EVENT_ID": str(event.id),
+        "VMIC_EVENT_TIME": iso(event.at) or "",
+        "VMIC_HOME": home,
+    }
+    if event.subscription:
+        env["VMIC_SUBSCRIPTION"] = event.subscription
+    if event.image_id:
+        env["VMIC_IMAGE_ID"] = event.image_id
+    for key, value in event.data.items():
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            env["VMIC_" + _NOT_NAME.sub("_", key.upper()).strip("_")] = str(value)
+        elif isinstance(value, bool):
+            env["VMIC_" + _NOT_NAME.sub("_", key.upper()).strip("_")] = "1" if value else "0"
+    return env
+
+
+def run_hook(
+    hook: Hook, event: EventRecord, *, home: str, base_env: Mapping[str, str] | None = None
+) -> HookOutcome:
+    env = dict(os.environ if base_env is None else base_env)
+    env.update(event_environment(event, home=home))
+    payload = json.dumps(event_json(event), sort_keys=True).encode("utf-8")
+    with tempfile.TemporaryFile() as output:
+        try:
+            process = subprocess.Popen(  # noqa: S603 - an argv list from config.toml, no shell
+                list(hook.command),
+                stdin=subprocess.PIPE,
+                stdout=output,
+                stderr=output,
+                env=env,
+                cwd=home,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except OSError as exc:
+            return HookOutcome(ok=False, error=f"cannot start {hook.command[0]}: {exc.strerror}")
+        try:
+            process.communicate(input=payload, timeout=hook.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            return HookOutcome(ok=False, error=f"timed out after {hook.timeout:g} s")
+        except BrokenPipeError:
+            process.wait(timeout=hook.timeout)  # the hook did not read stdin; that is allowed
+        if process.returncode == 0:
+            return HookOutcome(ok=True)
+        output.seek(max(0, output.seek(0, os.SEEK_END) - _OUTPUT_TAIL))
+        tail = output.read().decode("utf-8", errors="replace").strip().splitlines()
+        said = f": {tail[-1]}" if tail else ""
+        return HookOutcome(ok=False, error=f"exit status {process.returncode}{said}")
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    try:
+        process.wait(timeout=_KILL_GRACE)
+    except subprocess.TimeoutExpired:
+        process.kill()

@@ -1,0 +1,452 @@
+"""The rules that change a site's trusted state, in one place.
+
+:class:`Site` holds the store, the cache, the configuration and the clock
+reading of one run, and performs every state change the agent and the admin
+make: accepting a verified list (the diff: new, changed, removed, revoked,
+expired images), recording a rejection, failing closed when a list expires,
+approving, refusing and withdrawing images, and marking downloads available.
+Each change and its events are written in one transaction; events are
+recorded before any hook sees them.
+
+Nothing here does network I/O; :mod:`site_agent.sync` fetches and downloads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from feeds.model import ImageEntry
+from feeds.verify import PreviousState, VerifiedList
+from keys.errors import ConfigError, VmicError
+from keys.fileio import write_atomic
+from site_agent.approval import ApprovalPolicy, site_policy
+from site_agent.cache import Cache
+from site_agent.config import SiteConfig
+from site_agent.home import SiteHome
+from site_agent.records import (
+    ACTIVE_STATES,
+    APPROVED,
+    AVAILABLE,
+    EXPIRED,
+    NEW,
+    REFUSED,
+    REVOKED,
+    RUNNABLE_STATES,
+    WITHDRAWN,
+    HistoryRecord,
+    ImageRecord,
+    ListVersion,
+    Subscription,
+    iso,
+)
+from site_agent.store import Store
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """One thing that happened to one image, for reports."""
+
+    image_id: str
+    title: str
+    what: str  # new, approved, changed, restored, revoked, removed, expired, conflict, ...
+    detail: str = ""
+
+
+def entry_data(entry: ImageEntry) -> dict[str, Any]:
+    """An image entry as JSON-friendly data (stored with the image, given to hooks)."""
+    data = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)}
+    for key in ("updated", "endorsed", "produced", "expires"):
+        data[key] = iso(data[key])
+    data["tags"] = list(entry.tags)
+    return data
+
+
+class Site:
+    def __init__(
+        self,
+        home: SiteHome,
+        config: SiteConfig,
+        store: Store,
+        *,
+        now: datetime,
+        policy: ApprovalPolicy | None = None,
+    ) -> None:
+        self.home = home
+        self.config = config
+        self.store = store
+        self.cache = Cache(home)
+        self.now = now
+        self.policy = policy or site_policy(config)
+        self._retire_queue: set[str] = set()
+
+    # -- events ------------------------------------------------------------------
+    def emit(
+        self,
+        event_type: str,
+        *,
+        subscription: str | None,
+        image: ImageRecord | None = None,
+        **data: Any,
+    ) -> None:
+        if image is not None:
+            data = {**_image_data(image), **data}
+        hooks = [h.name for h in self.config.hooks if h.wants(event_type)]
+        self.store.add_event(
+            at=self.now,
+            type=event_type,
+            subscription=subscription,
+            image_id=image.image_id if image else None,
+            data=data,
+            hooks=hooks,
+        )
+
+    # -- lists ------------------------------------------------------------------------
+    def previous_state(self, list_id: str) -> PreviousState | None:
+        current = self.store.current_list(list_id)
+        if current is None:
+            return None
+        return PreviousState(
+            version=current.version, sha256=current.sha256, updated=current.updated
+        )
+
+    def accept_list(self, sub: Subscription, verified: VerifiedList) -> list[Change]:
+        """Store the bytes, record the version, apply the diff; one transaction."""
+        lst = verified.image_list
+        current = self.store.current_list(lst.id)
+        if current is not None and current.version == lst.version:
+            return []  # the same version, byte for byte (the verifier checked)
+        folder = self.home.lists / lst.id
+        folder.mkdir(mode=0o750, exist_ok=True)
+        path = folder / f"{lst.version}-{verified.sha256}.atom"
+        write_atomic(path, verified.raw)  # before the commit: a crash leaves an unused file
+        changes: list[Change] = []
+        with self.store.atomic():
+            self.store.add_list_version(
+                ListVersion(
+                    list_id=lst.id,
+                    version=lst.version,
+                    sha256=verified.sha256,
+                    updated=lst.updated,
+                    expires=lst.expires,
+                    accepted_at=self.now,
+                    path=str(path.relative_to(self.home.root)),
+                    subscription=sub.name,
+                    signer=verified.signer.subject.slash(),
+                )
+            )
+            self.store.add_history(
+                HistoryRecord(
+                    subscription=sub.name,
+                    list_id=lst.id,
+                    at=self.now,
+                    outcome="accepted",
+                    version=lst.version,
+                    sha256=verified.sha256,
+                )
+            )
+            listed = {entry.id for entry in lst.entries}
+            for entry in lst.entries:
+                change = self._take_entry(sub, entry, lst.version)
+                if change is not None:
+                    changes.append(change)
+            for tombstone in lst.tombstones:
+                image = self.store.image(tombstone.id)
+                if image is not None and image.list_id == lst.id and image.state != REVOKED:
+                    reason = tombstone.reason or "revoked by the endorser"
+                    changes.append(self._withdraw(image, REVOKED, reason))
+            for image in self.store.active_images(lst.id):
+                if image.image_id not in listed:
+                    changes.append(self._withdraw(image, WITHDRAWN, "removed from the list"))
+            self.emit(
+                "list.accepted",
+                subscription=sub.name,
+                list_id=lst.id,
+                version=lst.version,
+                sha256=verified.sha256,
+                expires=iso(lst.expires),
+                path=str(path),
+            )
+        self.retire_queued()
+        return changes
+
+    def _take_entry(self, sub: Subscription, entry: ImageEntry, version: int) -> Change | None:
+        image = self.store.image(entry.id)
+        data = entry_data(entry)
+        if image is not None and image.list_id != sub.list_id:
+            return Change(
+                image_id=entry.id,
+                title=entry.title,
+                what="conflict",
+                detail=f"already listed by subscription {image.subscription}; ignored",
+            )
+        if image is None:
+            fresh = ImageRecord(
+                image_id=entry.id,
+                list_id=sub.list_id,
+                subscription=sub.name,
+                sha512=entry.sha512,
+                size=entry.size,
+                url=entry.url,
+                title=entry.title,
+                state=NEW,
+                shareable=False,
+                reason=None,
+                first_seen=self.now,
+                changed_at=self.now,
+                approved_at=None,
+                list_version=version,
+                entry=data,
+            )
+            return self._admit(sub, fresh, entry, "new")
+        if image.state == REVOKED:
+            return None  # revocation is final for an image id
+        same_bytes = image.sha512 == entry.sha512 and image.size == entry.size
+        updated = dataclasses.replace(
+            image,
+            sha512=entry.sha512,
+            size=entry.size,
+            url=entry.url,
+            title=entry.title,
+            list_version=version,
+            entry=data,
+        )
+        if image.state in ACTIVE_STATES and same_bytes:
+            self.store.put_image(updated)
+            return self._expire_if_due(updated, entry)
+        if image.state in ACTIVE_STATES:  # new bytes under the same id: decide again
+            self.store.put_image(updated)
+            self._retire_unused(image.sha512, excluding=image.image_id)
+            return self._admit(sub, dataclasses.replace(updated, state=NEW), entry, "changed")
+        # expired or withdrawn before, listed (valid) again
+        if image.state == EXPIRED and image.approved_at is not None and same_bytes:
+            restored = dataclasses.replace(
+                updated, state=APPROVED, reason=None, changed_at=self.now
+            )
+            self.store.put_image(restored)
+            self.emit("image.approved", subscription=sub.name, image=restored, restored=True)
+            return self._expire_if_due(restored, entry) or Change(
+                image_id=entry.id, title=entry.title, what="restored"
+            )
+        return self._admit(sub, dataclasses.replace(updated, state=NEW), entry, "relisted")
+
+    def _admit(self, sub: Subscription, image: ImageRecord, entry: ImageEntry, what: str) -> Change:
+        image = dataclasses.replace(image, state=NEW, reason=None, changed_at=self.now)
+        if entry.expired_at(self.now):
+            image = dataclasses.replace(
+                image, state=EXPIRED, reason="the image's own expiry passed"
+            )
+            self.store.put_image(image)
+            return Change(image_id=image.image_id, title=image.title, what="expired")
+        self.store.put_image(image)
+        self.emit("image.new", subscription=sub.name, image=image, change=what)
+        if self.policy.approves(entry, subscription=sub):
+            image = dataclasses.replace(
+                image, state=APPROVED, shareable=True, approved_at=self.now, reason=None
+            )
+            self.store.put_image(image)
+            self.emit("image.approved", subscription=sub.name, image=image, by="policy")
+            what = f"{what}, approved by policy"
+        return Change(image_id=image.image_id, title=image.title, what=what)
+
+    def _expire_if_due(self, image: ImageRecord, entry: ImageEntry) -> Change | None:
+        if entry.expired_at(self.now) and image.state in ACTIVE_STATES:
+            return self._withdraw(image, EXPIRED, "the image's own expiry passed")
+        return None
+
+    def expire_images_if_due(self) -> list[Change]:
+        """Withdraw active images whose own expiry has passed (checked every run)."""
+        changes = []
+        with self.store.atomic():
+            for state in ACTIVE_STATES:
+                for image in self.store.images(state=state):
+                    expires = image.expires
+                    if expires is not None and self.now >= expires:
+                        changes.append(
+                            self._withdraw(image, EXPIRED, "the image's own expiry passed")
+                        )
+        self.retire_queued()
+        return changes
+
+    def reject_list(self, sub: Subscription, error: VmicError, *, sha256: str | None) -> None:
+        kind = type(error).__name__
+        with self.store.atomic():
+            self.store.add_history(
+                HistoryRecord(
+                    subscription=sub.name,
+                    list_id=sub.list_id,
+                    at=self.now,
+                    outcome="rejected",
+                    sha256=sha256,
+                    reason=error.message,
+                    kind=kind,
+                )
+            )
+            self.emit(
+                "list.rejected",
+                subscription=sub.name,
+                list_id=sub.list_id,
+                reason=error.message,
+                kind=kind,
+                sha256=sha256,
+            )
+
+    def expire_list_if_due(self, sub: Subscription) -> list[Change] | None:
+        """Fail closed: once the last good list has expired, withdraw its images.
+
+        Returns None while the list is in force, else the changes (empty when
+        its images were withdrawn by an earlier run).
+        """
+        current = self.store.current_list(sub.list_id)
+        if current is None or self.now < current.expires:
+            return None
+        with self.store.atomic():
+            changes = [
+                self._withdraw(image, EXPIRED, f"list expired on {iso(current.expires)}")
+                for image in self.store.active_images(sub.list_id)
+            ]
+            if not current.expired_reported:
+                self.store.mark_expiry_reported(current.list_id, current.version)
+                self.store.add_history(
+                    HistoryRecord(
+                        subscription=sub.name,
+                        list_id=sub.list_id,
+                        at=self.now,
+                        outcome="expired",
+                        version=current.version,
+                        sha256=current.sha256,
+                        reason=f"expired on {iso(current.expires)} with no newer valid version",
+                    )
+                )
+                self.emit(
+                    "list.expired",
+                    subscription=sub.name,
+                    list_id=sub.list_id,
+                    version=current.version,
+                    expires=iso(current.expires),
+                )
+        self.retire_queued()
+        return changes
+
+    # -- images ---------------------------------------------------------------------
+    def _withdraw(self, image: ImageRecord, state: str, reason: str) -> Change:
+        withdrawn = dataclasses.replace(image, state=state, reason=reason, changed_at=self.now)
+        self.store.put_image(withdrawn)
+        self.emit(
+            "image.withdrawn",
+            subscription=image.subscription,
+            image=withdrawn,
+            previous_state=image.state,
+        )
+        self._retire_unused(image.sha512, excluding=image.image_id)
+        return Change(image_id=image.image_id, title=image.title, what=state, detail=reason)
+
+    def _retire_unused(self, sha512: str, *, excluding: str) -> None:
+        """Queue the bytes for cache/expired; moved after the commit, if still unused."""
+        self._retire_queue.add(sha512)
+
+    def retire_queued(self) -> None:
+        """Move queued files whose SHA-512 no runnable image uses (call after commits)."""
+        while self._retire_queue:
+            sha512 = self._retire_queue.pop()
+            if not self.store.sha512_in_use(sha512, states=RUNNABLE_STATES):
+                self.cache.retire(sha512, now=self.now)
+
+    def find(self, image_id: str) -> ImageRecord:
+        image = self.store.image(image_id.removeprefix("urn:uuid:").lower())
+        if image is None:
+            raise ConfigError(f"no image {image_id} at this site", hint="see `vmic images`")
+        return image
+
+    def approve(self, image_id: str, *, shareable: bool) -> Change:
+        image = self.find(image_id)
+        if image.state not in (NEW, REFUSED, APPROVED, AVAILABLE):
+            raise ConfigError(
+                f"image {image.image_id} is {image.state} ({image.reason}); it cannot be approved",
+                hint="only images the current list names can run",
+            )
+        state = image.state if image.state in RUNNABLE_STATES else APPROVED
+        approved = dataclasses.replace(
+            image,
+            state=state,
+            shareable=shareable,
+            reason=None,
+            approved_at=image.approved_at or self.now,
+            changed_at=self.now,
+        )
+        with self.store.atomic():
+            self.store.put_image(approved)
+            self.emit("image.approved", subscription=image.subscription, image=approved, by="admin")
+        return Change(image_id=image.image_id, title=image.title, what=state)
+
+    def refuse(self, image_id: str, *, reason: str) -> Change:
+        image = self.find(image_id)
+        if image.state not in ACTIVE_STATES:
+            raise ConfigError(f"image {image.image_id} is {image.state} already")
+        refused = dataclasses.replace(
+            image, state=REFUSED, reason=reason, shareable=False, changed_at=self.now
+        )
+        with self.store.atomic():
+            self.store.put_image(refused)
+            self.emit("image.refused", subscription=image.subscription, image=refused)
+            if image.state in RUNNABLE_STATES:
+                self.emit(
+                    "image.withdrawn",
+                    subscription=image.subscription,
+                    image=refused,
+                    previous_state=image.state,
+                )
+                self._retire_unused(image.sha512, excluding=image.image_id)
+        self.retire_queued()
+        return Change(image_id=image.image_id, title=image.title, what=REFUSED, detail=reason)
+
+    def withdraw(self, image_id: str) -> Change:
+        image = self.find(image_id)
+        if image.state not in ACTIVE_STATES:
+            raise ConfigError(f"image {image.image_id} is {image.state} already")
+        with self.store.atomic():
+            change = self._withdraw(image, WITHDRAWN, "withdrawn by the admin")
+        self.retire_queued()
+        return change
+
+    def withdraw_subscription(self, sub: Subscription) -> list[Change]:
+        with self.store.atomic():
+            changes = [
+                self._withdraw(image, WITHDRAWN, "unsubscribed")
+                for image in self.store.active_images(sub.list_id)
+            ]
+            self.store.remove_subscription(sub.name)
+        self.retire_queued()
+        return changes
+
+    def mark_available(self, image: ImageRecord) -> Change:
+        available = dataclasses.replace(image, state=AVAILABLE, changed_at=self.now)
+        with self.store.atomic():
+            self.store.put_image(available)
+            self.emit(
+                "image.available",
+                subscription=image.subscription,
+                image=available,
+                path=str(self.cache.path(image.sha512)),
+            )
+        return Change(image_id=image.image_id, title=image.title, what=AVAILABLE)
+
+    def mark_missing(self, image: ImageRecord, *, reason: str) -> None:
+        """An available image whose bytes are gone or bad goes back to approved."""
+        with self.store.atomic():
+            self.store.put_image(
+                dataclasses.replace(image, state=APPROVED, reason=reason, changed_at=self.now)
+            )
+
+
+def _image_data(image: ImageRecord) -> dict[str, Any]:
+    return {
+        **image.entry,
+        "image_id": image.image_id,
+        "list_id": image.list_id,
+        "state": image.state,
+        "reason": image.reason,
+        "shareable": image.shareable,
+    }

@@ -1,0 +1,402 @@
+"""The site's SQLite store: opening it safely, migrations, transactions, typed rows.
+
+Opening checks the file before trusting it (``PRAGMA quick_check``); a
+damaged or truncated database stops the run with a clear error and is never
+replaced by an empty one (that would forget which list versions were seen
+and reopen rollback). The schema version lives in ``PRAGMA user_version``;
+each migration runs once, in a transaction. WAL mode lets the read-only
+commands run while a sync writes.
+
+Callers get frozen dataclasses (:mod:`site_agent.records`), never raw rows;
+all writes of one logical step go through :meth:`Store.atomic`.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlite_utils import Database
+
+from keys.errors import StoreError
+from site_agent.records import (
+    ACTIVE_STATES,
+    Delivery,
+    EventRecord,
+    HistoryRecord,
+    ImageRecord,
+    ListVersion,
+    Subscription,
+    iso,
+)
+
+T = TypeVar("T")
+
+SCHEMA = [
+    """
+    CREATE TABLE subscriptions (
+        name TEXT PRIMARY KEY, url TEXT NOT NULL, list_id TEXT NOT NULL UNIQUE,
+        self_url TEXT NOT NULL, pins TEXT NOT NULL, auto_approve INTEGER NOT NULL,
+        created TEXT NOT NULL, etag TEXT, last_modified TEXT, last_attempt TEXT,
+        last_success TEXT, last_error TEXT, last_error_kind TEXT
+    );
+    CREATE TABLE lists (
+        list_id TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL,
+        updated TEXT NOT NULL, expires TEXT NOT NULL, accepted_at TEXT NOT NULL,
+        path TEXT NOT NULL, subscription TEXT NOT NULL, signer TEXT NOT NULL,
+        expired_reported INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (list_id, version)
+    );
+    CREATE TABLE history (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, subscription TEXT NOT NULL, list_id TEXT,
+        at TEXT NOT NULL, outcome TEXT NOT NULL, version INTEGER, sha256 TEXT,
+        reason TEXT, kind TEXT
+    );
+    CREATE INDEX history_by_subscription ON history (subscription, id);
+    CREATE TABLE images (
+        image_id TEXT PRIMARY KEY, list_id TEXT NOT NULL, subscription TEXT NOT NULL,
+        sha512 TEXT NOT NULL, size INTEGER NOT NULL, url TEXT NOT NULL, title TEXT NOT NULL,
+        state TEXT NOT NULL, shareable INTEGER NOT NULL DEFAULT 0, reason TEXT,
+        first_seen TEXT NOT NULL, changed_at TEXT NOT NULL, approved_at TEXT,
+        list_version INTEGER NOT NULL, entry TEXT NOT NULL
+    );
+    CREATE INDEX images_by_list ON images (list_id, state);
+    CREATE INDEX images_by_sha512 ON images (sha512, state);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, type TEXT NOT NULL,
+        subscription TEXT, image_id TEXT, data TEXT NOT NULL
+    );
+    CREATE TABLE deliveries (
+        event_id INTEGER NOT NULL REFERENCES events(id), hook TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0, delivered_at TEXT, last_error TEXT,
+        gave_up INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (event_id, hook)
+    );
+    """,
+]
+SCHEMA_VERSION = len(SCHEMA)
+
+
+def _require_ok(check: tuple[Any, ...] | None, path: Path) -> None:
+    if not check or check[0] != "ok":
+        raise StoreError(
+            f"the database {path} is damaged: {check[0] if check else 'no answer to quick_check'}",
+            hint="restore it from a backup; vmic never replaces it with an empty one",
+        )
+
+
+class Store:
+    """One open database; use as a context manager or call :meth:`close`."""
+
+    def __init__(self, db: Database, path: Path) -> None:
+        self.db = db
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool = False) -> Store:
+        if not create and not path.is_file():
+            raise StoreError(f"the database {path} is missing")
+        try:
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the database {path}: {exc}") from exc
+        db = Database(conn)
+        try:
+            conn.execute("PRAGMA busy_timeout = 30000")
+            check = conn.execute("PRAGMA quick_check").fetchone()
+            _require_ok(check, path)
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            store = cls(db, path)
+            store._migrate()
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise StoreError(
+                f"the database {path} is damaged or not a database ({exc})",
+                hint="restore it from a backup; vmic never replaces it with an empty one",
+            ) from exc
+        except StoreError:
+            conn.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        current = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if current > SCHEMA_VERSION:
+            raise StoreError(
+                f"the database {self.path} has schema {current}, newer than this vmic "
+                f"({SCHEMA_VERSION})",
+                hint="run the vmic version that last wrote it",
+            )
+        for version in range(current, SCHEMA_VERSION):
+            with self.db.atomic():
+                for statement in SCHEMA[version].split(";"):
+                    if statement.strip():
+                        self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {version + 1}")
+
+    @contextmanager
+    def atomic(self) -> Iterator[None]:
+        try:
+            with self.db.atomic():
+                yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write the database {self.path}: {exc}") from exc
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        try:
+            return list(self.db.query(sql, params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the database {self.path}: {exc}") from exc
+
+    def _one(
+        self, sql: str, params: tuple[Any, ...], make: Callable[[dict[str, Any]], T]
+    ) -> T | None:
+        rows = self._rows(sql, params)
+        return make(rows[0]) if rows else None
+
+    def _run(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        try:
+            return self.db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write the database {self.path}: {exc}") from exc
+
+    # -- subscriptions ---------------------------------------------------------
+    def subscriptions(self) -> list[Subscription]:
+        return [
+            Subscription.from_row(r)
+            for r in self._rows("SELECT * FROM subscriptions ORDER BY name")
+        ]
+
+    def subscription(self, name: str) -> Subscription | None:
+        return self._one(
+            "SELECT * FROM subscriptions WHERE name = ?", (name,), Subscription.from_row
+        )
+
+    def subscription_for_list(self, list_id: str) -> Subscription | None:
+        return self._one(
+            "SELECT * FROM subscriptions WHERE list_id = ?", (list_id,), Subscription.from_row
+        )
+
+    def add_subscription(self, sub: Subscription) -> None:
+        self._run(
+            "INSERT INTO subscriptions (name, url, list_id, self_url, pins, auto_approve, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                sub.name,
+                sub.url,
+                sub.list_id,
+                sub.self_url,
+                sub.pins_json(),
+                int(sub.auto_approve),
+                iso(sub.created),
+            ),
+        )
+
+    def remove_subscription(self, name: str) -> None:
+        self._run("DELETE FROM subscriptions WHERE name = ?", (name,))
+
+    def record_attempt(
+        self,
+        name: str,
+        *,
+        at: datetime,
+        ok: bool,
+        error: str | None = None,
+        kind: str | None = None,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        validators: bool = False,
+    ) -> None:
+        sets = ["last_attempt = ?", "last_error = ?", "last_error_kind = ?"]
+        params: list[Any] = [iso(at), error, kind]
+        if ok:
+            sets.append("last_success = ?")
+            params.append(iso(at))
+        if validators:
+            sets += ["etag = ?", "last_modified = ?"]
+            params += [etag, last_modified]
+        self._run(f"UPDATE subscriptions SET {', '.join(sets)} WHERE name = ?", (*params, name))  # noqa: S608 - column names and ? marks only
+
+    # -- lists and history -------------------------------------------------------
+    def current_list(self, list_id: str) -> ListVersion | None:
+        return self._one(
+            "SELECT * FROM lists WHERE list_id = ? ORDER BY version DESC LIMIT 1",
+            (list_id,),
+            ListVersion.from_row,
+        )
+
+    def add_list_version(self, record: ListVersion) -> None:
+        self._run(
+            "INSERT INTO lists (list_id, version, sha256, updated, expires, accepted_at, path,"
+            " subscription, signer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.list_id,
+                record.version,
+                record.sha256,
+                iso(record.updated),
+                iso(record.expires),
+                iso(record.accepted_at),
+                record.path,
+                record.subscription,
+                record.signer,
+            ),
+        )
+
+    def mark_expiry_reported(self, list_id: str, version: int) -> None:
+        self._run(
+            "UPDATE lists SET expired_reported = 1 WHERE list_id = ? AND version = ?",
+            (list_id, version),
+        )
+
+    def add_history(self, record: HistoryRecord) -> None:
+        self._run(
+            "INSERT INTO history (subscription, list_id, at, outcome, version, sha256, reason,"
+            " kind) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.subscription,
+                record.list_id,
+                iso(record.at),
+                record.outcome,
+                record.version,
+                record.sha256,
+                record.reason,
+                record.kind,
+            ),
+        )
+
+    def history(self, subscription: str | None = None) -> list[HistoryRecord]:
+        if subscription is None:
+            rows = self._rows("SELECT * FROM history ORDER BY id")
+        else:
+            rows = self._rows(
+                "SELECT * FROM history WHERE subscription = ? ORDER BY id", (subscription,)
+            )
+        return [HistoryRecord.from_row(r) for r in rows]
+
+    # -- images --------------------------------------------------------------------
+    def image(self, image_id: str) -> ImageRecord | None:
+        return self._one(
+            "SELECT * FROM images WHERE image_id = ?", (image_id,), ImageRecord.from_row
+        )
+
+    def images(
+        self,
+        *,
+        state: str | None = None,
+        list_id: str | None = None,
+        subscription: str | None = None,
+    ) -> list[ImageRecord]:
+        clauses, params = [], []
+        for column, value in (
+            ("state", state),
+            ("list_id", list_id),
+            ("subscription", subscription),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._rows(f"SELECT * FROM images{where} ORDER BY title, image_id", tuple(params))  # noqa: S608 - column names and ? marks only
+        return [ImageRecord.from_row(r) for r in rows]
+
+    def active_images(self, list_id: str) -> list[ImageRecord]:
+        marks = ", ".join("?" for _ in ACTIVE_STATES)
+        rows = self._rows(
+            f"SELECT * FROM images WHERE list_id = ? AND state IN ({marks})",  # noqa: S608 - column names and ? marks only
+            (list_id, *ACTIVE_STATES),
+        )
+        return [ImageRecord.from_row(r) for r in rows]
+
+    def sha512_in_use(self, sha512: str, *, states: tuple[str, ...]) -> bool:
+        marks = ", ".join("?" for _ in states)
+        rows = self._rows(
+            f"SELECT 1 FROM images WHERE sha512 = ? AND state IN ({marks}) LIMIT 1",  # noqa: S608 - column names and ? marks only
+            (sha512, *states),
+        )
+        return bool(rows)
+
+    def put_image(self, record: ImageRecord) -> None:
+        self._run(
+            "INSERT INTO images (image_id, list_id, subscription, sha512, size, url, title, state,"
+            " shareable, reason, first_seen, changed_at, approved_at, list_version, entry)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (image_id) DO UPDATE SET list_id = excluded.list_id,"
+            " subscription = excluded.subscription, sha512 = excluded.sha512,"
+            " size = excluded.size, url = excluded.url, title = excluded.title,"
+            " state = excluded.state, shareable = excluded.shareable, reason = excluded.reason,"
+            " changed_at = excluded.changed_at, approved_at = excluded.approved_at,"
+            " list_version = excluded.list_version, entry = excluded.entry",
+            (
+                record.image_id,
+                record.list_id,
+                record.subscription,
+                record.sha512,
+                record.size,
+                record.url,
+                record.title,
+                record.state,
+                int(record.shareable),
+                record.reason,
+                iso(record.first_seen),
+                iso(record.changed_at),
+                iso(record.approved_at),
+                record.list_version,
+                json.dumps(record.entry, sort_keys=True),
+            ),
+        )
+
+    # -- events and their deliveries -------------------------------------------
+    def add_event(
+        self,
+        *,
+        at: datetime,
+        type: str,  # noqa: A002 - the event's type, as in the CLI and hooks
+        subscription: str | None,
+        image_id: str | None,
+        data: dict[str, Any],
+        hooks: list[str],
+    ) -> int:
+        cursor = self._run(
+            "INSERT INTO events (at, type, subscription, image_id, data) VALUES (?, ?, ?, ?, ?)",
+            (iso(at), type, subscription, image_id, json.dumps(data, sort_keys=True)),
+        )
+        event_id = int(cursor.lastrowid or 0)
+        for hook in hooks:
+            self._run("INSERT INTO deliveries (event_id, hook) VALUES (?, ?)", (event_id, hook))
+        return event_id
+
+    def events(self, *, since: int = 0) -> list[EventRecord]:
+        rows = self._rows("SELECT * FROM events WHERE id > ? ORDER BY id", (since,))
+        return [EventRecord.from_row(r) for r in rows]
+
+    def pending_deliveries(self) -> list[tuple[EventRecord, Delivery]]:
+        rows = self._rows(
+            "SELECT e.*, d.hook, d.attempts, d.delivered_at, d.last_error, d.gave_up"
+            " FROM deliveries d JOIN events e ON e.id = d.event_id"
+            " WHERE d.delivered_at IS NULL AND d.gave_up = 0 ORDER BY e.id, d.hook"
+        )
+        return [(EventRecord.from_row(r), Delivery.from_row(r)) for r in rows]
+
+    def record_delivery(
+        self, event_id: int, hook: str, *, at: datetime, error: str | None, give_up: bool
+    ) -> None:
+        self._run(
+            "UPDATE deliveries SET attempts = attempts + 1, delivered_at = ?, last_error = ?,"
+            " gave_up = ? WHERE event_id = ? AND hook = ?",
+            (iso(at) if error is None else None, error, int(give_up), event_id, hook),
+        )
