@@ -112,12 +112,15 @@ class Site:
             version=current.version, sha256=current.sha256, updated=current.updated
         )
 
-    def accept_list(self, sub: Subscription, verified: VerifiedList) -> list[Change]:
-        """Store the bytes, record the version, apply the diff; one transaction."""
+    def accept_list(self, sub: Subscription, verified: VerifiedList) -> tuple[bool, list[Change]]:
+        """Store the bytes, record the version, apply the diff; one transaction.
+
+        Returns whether this was a new version, and what happened to images.
+        """
         lst = verified.image_list
         current = self.store.current_list(lst.id)
         if current is not None and current.version == lst.version:
-            return []  # the same version, byte for byte (the verifier checked)
+            return False, []  # the same version, byte for byte (the verifier checked)
         folder = self.home.lists / lst.id
         folder.mkdir(mode=0o750, exist_ok=True)
         path = folder / f"{lst.version}-{verified.sha256}.atom"
@@ -170,7 +173,7 @@ class Site:
                 path=str(path),
             )
         self.retire_queued()
-        return changes
+        return True, changes
 
     def _take_entry(self, sub: Subscription, entry: ImageEntry, version: int) -> Change | None:
         image = self.store.image(entry.id)

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from federation.cli import endorse_cmd, keys_cmd, verify_cmd
+from federation.cli import endorse_cmd, images_cmd, keys_cmd, site_cmd, verify_cmd
 from federation.cli.common import ExitCode, report_error
 from keys.errors import VmicError
 
@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     keys_cmd.register(commands)
     endorse_cmd.register(commands)
     verify_cmd.register(commands)
+    site_cmd.register(commands)
+    images_cmd.register(commands)
     return parser
 
 

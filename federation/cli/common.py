@@ -22,6 +22,7 @@ from keys.errors import (
     FreshnessError,
     IntegrityError,
     ListFormatError,
+    LockedError,
     RevokedError,
     RollbackError,
     SignatureError,
@@ -49,6 +50,8 @@ class ExitCode(IntEnum):
     FETCH = 12
     INTEGRITY = 13
     STORE = 14
+    LOCKED = 15
+    PROBLEMS = 16
     INTERRUPTED = 130
 
 
@@ -67,6 +70,7 @@ _ERROR_CODES: tuple[tuple[type[VmicError], ExitCode, str], ...] = (
     (FetchError, ExitCode.FETCH, "fetch"),
     (IntegrityError, ExitCode.INTEGRITY, "integrity"),
     (StoreError, ExitCode.STORE, "store"),
+    (LockedError, ExitCode.LOCKED, "locked"),
 )
 
 
@@ -151,10 +155,17 @@ class Progress:
         self.done += amount
         if not self.enabled:
             return
+        if self.done >= self.total:
+            self._draw()
+            self.close()
+            return
         moment = time.monotonic()
-        if moment - self._last < 0.1 and self.done < self.total:
+        if moment - self._last < 0.1:
             return
         self._last = moment
+        self._draw()
+
+    def _draw(self) -> None:
         share = min(self.done / self.total, 1.0)
         bar = "#" * int(share * 30)
         self.stream.write(
@@ -167,6 +178,7 @@ class Progress:
         if self.enabled:
             self.stream.write("\n")
             self.stream.flush()
+            self.enabled = False
 
     @property
     def callback(self) -> Callable[[int], None]:

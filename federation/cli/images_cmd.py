@@ -1,0 +1,269 @@
+"""`vmic images`, `image show`, `approve`, `refuse`, `withdraw`, `cache verify`, `hooks`."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from federation.cli.common import ExitCode, human_size, iso, print_json, utcnow
+from federation.cli.site_cmd import home_parent, print_changes, site_home
+from keys.errors import ConfigError
+from site_agent import admin
+from site_agent import config as site_config
+from site_agent.records import RUNNABLE_STATES, STATES, ImageRecord
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    home = home_parent()
+    images = commands.add_parser(
+        "images",
+        parents=[home],
+        help="list the site's images and their state",
+        description=(
+            "Every image the site knows: id, state (new, approved, refused, available, "
+            "expired, revoked, withdrawn), whether it may be shared, size and title."
+        ),
+    )
+    images.add_argument("--state", choices=STATES, help="only images in this state")
+    images.add_argument("--json", action="store_true", help="machine-readable output")
+    images.set_defaults(func=_images)
+
+    image = commands.add_parser("image", help="one image", description="Commands about one image.")
+    image_sub = image.add_subparsers(dest="image_command", metavar="COMMAND", required=True)
+    show = image_sub.add_parser(
+        "show",
+        parents=[home],
+        help="everything the site knows about one image",
+        description="Show an image's endorsed metadata, its state and where its bytes are.",
+    )
+    show.add_argument("image_id", metavar="ID", help="image UUID")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(func=_image_show)
+
+    approve = commands.add_parser(
+        "approve",
+        parents=[home],
+        help="approve images to run here (and be shared)",
+        description=(
+            "Approve images to run at this site; the next sync downloads them. They may be "
+            "shared with peer sites unless --local-only is given."
+        ),
+    )
+    approve.add_argument("image_ids", nargs="+", metavar="ID", help="image UUIDs")
+    approve.add_argument("--local-only", action="store_true", help="approve, but do not share")
+    approve.set_defaults(func=_approve)
+
+    refuse = commands.add_parser(
+        "refuse",
+        parents=[home],
+        help="refuse images (withdrawn if they were running)",
+        description="Refuse images at this site, with the reason recorded.",
+    )
+    refuse.add_argument("image_ids", nargs="+", metavar="ID", help="image UUIDs")
+    refuse.add_argument("--reason", required=True, help="why the site refuses them")
+    refuse.set_defaults(func=_refuse)
+
+    withdraw = commands.add_parser(
+        "withdraw",
+        parents=[home],
+        help="withdraw images now (files to cache/expired)",
+        description=(
+            "Withdraw images at once: hooks are told, files move to cache/expired. They "
+            "come back only if their list names them anew."
+        ),
+    )
+    withdraw.add_argument("image_ids", nargs="+", metavar="ID", help="image UUIDs")
+    withdraw.set_defaults(func=_withdraw)
+
+    cache = commands.add_parser("cache", help="the image cache", description="The image cache.")
+    cache_sub = cache.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
+    verify = cache_sub.add_parser(
+        "verify",
+        parents=[home],
+        help="re-hash every cached image",
+        description=(
+            "Re-hash every cached image against its SHA-512. With --repair, damaged files "
+            "move to cache/quarantine and their images are downloaded again on the next sync."
+        ),
+    )
+    verify.add_argument("--repair", action="store_true", help="quarantine damaged files")
+    verify.set_defaults(func=_cache_verify)
+
+    hooks = commands.add_parser(
+        "hooks",
+        help="commands run for events",
+        description=(
+            "Hooks run a command for events (no shell; the event in VMIC_* environment "
+            "variables and as JSON on stdin). They live in config.toml."
+        ),
+    )
+    hooks_sub = hooks.add_subparsers(dest="hooks_command", metavar="COMMAND", required=True)
+    add = hooks_sub.add_parser(
+        "add",
+        parents=[home],
+        help="add a hook",
+        description=(
+            "Add a hook: `vmic hooks add NAME --on EVENT [--on EVENT] [--timeout S] -- "
+            f"COMMAND [ARGS...]`. Events: {', '.join(site_config.EVENT_TYPES)}, or '*'. "
+            "The command must be an absolute path."
+        ),
+    )
+    add.add_argument("name", metavar="NAME", help="hook name")
+    add.add_argument("--on", action="append", required=True, metavar="EVENT", help="event type")
+    add.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
+    add.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+    add.set_defaults(func=_hooks_add)
+    listing = hooks_sub.add_parser(
+        "list", parents=[home], help="list hooks", description="List the configured hooks."
+    )
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(func=_hooks_list)
+    remove = hooks_sub.add_parser(
+        "remove", parents=[home], help="remove a hook", description="Remove a hook by name."
+    )
+    remove.add_argument("name", metavar="NAME", help="hook name")
+    remove.set_defaults(func=_hooks_remove)
+
+
+def _image_json(image: ImageRecord) -> dict[str, Any]:
+    return {
+        "id": image.image_id,
+        "title": image.title,
+        "state": image.state,
+        "reason": image.reason,
+        "shareable": image.shareable,
+        "subscription": image.subscription,
+        "list_id": image.list_id,
+        "list_version": image.list_version,
+        "size": image.size,
+        "sha512": image.sha512,
+        "url": image.url,
+        "first_seen": iso(image.first_seen),
+        "changed_at": iso(image.changed_at),
+        "approved_at": iso(image.approved_at),
+        "entry": image.entry,
+    }
+
+
+def _images(args: argparse.Namespace) -> int:
+    with admin.read_store(site_home(args)) as store:
+        images = store.images(state=args.state)
+    if args.json:
+        print_json([_image_json(i) for i in images])
+        return ExitCode.OK
+    for i in images:
+        share = ("shared" if i.shareable else "local") if i.state in RUNNABLE_STATES else "-"
+        print(f"{i.image_id}  {i.state:<9} {share:<6} {human_size(i.size):>10}  {i.title}")
+    return ExitCode.OK
+
+
+def _image_show(args: argparse.Namespace) -> int:
+    home = site_home(args)
+    with admin.read_store(home) as store:
+        image = store.image(args.image_id.removeprefix("urn:uuid:").lower())
+    if image is None:
+        raise ConfigError(f"no image {args.image_id} at this site", hint="see `vmic images`")
+    data = _image_json(image)
+    cached = home.images / image.sha512
+    data["cache_file"] = str(cached) if cached.exists() else None
+    if args.json:
+        print_json(data)
+        return ExitCode.OK
+    entry = image.entry
+    print(f"{image.title}  ({image.image_id})")
+    print(f"  state:        {image.state}{f' ({image.reason})' if image.reason else ''}")
+    print(f"  shareable:    {'yes' if image.shareable else 'no'}")
+    print(f"  list:         {image.list_id} version {image.list_version} ({image.subscription})")
+    for label, key in (
+        ("format", "format"),
+        ("hypervisor", "hypervisor"),
+        ("OS", "os"),
+        ("OS name", "osname"),
+        ("OS version", "osversion"),
+        ("arch", "arch"),
+        ("version", "version"),
+        ("VO", "vo"),
+        ("produced", "produced"),
+        ("endorsed", "endorsed"),
+        ("expires", "expires"),
+    ):
+        if entry.get(key):
+            print(f"  {label + ':':<13} {entry[key]}")
+    print(f"  size:         {image.size} bytes ({human_size(image.size)})")
+    print(f"  sha512:       {image.sha512}")
+    print(f"  download:     {image.url}")
+    print(f"  cache file:   {data['cache_file'] or '-'}")
+    return ExitCode.OK
+
+
+def _approve(args: argparse.Namespace) -> int:
+    changes = admin.approve(
+        site_home(args), args.image_ids, shareable=not args.local_only, now=utcnow()
+    )
+    print_changes(changes)
+    return ExitCode.OK
+
+
+def _refuse(args: argparse.Namespace) -> int:
+    print_changes(admin.refuse(site_home(args), args.image_ids, reason=args.reason, now=utcnow()))
+    return ExitCode.OK
+
+
+def _withdraw(args: argparse.Namespace) -> int:
+    print_changes(admin.withdraw(site_home(args), args.image_ids, now=utcnow()))
+    return ExitCode.OK
+
+
+def _cache_verify(args: argparse.Namespace) -> int:
+    results = admin.verify_cache(site_home(args), repair=args.repair, now=utcnow())
+    bad = [r for r in results if not r.ok]
+    for r in bad:
+        title = r.image.title if r.image else "no image uses it"
+        print(f"  {r.sha512[:16]}...  {r.action}  ({title})")
+    print(f"{len(results)} cached file(s) checked, {len(bad)} damaged")
+    return ExitCode.OK if not bad or args.repair else ExitCode.INTEGRITY
+
+
+def _hooks_add(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    hook = site_config.make_hook(
+        name=args.name, events=args.on, command=command, timeout=args.timeout
+    )
+    home = site_home(args)
+    home.require_initialised()
+    site_config.add_hook(home.config, hook)
+    print(f"hook {hook.name} added: on {', '.join(hook.events)} run {' '.join(hook.command)}")
+    return ExitCode.OK
+
+
+def _hooks_list(args: argparse.Namespace) -> int:
+    home = site_home(args)
+    home.require_initialised()
+    hooks = site_config.load(home.config).hooks
+    if args.json:
+        print_json(
+            [
+                {
+                    "name": h.name,
+                    "on": list(h.events),
+                    "command": list(h.command),
+                    "timeout": h.timeout,
+                }
+                for h in hooks
+            ]
+        )
+        return ExitCode.OK
+    if not hooks:
+        print("no hooks")
+    for h in hooks:
+        print(f"{h.name}: on {', '.join(h.events)} (timeout {h.timeout:g} s)")
+        print(f"  {' '.join(h.command)}")
+    return ExitCode.OK
+
+
+def _hooks_remove(args: argparse.Namespace) -> int:
+    home = site_home(args)
+    home.require_initialised()
+    site_config.remove_hook(home.config, args.name)
+    print(f"hook {args.name} removed")
+    return ExitCode.OK

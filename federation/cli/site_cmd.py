@@ -1,0 +1,285 @@
+"""`vmic site init`, `subscribe`, `unsubscribe`, `subscriptions`, `sync`, `history`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from federation.cli.common import ExitCode, Progress, iso, print_json, utcnow
+from keys.dn import DistinguishedName
+from keys.errors import ConfigError
+from keys.xmlsig import SignerPin
+from site_agent import admin
+from site_agent.home import SiteHome, default_home
+from site_agent.site import Change
+from site_agent.sync import SyncReport, run_sync
+
+HOME_HELP = "site home (default: $VMIC_HOME, else /var/lib/vmic for root, ~/.local/share/vmic)"
+
+
+def home_parent() -> argparse.ArgumentParser:
+    """The --home option every site command takes."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--home", type=Path, metavar="DIR", help=HOME_HELP)
+    return parent
+
+
+def site_home(args: argparse.Namespace) -> SiteHome:
+    return SiteHome(args.home or default_home())
+
+
+def pins_from(args: argparse.Namespace) -> list[SignerPin]:
+    if len(args.endorser_dn) != len(args.ca_dn):
+        raise ConfigError("give --endorser-dn and --ca-dn in pairs (one --ca-dn per endorser)")
+    return [
+        SignerPin(subject=DistinguishedName.parse(s), issuer=DistinguishedName.parse(i))
+        for s, i in zip(args.endorser_dn, args.ca_dn, strict=True)
+    ]
+
+
+def print_changes(changes: list[Change]) -> None:
+    for c in changes:
+        detail = f" ({c.detail})" if c.detail else ""
+        print(f"  {c.image_id}  {c.what:<12} {c.title}{detail}")
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    home = home_parent()
+    site = commands.add_parser(
+        "site",
+        help="set up a site home",
+        description="Set up and inspect the site home where vmic keeps its state.",
+    )
+    site_sub = site.add_subparsers(dest="site_command", metavar="COMMAND", required=True)
+    init = site_sub.add_parser(
+        "init",
+        parents=[home],
+        help="create the site home (config, database, cache folders)",
+        description=(
+            "Create the site home: a commented config.toml, the SQLite database and the "
+            "cache folders. Idempotent: what exists is kept, nothing is overwritten."
+        ),
+    )
+    init.add_argument(
+        "--trust", type=Path, help="trust directory (default /etc/grid-security/certificates)"
+    )
+    init.set_defaults(func=_init)
+
+    subscribe = commands.add_parser(
+        "subscribe",
+        parents=[home],
+        help="subscribe to an endorser's image list",
+        description=(
+            "Fetch and verify an image list once, then subscribe to it: a list that would "
+            "fail verification is refused with the reason. Pin the endorser's full subject "
+            "DN and issuer DN; repeat the pair to accept several signers (e.g. a renewed DN)."
+        ),
+    )
+    subscribe.add_argument("url", metavar="URL", help="where the signed list is published")
+    subscribe.add_argument(
+        "--endorser-dn",
+        action="append",
+        default=[],
+        required=True,
+        help="pinned signer subject DN (repeatable)",
+    )
+    subscribe.add_argument(
+        "--ca-dn",
+        action="append",
+        default=[],
+        required=True,
+        help="pinned signer issuer DN (one per --endorser-dn)",
+    )
+    subscribe.add_argument("--name", help="subscription name (default: from the list title)")
+    subscribe.add_argument(
+        "--auto-approve",
+        action="store_true",
+        help="approve this list's new images without an admin",
+    )
+    subscribe.set_defaults(func=_subscribe)
+
+    unsubscribe = commands.add_parser(
+        "unsubscribe",
+        parents=[home],
+        help="end a subscription and withdraw its images",
+        description=(
+            "End a subscription: its images are withdrawn and their files moved to "
+            "cache/expired. The list's version history is kept (rollback protection "
+            "still holds if you subscribe again)."
+        ),
+    )
+    unsubscribe.add_argument("name", metavar="NAME", help="subscription name")
+    unsubscribe.set_defaults(func=_unsubscribe)
+
+    subs = commands.add_parser(
+        "subscriptions",
+        parents=[home],
+        help="list subscriptions and their state",
+        description=(
+            "Each subscription: name, URL, pinned endorser, list id, version in force, "
+            "its expiry, the last success and the last error."
+        ),
+    )
+    subs.add_argument("--json", action="store_true", help="machine-readable output")
+    subs.set_defaults(func=_subscriptions)
+
+    sync = commands.add_parser(
+        "sync",
+        parents=[home],
+        help="fetch, verify, approve, download, withdraw (the cron job)",
+        description=(
+            "The cron job: fetch every subscribed list, verify it, apply the approval "
+            "policy, download approved images (resumable, SHA-512 checked), withdraw "
+            "revoked, removed and expired images, and run hooks. Silent when all is well; "
+            f"one line per problem on stderr and exit {int(ExitCode.PROBLEMS)} otherwise; "
+            f"exit {int(ExitCode.LOCKED)} at once when another run holds the site."
+        ),
+    )
+    sync.add_argument("--only", metavar="NAME", help="sync this subscription only")
+    sync.add_argument("--no-download", action="store_true", help="lists only, no image bytes")
+    sync.add_argument("--json", action="store_true", help="print a summary as JSON")
+    sync.add_argument("-v", "--verbose", action="store_true", help="say what changed")
+    sync.set_defaults(func=_sync)
+
+    history = commands.add_parser(
+        "history",
+        parents=[home],
+        help="every list version accepted or rejected (the audit trail)",
+        description=(
+            "Every list version the site accepted or rejected, when, why, and the SHA-256 of "
+            "the bytes (accepted bytes are kept under lists/ in the site home)."
+        ),
+    )
+    history.add_argument("name", nargs="?", metavar="NAME", help="one subscription only")
+    history.add_argument("--json", action="store_true", help="machine-readable output")
+    history.set_defaults(func=_history)
+
+
+def _init(args: argparse.Namespace) -> int:
+    result = admin.init_site(site_home(args), trust=args.trust)
+    print(f"site home {result.home}:")
+    print(f"  config.toml: {'written (edit it)' if result.config_written else 'kept'}")
+    print(f"  vmic.db:     {'created' if result.database_created else 'kept (checked)'}")
+    if result.created:
+        print(f"  folders made: {len(result.created)}")
+    return ExitCode.OK
+
+
+def _subscribe(args: argparse.Namespace) -> int:
+    sub, verified, changes = admin.subscribe(
+        site_home(args),
+        args.url,
+        pins=pins_from(args),
+        name=args.name,
+        auto_approve=args.auto_approve,
+        now=utcnow(),
+    )
+    lst = verified.image_list
+    print(f"subscribed {sub.name}: list {lst.id} version {lst.version} ({lst.title})")
+    print(f"  endorser {verified.signer.subject}; expires {iso(lst.expires)}")
+    print_changes(changes)
+    held = sum(1 for c in changes if c.what == "new")
+    if held:
+        print(f"{held} image(s) wait for approval: `vmic approve ID...`")
+    return ExitCode.OK
+
+
+def _unsubscribe(args: argparse.Namespace) -> int:
+    changes = admin.unsubscribe(site_home(args), args.name, now=utcnow())
+    print(f"unsubscribed {args.name}; {len(changes)} image(s) withdrawn")
+    print_changes(changes)
+    return ExitCode.OK
+
+
+def _subscriptions(args: argparse.Namespace) -> int:
+    with admin.read_store(site_home(args)) as store:
+        rows: list[dict[str, Any]] = []
+        for sub in store.subscriptions():
+            current = store.current_list(sub.list_id)
+            rows.append(
+                {
+                    "name": sub.name,
+                    "url": sub.url,
+                    "endorsers": [[p.subject.slash(), p.issuer.slash()] for p in sub.pins],
+                    "list_id": sub.list_id,
+                    "version": current.version if current else None,
+                    "expires": iso(current.expires) if current else None,
+                    "auto_approve": sub.auto_approve,
+                    "last_success": iso(sub.last_success),
+                    "last_attempt": iso(sub.last_attempt),
+                    "last_error": sub.last_error,
+                }
+            )
+    if args.json:
+        print_json(rows)
+        return ExitCode.OK
+    if not rows:
+        print("no subscriptions; add one with `vmic subscribe URL --endorser-dn DN --ca-dn DN`")
+    for row in rows:
+        print(f"{row['name']}  {row['url']}")
+        for subject, issuer in row["endorsers"]:
+            print(f"  endorser:     {subject}  (CA {issuer})")
+        print(
+            f"  list:         {row['list_id']} version {row['version']}, expires {row['expires']}"
+        )
+        print(f"  last success: {row['last_success'] or 'never'}")
+        if row["last_error"]:
+            print(f"  last error:   {row['last_error']}")
+    return ExitCode.OK
+
+
+def _progress(title: str, size: int) -> Callable[[int], None]:
+    return Progress(size, f"downloading {title[:30]}").callback
+
+
+def _sync(args: argparse.Namespace) -> int:
+    report: SyncReport = run_sync(
+        site_home(args),
+        now=utcnow(),
+        only=args.only,
+        download=not args.no_download,
+        progress=_progress if sys.stderr.isatty() else None,  # bars on a terminal only
+    )
+    if args.json:
+        print_json(report.to_json())
+    elif args.verbose:
+        for result in report.lists:
+            version = f" version {result.version}" if result.version else ""
+            print(f"{result.subscription}: {result.outcome}{version}")
+        print_changes(report.changes)
+        print(f"downloaded {len(report.downloaded)}, hooks run {report.hooks_delivered}")
+    for problem in report.problems:
+        where = f"{problem.subscription}: " if problem.subscription else ""
+        print(f"vmic sync: {where}{problem.kind}: {problem.message}", file=sys.stderr)
+    return ExitCode.OK if report.ok else ExitCode.PROBLEMS
+
+
+def _history(args: argparse.Namespace) -> int:
+    with admin.read_store(site_home(args)) as store:
+        records = store.history(args.name)
+    if args.json:
+        print_json(
+            [
+                {
+                    "subscription": r.subscription,
+                    "list_id": r.list_id,
+                    "at": iso(r.at),
+                    "outcome": r.outcome,
+                    "version": r.version,
+                    "sha256": r.sha256,
+                    "reason": r.reason,
+                    "kind": r.kind,
+                }
+                for r in records
+            ]
+        )
+        return ExitCode.OK
+    for r in records:
+        version = f"v{r.version}" if r.version is not None else "-"
+        print(f"{iso(r.at)}  {r.subscription:<20} {r.outcome:<9} {version:<6} {r.sha256 or '-'}")
+        if r.reason:
+            print(f"    {r.kind + ': ' if r.kind else ''}{r.reason}")
+    return ExitCode.OK
