@@ -1,11 +1,13 @@
-"""`make demo`: an endorser's first list, from nothing to a verified signature.
+"""`make demo`: an endorser publishes a signed image list; a site subscribes and keeps up.
 
 Runs the real `vmic` commands in-process, in a scratch folder (``demo-out/``
-unless ``--dir`` says otherwise), and tells what each step does: a
-development CA and an endorser certificate, two small generated image files,
-a manifest, a signed list, its verification (and by xmlsec1 when present),
-and two lists a site must refuse: a tampered copy and a list checked against
-another endorser's pin.
+unless ``--dir`` says otherwise), with a small web server on 127.0.0.1
+standing in for the endorser's web site, and tells what each step does:
+a development CA and an endorser certificate; two small generated images; a
+manifest and a signed list, verified by vmic and by xmlsec1 when present;
+two lists a site must refuse; then a site that is initialised, subscribes,
+syncs, approves, syncs again and shows its images; and finally the endorser
+revokes an image and the next sync withdraws it.
 """
 
 from __future__ import annotations
@@ -16,14 +18,40 @@ import shlex
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from federation.cli import main as vmic
+from site_agent.home import SiteHome
+from site_agent.store import Store
 
 MARKER = ".vmic-demo"
 CA_DN = "/DC=org/DC=vmic-demo/CN=vmic Demo CA"
 ENDORSER_DN = "/DC=org/DC=vmic-demo/OU=Endorsers/CN=Jane Endorser"
 OTHER_DN = "/DC=org/DC=vmic-demo/OU=Endorsers/CN=Joe Endorser"
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
+        """The demo's output is the commands; the server keeps quiet."""
+
+
+@contextmanager
+def web_server(folder: Path) -> Iterator[str]:
+    """Serve ``folder`` on 127.0.0.1 (a free port) while the block runs."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 def _step(number: int, text: str) -> None:
@@ -32,7 +60,10 @@ def _step(number: int, text: str) -> None:
 
 def _run(*args: str, expect: int = 0) -> int:
     print("$ vmic " + " ".join(shlex.quote(a) for a in args))
+    sys.stdout.flush()
     code = vmic(list(args))
+    sys.stdout.flush()
+    sys.stderr.flush()
     if code != expect:
         print(f"demo: `vmic {args[0]}` exited with {code}, expected {expect}", file=sys.stderr)
         raise SystemExit(1)
@@ -49,20 +80,22 @@ def _image(path: Path, header: bytes, size: int) -> None:
 def _prepare(folder: Path) -> None:
     if folder.exists():
         if not (folder / MARKER).exists():
-            print(
-                f"demo: {folder} exists and was not made by the demo; choose --dir", file=sys.stderr
-            )
+            print(f"demo: {folder} exists but was not made by the demo; use --dir", file=sys.stderr)
             raise SystemExit(1)
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     (folder / MARKER).write_text("made by `make demo`; safe to delete\n")
 
 
-def demo(folder: Path) -> int:
-    _prepare(folder)
+def _image_ids(home: Path) -> list[str]:
+    with Store.open(SiteHome(home).database) as store:
+        return [image.image_id for image in store.images()]
+
+
+def endorse(folder: Path, base_url: str) -> None:
     ca, jane, joe = folder / "ca", folder / "jane", folder / "joe"
-    manifest, signed = folder / "list.toml", folder / "list.atom"
-    print(f"vmic demo in {folder}/ : an endorser signs an image list; a site verifies it.")
+    www = folder / "www"
+    manifest = folder / "list.toml"
 
     _step(1, "A development CA (real endorsers use their grid CA instead)")
     _run("keys", "ca", "--subject", CA_DN, "--out", str(ca), "--key-type", "ec")
@@ -79,15 +112,27 @@ def demo(folder: Path) -> int:
         "jane@example.org",
         "--out",
         str(jane),
+        "--key-type",
+        "ec",
     )
-    _run("keys", "issue", "--ca", str(ca), "--subject", OTHER_DN, "--out", str(joe))
+    _run(
+        "keys",
+        "issue",
+        "--ca",
+        str(ca),
+        "--subject",
+        OTHER_DN,
+        "--out",
+        str(joe),
+        "--key-type",
+        "ec",
+    )
     _run("keys", "show", str(jane / "cert.pem"))
 
-    _step(3, "Two small image files (a qcow2 header and a raw disk with a boot signature)")
-    qcow2, raw = folder / "tiny-alma9.qcow2", folder / "tiny-debian12.img"
-    _image(qcow2, b"QFI\xfb\x00\x00\x00\x03", 64 * 1024)
-    _image(raw, b"\x00" * 510 + b"\x55\xaa", 96 * 1024)
-    for image in (qcow2, raw):
+    _step(3, f"Two small images, published on the endorser's web server ({base_url})")
+    _image(www / "tiny-alma9.qcow2", b"QFI\xfb\x00\x00\x00\x03", 64 * 1024)
+    _image(www / "tiny-debian12.img", b"\x00" * 510 + b"\x55\xaa", 96 * 1024)
+    for image in sorted(www.iterdir()):
         print(f"wrote {image.name} ({image.stat().st_size} bytes)")
 
     _step(4, "A manifest for a new list, and the two images (hashed with SHA-512)")
@@ -98,7 +143,7 @@ def demo(folder: Path) -> int:
         "--title",
         "vmic demo images",
         "--self-url",
-        "https://endorser.example.org/lists/demo.atom",
+        f"{base_url}/demo.atom",
         "--author",
         "Jane Endorser",
         "--email",
@@ -108,9 +153,9 @@ def demo(folder: Path) -> int:
         "endorse",
         "add",
         str(manifest),
-        str(qcow2),
+        str(www / "tiny-alma9.qcow2"),
         "--url",
-        "https://endorser.example.org/images/tiny-alma9.qcow2",
+        f"{base_url}/tiny-alma9.qcow2",
         "--title",
         "Tiny AlmaLinux 9",
         "--os",
@@ -130,9 +175,9 @@ def demo(folder: Path) -> int:
         "endorse",
         "add",
         str(manifest),
-        str(raw),
+        str(www / "tiny-debian12.img"),
         "--url",
-        "https://endorser.example.org/images/tiny-debian12.img",
+        f"{base_url}/tiny-debian12.img",
         "--title",
         "Tiny Debian 12",
         "--os",
@@ -149,22 +194,9 @@ def demo(folder: Path) -> int:
     _run("endorse", "show", str(manifest))
 
     _step(5, "Sign the list (checked against the trust directory before it is written)")
-    _run(
-        "endorse",
-        "sign",
-        str(manifest),
-        "--cert",
-        str(jane / "cert.pem"),
-        "--key",
-        str(jane / "key.pem"),
-        "--trust",
-        str(ca),
-        "--valid-for",
-        "28d",
-        "--out",
-        str(signed),
-    )
+    _sign(folder)
 
+    signed = www / "demo.atom"
     _step(6, "Verify it as a site does, pinned to Jane's subject and issuer DNs")
     pin = ["--endorser-dn", ENDORSER_DN, "--ca-dn", CA_DN]
     _run("verify", str(signed), "--trust", str(ca), *pin)
@@ -187,7 +219,7 @@ def demo(folder: Path) -> int:
         print((result.stdout + result.stderr).strip())
         if result.returncode != 0:
             print("demo: xmlsec1 did not verify the list", file=sys.stderr)
-            return 1
+            raise SystemExit(1)
     else:
         _step(7, "xmlsec1 is not installed; skipping the independent check")
 
@@ -209,14 +241,96 @@ def demo(folder: Path) -> int:
         expect=8,
     )
 
-    print(f"\nDone. Everything is in {folder}/ (the signed list is {signed.name}).")
+
+def _sign(folder: Path) -> None:
+    _run(
+        "endorse",
+        "sign",
+        str(folder / "list.toml"),
+        "--cert",
+        str(folder / "jane/cert.pem"),
+        "--key",
+        str(folder / "jane/key.pem"),
+        "--trust",
+        str(folder / "ca"),
+        "--valid-for",
+        "28d",
+        "--out",
+        str(folder / "www" / "demo.atom"),
+    )
+
+
+def site(folder: Path, base_url: str) -> None:
+    home, trust = folder / "site", folder / "site-trust"
+    trust.mkdir()
+    for name in ("ca.pem", "ca.crl.pem"):  # a site installs the CA and its CRL, never the key
+        shutil.copy(folder / "ca" / name, trust / name)
+    h = ["--home", str(home)]
+
+    _step(10, "A site home: config, database, cache (the site trusts the demo CA)")
+    _run("site", "init", *h, "--trust", str(trust))
+
+    _step(11, "Subscribe: the list is fetched and verified before it is accepted")
+    _run(
+        "subscribe",
+        *h,
+        f"{base_url}/demo.atom",
+        "--name",
+        "demo",
+        "--endorser-dn",
+        ENDORSER_DN,
+        "--ca-dn",
+        CA_DN,
+    )
+
+    _step(12, "The cron job; silent when all is well. New images wait for the admin")
+    _run("sync", *h)
+    _run("images", *h)
+
+    _step(13, "Approve both images; the next sync downloads and checks them")
+    ids = _image_ids(home)
+    _run("approve", *h, *ids)
+    _run("sync", *h, "-v")
+    _run("images", *h)
+
+    _step(14, "The endorser revokes an image and re-signs; the next sync withdraws it")
+    with_debian = next(i for i in ids if _title(home, i) == "Tiny Debian 12")
+    _run(
+        "endorse",
+        "revoke",
+        str(folder / "list.toml"),
+        with_debian,
+        "--reason",
+        "demo: sshd host keys were left in the image",
+    )
+    _sign(folder)
+    _run("sync", *h, "-v")
+    _run("images", *h)
+    _run("history", *h)
+
+
+def _title(home: Path, image_id: str) -> str:
+    with Store.open(SiteHome(home).database) as store:
+        image = store.image(image_id)
+        return image.title if image else ""
+
+
+def demo(folder: Path) -> int:
+    _prepare(folder)
+    print(f"vmic demo in {folder}/ : an endorser signs an image list; a site subscribes to it.")
+    www = folder / "www"
+    www.mkdir()
+    with web_server(www) as base_url:
+        endorse(folder, base_url)
+        site(folder, base_url)
+    print(f"\nDone. Everything is in {folder}/ (the site home is {folder}/site).")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--dir", type=Path, default=Path("demo-out"), help="scratch folder")
-    return demo(parser.parse_args(argv).dir)
+    return demo(parser.parse_args(argv).dir.resolve())
 
 
 if __name__ == "__main__":
