@@ -19,8 +19,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from feeds.model import ImageEntry, ImageList, Tombstone, image_id
 from federation.cli import main
+from feeds.model import ImageEntry, ImageList, Tombstone, image_id
 from site_agent.home import SiteHome
 from site_agent.store import Store
 from tests.sim.server import Simulator
@@ -74,17 +74,19 @@ class World:
         revoked: Sequence[int] = (),
         **changes: object,
     ) -> ImageList:
-        base = image_list(self.endorser, now=self.now, entries=0, version=version)
-        return replace(  # type: ignore[misc]
-            base,
+        base = image_list(
+            self.endorser,
+            now=self.now,
+            entries=0,
+            version=version,
             self_url=self.sim.url(LIST_PATH),
-            entries=tuple(self.image_entry(n) for n in images),
             tombstones=tuple(
                 Tombstone(id=image_id(_uuid(n)), when=self.now - timedelta(minutes=1), reason="bad")
                 for n in revoked
             ),
-            **changes,
+            **changes,  # type: ignore[arg-type]  # fields of ImageList, checked at run time
         )
+        return replace(base, entries=tuple(self.image_entry(n) for n in images))
 
     def publish(
         self,
@@ -108,8 +110,15 @@ class World:
     def subscribe(self, *, name: str = "base", path: str = LIST_PATH, auto: bool = False) -> int:
         extra = ["--auto-approve"] if auto else []
         return self.vmic(
-            "subscribe", self.sim.url(path), "--name", name,
-            "--endorser-dn", ENDORSER_DN, "--ca-dn", CA_DN, *extra,
+            "subscribe",
+            self.sim.url(path),
+            "--name",
+            name,
+            "--endorser-dn",
+            ENDORSER_DN,
+            "--ca-dn",
+            CA_DN,
+            *extra,
         )
 
     @contextmanager
@@ -146,11 +155,15 @@ def image_uuid(n: int) -> str:
 
 def _files(folder: Path) -> tuple[tuple[str, bytes], ...]:
     return tuple(
-        (str(p.relative_to(folder)), p.read_bytes()) for p in sorted(folder.rglob("*")) if p.is_file()
+        (str(p.relative_to(folder)), p.read_bytes())
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
     )
 
 
-def make_world(tmp_path: Path, now: datetime, ca: TestCA, endorser: Identity, sim: Simulator) -> World:
+def make_world(
+    tmp_path: Path, now: datetime, ca: TestCA, endorser: Identity, sim: Simulator
+) -> World:
     trust = write_trust_dir(tmp_path / "trust", [ca])
     home = SiteHome(tmp_path / "site")
     assert main(["site", "init", "--home", str(home.root), "--trust", str(trust)]) == 0
