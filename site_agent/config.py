@@ -67,11 +67,15 @@ fetch_concurrency = 8
 download_concurrency = 2
 list_deadline_seconds = 60
 read_timeout_seconds = 30
-# A transfer slower than this on average (after 20 s) is abandoned and resumed
-# on the next run.
+# A transfer slower than this on average (after rate_grace_seconds) is
+# abandoned and resumed on the next run.
 min_rate_bytes_per_second = 16384
+rate_grace_seconds = 20
 download_deadline_hours = 6
+# Extra attempts after a failed transfer, the first after backoff_seconds
+# (doubling each time).
 retries = 2
+backoff_seconds = 2
 max_list_bytes = 67108864
 
 [events]
@@ -172,8 +176,10 @@ def load(path: Path) -> SiteConfig:
             "list_deadline_seconds",
             "read_timeout_seconds",
             "min_rate_bytes_per_second",
+            "rate_grace_seconds",
             "download_deadline_hours",
             "retries",
+            "backoff_seconds",
             "max_list_bytes",
         },
     )
@@ -192,18 +198,28 @@ def load(path: Path) -> SiteConfig:
             net.positive("download_concurrency", DEFAULT_LIMITS.download_concurrency)
         ),
         list_deadline=timedelta(
-            seconds=net.positive("list_deadline_seconds", DEFAULT_LIMITS.list_deadline.seconds)
+            seconds=net.positive(
+                "list_deadline_seconds", DEFAULT_LIMITS.list_deadline.total_seconds()
+            )
         ),
         read_timeout=timedelta(
-            seconds=net.positive("read_timeout_seconds", DEFAULT_LIMITS.read_timeout.seconds)
+            seconds=net.positive(
+                "read_timeout_seconds", DEFAULT_LIMITS.read_timeout.total_seconds()
+            )
         ),
         min_rate=int(net.positive("min_rate_bytes_per_second", DEFAULT_LIMITS.min_rate)),
+        rate_grace=timedelta(
+            seconds=net.positive("rate_grace_seconds", DEFAULT_LIMITS.rate_grace.total_seconds())
+        ),
+        backoff=timedelta(
+            seconds=net.positive("backoff_seconds", DEFAULT_LIMITS.backoff.total_seconds())
+        ),
         download_deadline=timedelta(
             hours=net.positive(
                 "download_deadline_hours", DEFAULT_LIMITS.download_deadline.total_seconds() / 3600
             )
         ),
-        retries=int(net.get("retries", int, DEFAULT_LIMITS.retries)),
+        retries=_non_negative(net.get("retries", int, DEFAULT_LIMITS.retries), path),
         max_list_bytes=int(net.positive("max_list_bytes", DEFAULT_LIMITS.max_list_bytes)),
     )
     return SiteConfig(
@@ -216,6 +232,12 @@ def load(path: Path) -> SiteConfig:
         event_max_attempts=int(events.positive("max_attempts", 5)),
         hooks=_hooks(data.get("hooks", []), path),
     )
+
+
+def _non_negative(value: int, path: Path) -> int:
+    if value < 0:
+        raise ConfigError(f"{path}: [network] retries must not be negative")
+    return value
 
 
 def _hooks(items: object, path: Path) -> tuple[Hook, ...]:

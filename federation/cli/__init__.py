@@ -46,10 +46,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(parser: argparse.ArgumentParser, arguments: list[str]) -> argparse.Namespace:
+    """Parse; a command that runs a command of its own (`hooks add`) takes what follows `--`."""
+    if "--" in arguments:
+        at = arguments.index("--")
+        head, tail = arguments[:at], arguments[at + 1 :]
+        args, rest = parser.parse_known_args(head)
+        if getattr(args, "takes_command", False) and not rest:
+            args.command_argv = tail
+            return args
+    args = parser.parse_args(arguments)
+    if getattr(args, "takes_command", False):
+        parser.error("give the hook's command after `--`, e.g. -- /usr/local/bin/hook --flag")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    arguments = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
+        args = _parse(parser, arguments)
     except SystemExit as exc:  # argparse exits on --help, --version and usage errors
         return int(exc.code) if isinstance(exc.code, int) else ExitCode.USAGE
     try:

@@ -101,6 +101,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add = hooks_sub.add_parser(
         "add",
         parents=[home],
+        usage="vmic hooks add [-h] [--home DIR] --on EVENT [--on EVENT ...] [--timeout S] "
+        "NAME -- COMMAND [ARGS ...]",
         help="add a hook",
         description=(
             "Add a hook: `vmic hooks add NAME --on EVENT [--on EVENT] [--timeout S] -- "
@@ -111,8 +113,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add.add_argument("name", metavar="NAME", help="hook name")
     add.add_argument("--on", action="append", required=True, metavar="EVENT", help="event type")
     add.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
-    add.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
-    add.set_defaults(func=_hooks_add)
+    add.set_defaults(func=_hooks_add, takes_command=True)
     listing = hooks_sub.add_parser(
         "list", parents=[home], help="list hooks", description="List the configured hooks."
     )
@@ -225,9 +226,8 @@ def _cache_verify(args: argparse.Namespace) -> int:
 
 
 def _hooks_add(args: argparse.Namespace) -> int:
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
     hook = site_config.make_hook(
-        name=args.name, events=args.on, command=command, timeout=args.timeout
+        name=args.name, events=args.on, command=args.command_argv, timeout=args.timeout
     )
     home = site_home(args)
     home.require_initialised()
