@@ -41,7 +41,8 @@ class InitResult:
 
 def init_site(home: SiteHome, *, trust: Path | None) -> InitResult:
     """Create what is missing; never overwrite a config or a database."""
-    if home.database.exists() is False and home.lists.is_dir() and any(home.lists.iterdir()):
+    no_database = not home.database.exists() or home.database.stat().st_size == 0
+    if no_database and home.lists.is_dir() and any(home.lists.iterdir()):
         raise ConfigError(
             f"{home.root} has accepted lists but no database",
             hint="restore vmic.db from a backup; a new empty one would forget the versions seen",

@@ -8,6 +8,7 @@ errors, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -45,7 +46,7 @@ _TEMPLATE = """\
 [trust]
 # OpenSSL CApath-style folder of CA certificates and CRLs (fetch-crl keeps the
 # CRLs fresh). Every list must chain to a CA in it.
-directory = "{trust}"
+directory = {trust}
 # "require": every CA in a chain needs a current CRL here (missing or stale
 # CRL: the list is rejected). "if-present": use the CRLs that are here.
 crl = "require"
@@ -118,7 +119,8 @@ class SiteConfig:
 
 
 def write_default(path: Path, *, trust: Path | None) -> None:
-    text = _TEMPLATE.format(trust=str(trust or DEFAULT_TRUST).replace('"', '\\"'))
+    # A TOML string literal, whatever quotes or backslashes the path holds.
+    text = _TEMPLATE.format(trust=tomlkit.string(str(trust or DEFAULT_TRUST)).as_string())
     write_atomic(path, text.encode("utf-8"), mode=0o640)
 
 
@@ -142,19 +144,29 @@ class _Section:
         self.values: dict[str, Any] = value
         self.where = f"{path}: [{name}]"
 
-    def get(self, key: str, kind: type, default: Any) -> Any:
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any) -> Any:
         value = self.values.get(key, default)
         if value is None:
             return None
-        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-            raise ConfigError(f"{self.where} {key}: expected {kind.__name__}")
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise ConfigError(f"{self.where} {key}: expected {names}, not {value!r}")
         return value
 
     def positive(self, key: str, default: float) -> float:
-        value = self.get(key, (int, float), default)  # type: ignore[arg-type]
-        if value <= 0:
-            raise ConfigError(f"{self.where} {key}: must be positive")
+        """A finite number above zero."""
+        value = self.get(key, (int, float), default)
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{self.where} {key}: must be a finite number above 0, not {value}")
         return float(value)
+
+    def count(self, key: str, default: int) -> int:
+        """A whole number of at least 1 (a concurrency, a number of attempts, a byte count)."""
+        value = self.get(key, int, default)
+        if value < 1:
+            raise ConfigError(f"{self.where} {key}: must be a whole number of at least 1")
+        return int(value)
 
 
 def load(path: Path) -> SiteConfig:
@@ -193,10 +205,8 @@ def load(path: Path) -> SiteConfig:
     ca_bundle = net.get("ca_bundle", str, None)
     limits = replace(
         DEFAULT_LIMITS,
-        fetch_concurrency=int(net.positive("fetch_concurrency", DEFAULT_LIMITS.fetch_concurrency)),
-        download_concurrency=int(
-            net.positive("download_concurrency", DEFAULT_LIMITS.download_concurrency)
-        ),
+        fetch_concurrency=net.count("fetch_concurrency", DEFAULT_LIMITS.fetch_concurrency),
+        download_concurrency=net.count("download_concurrency", DEFAULT_LIMITS.download_concurrency),
         list_deadline=timedelta(
             seconds=net.positive(
                 "list_deadline_seconds", DEFAULT_LIMITS.list_deadline.total_seconds()
@@ -207,7 +217,7 @@ def load(path: Path) -> SiteConfig:
                 "read_timeout_seconds", DEFAULT_LIMITS.read_timeout.total_seconds()
             )
         ),
-        min_rate=int(net.positive("min_rate_bytes_per_second", DEFAULT_LIMITS.min_rate)),
+        min_rate=net.count("min_rate_bytes_per_second", DEFAULT_LIMITS.min_rate),
         rate_grace=timedelta(
             seconds=net.positive("rate_grace_seconds", DEFAULT_LIMITS.rate_grace.total_seconds())
         ),
@@ -220,7 +230,7 @@ def load(path: Path) -> SiteConfig:
             )
         ),
         retries=_non_negative(net.get("retries", int, DEFAULT_LIMITS.retries), path),
-        max_list_bytes=int(net.positive("max_list_bytes", DEFAULT_LIMITS.max_list_bytes)),
+        max_list_bytes=net.count("max_list_bytes", DEFAULT_LIMITS.max_list_bytes),
     )
     return SiteConfig(
         trust_dir=Path(trust.get("directory", str, DEFAULT_TRUST)),
@@ -229,7 +239,7 @@ def load(path: Path) -> SiteConfig:
         expired_retention=timedelta(days=cache.positive("expired_retention_days", 7)),
         ca_bundle=Path(ca_bundle) if ca_bundle else None,
         limits=limits,
-        event_max_attempts=int(events.positive("max_attempts", 5)),
+        event_max_attempts=events.count("max_attempts", 5),
         hooks=_hooks(data.get("hooks", []), path),
     )
 

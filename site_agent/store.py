@@ -101,6 +101,12 @@ class Store:
     def open(cls, path: Path, *, create: bool = False) -> Store:
         if not create and not path.is_file():
             raise StoreError(f"the database {path} is missing")
+        if path.exists() and path.stat().st_size == 0:
+            # SQLite would take an empty file for a new database and start over.
+            raise StoreError(
+                f"the database {path} is empty",
+                hint="restore it from a backup; vmic never starts over with an empty one",
+            )
         try:
             conn = sqlite3.connect(path, timeout=30, isolation_level=None)
         except sqlite3.Error as exc:
@@ -110,9 +116,10 @@ class Store:
             conn.execute("PRAGMA busy_timeout = 30000")
             check = conn.execute("PRAGMA quick_check").fetchone()
             _require_ok(check, path)
+            store = cls(db, path)
+            store._check_schema_version()  # before anything writes to the file
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA foreign_keys = ON")
-            store = cls(db, path)
             store._migrate()
         except sqlite3.DatabaseError as exc:
             conn.close()
@@ -134,14 +141,18 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _migrate(self) -> None:
-        current = self.db.execute("PRAGMA user_version").fetchone()[0]
+    def _check_schema_version(self) -> int:
+        current = int(self.db.execute("PRAGMA user_version").fetchone()[0])
         if current > SCHEMA_VERSION:
             raise StoreError(
                 f"the database {self.path} has schema {current}, newer than this vmic "
                 f"({SCHEMA_VERSION})",
                 hint="run the vmic version that last wrote it",
             )
+        return current
+
+    def _migrate(self) -> None:
+        current = self._check_schema_version()
         for version in range(current, SCHEMA_VERSION):
             with self.db.atomic():
                 for statement in SCHEMA[version].split(";"):

@@ -1,0 +1,253 @@
+"""HTTP plumbing shared by list fetches and image downloads (THREATS 21, 24, 25).
+
+One guarded aiohttp session per run: TLS verified against the system store or
+a site CA bundle, proxies from the environment, no automatic decompression,
+and a resolver that refuses link-local, unspecified, multicast and broadcast
+addresses. Redirects are followed here, by hand, so that every hop is checked
+(scheme kept, address allowed, a bounded count). :class:`Pace` enforces a
+transfer's total deadline and minimum average rate; aiohttp's own per-read
+timeout covers a silent server. Failures worth another attempt (connection
+errors, timeouts, 5xx, 429) travel as :class:`Transient`, which only
+:func:`with_retries` unwraps; everything else is raised as the caller sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from feeds.model import check_url
+from keys.errors import (
+    ConfigError,
+    FetchError,
+    FetchTimeoutError,
+    HTTPStatusError,
+    ListFormatError,
+)
+from keys.limits import Limits
+
+T = TypeVar("T")
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+READ_BUFFER = 1024 * 1024
+"""aiohttp's per-response buffer; large enough that reads come in big pieces."""
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_BROADCAST = ipaddress.ip_address("255.255.255.255")
+
+
+class Transient(Exception):  # noqa: N818 -- a signal between attempts, not an error of the tree
+    """An attempt failed in a way worth retrying; ``error`` is what the caller finally sees."""
+
+    def __init__(self, error: FetchError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def forbidden_address(address: str) -> str | None:
+    """Why vmic must not connect to this IP address (THREATS 24), or None if it may."""
+    ip = ipaddress.ip_address(address)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_unspecified or (isinstance(ip, ipaddress.IPv4Address) and ip in _THIS_NETWORK):
+        return "unspecified"
+    if ip.is_multicast:
+        return "multicast"
+    if ip == _BROADCAST:
+        return "broadcast"
+    return None
+
+
+class GuardedResolver(AbstractResolver):
+    """Wraps a resolver and refuses a name if any of its addresses is forbidden."""
+
+    def __init__(self, inner: AbstractResolver) -> None:
+        self._inner = inner
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        for result in results:
+            reason = forbidden_address(result["host"])
+            if reason is not None:
+                raise FetchError(
+                    f"{host} resolves to {result['host']}, a {reason} address: refused",
+                    hint="images and lists are never fetched from link-local or broadcast hosts",
+                )
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def open_session(
+    limits: Limits, *, ca_bundle: Path | None, user_agent: str
+) -> aiohttp.ClientSession:
+    """The run's session; call inside a running event loop."""
+    try:
+        context = ssl.create_default_context(cafile=None if ca_bundle is None else str(ca_bundle))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the CA bundle {ca_bundle}: {exc}") from exc
+    connector = aiohttp.TCPConnector(ssl=context, resolver=GuardedResolver(DefaultResolver()))
+    timeout = aiohttp.ClientTimeout(
+        total=None,
+        connect=limits.connect_timeout.total_seconds(),
+        sock_connect=limits.connect_timeout.total_seconds(),
+        sock_read=limits.read_timeout.total_seconds(),
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=timeout,
+        trust_env=True,
+        auto_decompress=False,
+        read_bufsize=READ_BUFFER,
+        headers={"User-Agent": user_agent, "Accept-Encoding": "identity"},
+    )
+
+
+class Pace:
+    """The clock of one attempt: a total deadline and, after a grace period, a minimum rate."""
+
+    def __init__(self, limits: Limits, *, deadline: float, url: str) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.url = url
+        self.start = self._loop.time()
+        self.deadline = deadline
+        self.deadline_at = self.start + deadline
+        self.grace_at = self.start + limits.rate_grace.total_seconds()
+        self.min_rate = limits.min_rate
+        self.read_timeout = limits.read_timeout.total_seconds()
+
+    def next_failure(self, received: int) -> float:
+        """Loop time at which the attempt fails unless more than ``received`` bytes arrive."""
+        if self.min_rate <= 0:
+            return self.deadline_at
+        rate_at = max(self.grace_at, self.start + received / self.min_rate)
+        return min(self.deadline_at, rate_at)
+
+    def failure(self, received: int) -> FetchTimeoutError:
+        """The error for an attempt whose :meth:`next_failure` has passed."""
+        if self.next_failure(received) >= self.deadline_at:
+            return FetchTimeoutError(f"{self.url}: not complete after {self.deadline:g} s")
+        elapsed = max(self._loop.time() - self.start, 1e-9)
+        return FetchTimeoutError(
+            f"{self.url}: {received / elapsed:.0f} bytes/s after {elapsed:.1f} s, "
+            f"below the minimum of {self.min_rate} bytes/s"
+        )
+
+
+def failed(url: str, exc: BaseException) -> BaseException:
+    """The vmic error for an exception of aiohttp or the OS, wrapped if worth a retry."""
+    if isinstance(exc, TimeoutError):
+        return Transient(FetchTimeoutError(f"{url}: timed out ({type(exc).__name__})"))
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return FetchError(
+            f"{url}: TLS connection refused ({type(exc).__name__})",
+            hint="the server's certificate is not trusted; see the ca_bundle setting",
+        )
+    if isinstance(exc, aiohttp.InvalidURL):
+        return FetchError(f"{url}: invalid URL ({type(exc).__name__})")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return Transient(FetchError(f"{url}: transfer broken off ({type(exc).__name__})"))
+    return Transient(FetchError(f"{url}: connection failed ({type(exc).__name__}: {exc})"))
+
+
+def status_error(url: str, status: int) -> BaseException:
+    error = HTTPStatusError(f"{url}: the server answered HTTP {status}")
+    return Transient(error) if status >= 500 or status == 429 else error
+
+
+def _checked(url: str) -> str:
+    try:
+        check_url(url, what="fetch")
+    except ListFormatError as exc:
+        raise FetchError(exc.message) from exc
+    host = urlsplit(url).hostname or ""
+    try:
+        reason = forbidden_address(host)
+    except ValueError:
+        return url  # a name: the resolver checks its addresses
+    if reason is not None:
+        raise FetchError(f"{url}: {host} is a {reason} address: refused")
+    return url
+
+
+async def open_url(
+    session: aiohttp.ClientSession,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    limits: Limits,
+    pace: Pace,
+) -> tuple[str, aiohttp.ClientResponse]:
+    """Send a GET, following redirects under the rules of THREATS 24; returns the final URL
+    and the open response (the caller releases it)."""
+    current = _checked(url)
+    for _ in range(limits.max_redirects + 1):
+        try:
+            async with asyncio.timeout_at(pace.deadline_at):
+                response = await session.get(current, headers=headers, allow_redirects=False)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise failed(current, exc) from exc
+        if response.status not in REDIRECTS:
+            return current, response
+        location = response.headers.get("Location")
+        response.release()
+        if not location:
+            raise HTTPStatusError(f"{current}: redirect ({response.status}) without a Location")
+        target = _checked(urljoin(current, location))
+        if urlsplit(target).scheme != urlsplit(current).scheme:
+            raise FetchError(
+                f"{current}: redirect to {target} changes the scheme: refused",
+                hint="a server may not move a download between http and https",
+            )
+        current = target
+    raise FetchError(f"{url}: more than {limits.max_redirects} redirects")
+
+
+async def read_some(response: aiohttp.ClientResponse, pace: Pace, *, received: int) -> bytes:
+    """The next bytes of a body (``b""`` at its end), within the attempt's deadline and rate."""
+    timer = asyncio.timeout_at(pace.next_failure(received))
+    try:
+        async with timer:
+            return await response.content.readany()
+    except TimeoutError as exc:
+        if timer.expired():
+            raise Transient(pace.failure(received)) from exc
+        raise Transient(
+            FetchTimeoutError(f"{pace.url}: no data for {pace.read_timeout:g} s")
+        ) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise failed(pace.url, exc) from exc
+
+
+def check_encoding(url: str, response: aiohttp.ClientResponse) -> None:
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    if encoding != "identity":
+        raise FetchError(f"{url}: the server sent a {encoding}-encoded body, not the bytes asked")
+
+
+async def with_retries(limits: Limits, attempt: Callable[[], Awaitable[T]]) -> T:
+    """Run ``attempt`` until it succeeds, retrying transient failures with backoff."""
+    backoff = limits.backoff.total_seconds()
+    for number in range(limits.retries + 1):
+        try:
+            return await attempt()
+        except Transient as failure:
+            if number == limits.retries:
+                raise failure.error from failure.__cause__
+        await asyncio.sleep(backoff * 2**number)
+    raise AssertionError("unreachable")
