@@ -25,6 +25,7 @@ Receiving runs on the event loop; writing and hashing run on worker threads
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hashlib
 import json
@@ -163,7 +164,8 @@ class _Download:
             have = 0
         resume = _read_resume(self.sidecar)
         if have == self.size:  # complete: a crash came after the download, before the rename
-            self.digest, self.offset = hash_file(self.partial, have)
+            if have:
+                self.digest, self.offset = hash_file(self.partial, have)
             if self.offset == self.size and self.digest.hexdigest() == self.sha512:
                 self.finish()
                 return True
@@ -192,8 +194,11 @@ class _Download:
 
     def reset(self) -> None:
         """Forget the partial and its sidecar: the next attempt starts from zero."""
-        self.partial.unlink(missing_ok=True)
-        self.sidecar.unlink(missing_ok=True)
+        try:
+            self.partial.unlink(missing_ok=True)
+            self.sidecar.unlink(missing_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot remove {self.partial}: {exc.strerror}") from exc
         self.offset = 0
         self.digest = hashlib.sha512()
         self.resume = None
@@ -213,8 +218,9 @@ class _Download:
 
     def store_error(self, exc: OSError) -> StoreError:
         if exc.errno in _DISK_FULL:
-            self.partial.unlink(missing_ok=True)
-            self.sidecar.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the error to report is the full disk
+                self.partial.unlink(missing_ok=True)
+                self.sidecar.unlink(missing_ok=True)
             return DiskFullError(
                 f"no space left for {self.partial} ({exc.strerror}); the partial file was removed"
             )
