@@ -138,10 +138,13 @@ class Pace:
         rate_at = max(self.grace_at, self.start + received / self.min_rate)
         return min(self.deadline_at, rate_at)
 
+    def deadline_error(self) -> FetchTimeoutError:
+        return FetchTimeoutError(f"{self.url}: not complete after {self.deadline:g} s")
+
     def failure(self, received: int) -> FetchTimeoutError:
         """The error for an attempt whose :meth:`next_failure` has passed."""
         if self.next_failure(received) >= self.deadline_at:
-            return FetchTimeoutError(f"{self.url}: not complete after {self.deadline:g} s")
+            return self.deadline_error()
         elapsed = max(self._loop.time() - self.start, 1e-9)
         return FetchTimeoutError(
             f"{self.url}: {received / elapsed:.0f} bytes/s after {elapsed:.1f} s, "
@@ -197,10 +200,13 @@ async def open_url(
     and the open response (the caller releases it)."""
     current = _checked(url)
     for _ in range(limits.max_redirects + 1):
+        timer = asyncio.timeout_at(pace.deadline_at)
         try:
-            async with asyncio.timeout_at(pace.deadline_at):
+            async with timer:
                 response = await session.get(current, headers=headers, allow_redirects=False)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if timer.expired():
+                raise Transient(pace.deadline_error()) from exc
             raise failed(current, exc) from exc
         if response.status not in REDIRECTS:
             return current, response
