@@ -4,10 +4,12 @@ disk: a partial is either kept for resume (with its sidecar) or gone, never half
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -24,6 +26,7 @@ from keys.errors import (
     SizeMismatchError,
 )
 from site_agent.download import sidecar
+from site_agent.fetch import Fetcher
 from tests.sim import Simulator
 from tests.site_agent.netkit import LIMITS, ONCE, download, image, namespaces_allowed, run_isolated
 
@@ -215,6 +218,37 @@ def test_a_stalled_server_times_out_after_the_read_timeout(
     with pytest.raises(FetchTimeoutError, match=r"no data for 0\.3 s"):
         _get(server, partial, body, limits=limits)
     assert partial.stat().st_size == MiB
+
+
+def test_a_slow_download_does_not_hold_up_another(
+    server: Simulator, body: tuple[bytes, str], tmp_path: Path
+) -> None:
+    slow, slow_sha = image(SIZE)
+    server.publish("/slow.raw", slow)
+    server.fault("/slow.raw", drip=1000)
+    finished: dict[str, float] = {}
+
+    async def one(fetcher: Fetcher, path: str, sha: str) -> None:
+        try:
+            await fetcher.download(
+                server.url(path), partial=tmp_path / path.strip("/"), size=SIZE, sha512=sha
+            )
+        finally:
+            finished[path] = time.monotonic()
+
+    async def both() -> tuple[BaseException | None, BaseException | None]:
+        async with Fetcher(limits=ONCE) as fetcher:
+            return await asyncio.gather(
+                one(fetcher, "/slow.raw", slow_sha),
+                one(fetcher, "/img.raw", body[1]),
+                return_exceptions=True,
+            )
+
+    slow_result, fast_result = asyncio.run(both())
+    assert isinstance(slow_result, FetchTimeoutError)
+    assert fast_result is None
+    assert (tmp_path / "img.raw").read_bytes() == body[0]
+    assert finished["/img.raw"] < finished["/slow.raw"]
 
 
 # -- THREATS 22: resume ------------------------------------------------------------------
