@@ -635,11 +635,11 @@ def print_report(found: Measurements, rounds: int) -> None:
     ratio_base = t_vmic / t_base
     ratio_hash = t_vmic / t_hash
     print(
-        f"ratio vmic/baseline:          {ratio_base:.2f}x  "
+        f"ratio vmic/baseline:          {ratio_base:.3f}x  "
         f"(target <= {BASELINE_RATIO_TARGET:g}x: {_verdict(ratio_base <= BASELINE_RATIO_TARGET)})"
     )
     print(
-        f"ratio vmic/hashlib-in-memory: {ratio_hash:.2f}x  "
+        f"ratio vmic/hashlib-in-memory: {ratio_hash:.3f}x  "
         f"(target <= {HASH_RATIO_TARGET:g}x: {_verdict(ratio_hash <= HASH_RATIO_TARGET)})"
     )
     print(
@@ -648,7 +648,8 @@ def print_report(found: Measurements, rounds: int) -> None:
         f"(target < {RSS_TARGET_MB:g} MB: {_verdict(peak < RSS_TARGET_MB)})"
     )
     print(
-        f"\nfsync: a plain write of {size / MB:,.0f} MB took {found.fsync.write:.3f} s and its "
+        f"\nfsync: a plain write of {size / MB:,.0f} MB (into the page cache) took "
+        f"{found.fsync.write:.3f} s and its "
         f"fsync {found.fsync.fsync:.3f} s on this disk. vmic pays for durability (it starts "
         "writeback as it writes, fsyncs the file and the folder); curl does not fsync, its "
         "file stays dirty in the page cache and sha512sum reads it back from there."
