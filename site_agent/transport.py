@@ -102,11 +102,12 @@ def open_session(
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the CA bundle {ca_bundle}: {exc}") from exc
     connector = aiohttp.TCPConnector(ssl=context, resolver=GuardedResolver(DefaultResolver()))
+    # No sock_read: aiohttp would re-arm a timer on every receive (thousands per GiB).
+    # The read timeout is kept by open_url (headers) and read_some (body) instead.
     timeout = aiohttp.ClientTimeout(
         total=None,
         connect=limits.connect_timeout.total_seconds(),
         sock_connect=limits.connect_timeout.total_seconds(),
-        sock_read=limits.read_timeout.total_seconds(),
     )
     return aiohttp.ClientSession(
         connector=connector,
@@ -199,12 +200,18 @@ async def open_url(
     """Send a GET, following redirects under the rules of THREATS 24; returns the final URL
     and the open response (the caller releases it)."""
     current = _checked(url)
+    loop = asyncio.get_running_loop()
     for _ in range(limits.max_redirects + 1):
-        timer = asyncio.timeout_at(pace.deadline_at)
+        silent_at = loop.time() + pace.read_timeout  # the answer (headers) must start by then
+        timer = asyncio.timeout_at(min(pace.deadline_at, silent_at))
         try:
             async with timer:
                 response = await session.get(current, headers=headers, allow_redirects=False)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if timer.expired() and silent_at < pace.deadline_at:
+                raise Transient(
+                    FetchTimeoutError(f"{current}: no answer for {pace.read_timeout:g} s")
+                ) from exc
             if timer.expired():
                 raise Transient(pace.deadline_error()) from exc
             raise failed(current, exc) from exc
@@ -226,12 +233,14 @@ async def open_url(
 
 async def read_some(response: aiohttp.ClientResponse, pace: Pace, *, received: int) -> bytes:
     """The next bytes of a body (``b""`` at its end), within the attempt's deadline and rate."""
-    timer = asyncio.timeout_at(pace.next_failure(received))
+    failure_at = pace.next_failure(received)
+    silent_at = asyncio.get_running_loop().time() + pace.read_timeout
+    timer = asyncio.timeout_at(min(failure_at, silent_at))
     try:
         async with timer:
             return await response.content.readany()
     except TimeoutError as exc:
-        if timer.expired():
+        if timer.expired() and failure_at <= silent_at:
             raise Transient(pace.failure(received)) from exc
         raise Transient(
             FetchTimeoutError(f"{pace.url}: no data for {pace.read_timeout:g} s")

@@ -28,7 +28,15 @@ from keys.errors import (
 from site_agent.download import sidecar
 from site_agent.fetch import Fetcher
 from tests.sim import Simulator
-from tests.site_agent.netkit import LIMITS, ONCE, download, image, namespaces_allowed, run_isolated
+from tests.site_agent.netkit import (
+    LIMITS,
+    ONCE,
+    download,
+    image,
+    namespaces_allowed,
+    run_isolated,
+    silent_server,
+)
 
 MiB = 1024 * 1024
 SIZE = 4 * MiB
@@ -514,3 +522,13 @@ def test_a_file_size_limit_while_writing_removes_the_partial(
     assert done.returncode == 0, done.stderr
     assert "DiskFullError: no space left for" in done.stdout
     assert "left: []" in done.stdout
+
+
+def test_a_server_that_never_answers_times_out_after_the_read_timeout(tmp_path: Path) -> None:
+    """A server accepting the connection but sending no headers cannot hold a download
+    for the whole download deadline: the read timeout covers waiting for the answer."""
+    with silent_server() as url:
+        started = time.monotonic()
+        with pytest.raises(FetchTimeoutError, match="no answer"):
+            download(url, tmp_path / "partial", size=10, sha512="0" * 128, limits=ONCE)
+        assert time.monotonic() - started < LIMITS.download_deadline.total_seconds()
