@@ -13,8 +13,9 @@ with exponential backoff; 4xx answers, size and digest errors never are.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from types import TracebackType
 
@@ -139,7 +140,7 @@ class Fetcher:
         try:
             received = Validators(
                 etag=response.headers.get("ETag"),
-                last_modified=response.headers.get("Last-Modified"),
+                last_modified=_strong_last_modified(response.headers),
             )
             if response.status == 304:
                 return ListFetch(
@@ -158,6 +159,27 @@ class Fetcher:
             return ListFetch(url=final, not_modified=False, body=body, validators=received)
         finally:
             response.release()
+
+
+_SETTLED = 60  # seconds between Last-Modified and Date for the former to be strong
+
+
+def _strong_last_modified(headers: Mapping[str, str]) -> str | None:
+    """Last-Modified, when it can tell versions apart (RFC 9110 §8.8.2.2).
+
+    Dates have a resolution of one second: a list re-signed within the second
+    it was fetched would look unmodified. As HTTP caches do, a Last-Modified
+    less than 60 seconds before the response's Date is not used as a validator.
+    """
+    value = headers.get("Last-Modified")
+    date = headers.get("Date")
+    if value is None or date is None:
+        return None
+    try:
+        modified, sent = parsedate_to_datetime(value), parsedate_to_datetime(date)
+    except (TypeError, ValueError):
+        return None
+    return value if (sent - modified).total_seconds() >= _SETTLED else None
 
 
 async def _read_capped(response: aiohttp.ClientResponse, pace: Pace, *, cap: int) -> bytes:

@@ -83,6 +83,31 @@ def test_fetch_list_with_only_last_modified_gets_a_304(server: Simulator) -> Non
     assert got.validators.etag is not None  # the 304 carries the current ETag
 
 
+def test_a_last_modified_too_close_to_the_response_date_is_not_kept(server: Simulator) -> None:
+    """One-second dates cannot tell apart two lists signed in the same second: a
+    Last-Modified younger than 60 s is not a validator (RFC 9110 8.8.2.2)."""
+    fresh = datetime.now(UTC)
+    server.publish("/fresh.xml", b"<v1/>", etag=None, last_modified=fresh)
+    first = fetch_list(server.url("/fresh.xml"))
+    assert first.validators == Validators()
+    server.publish("/fresh.xml", b"<v2/>", etag=None, last_modified=fresh)
+
+    second = fetch_list(server.url("/fresh.xml"), validators=first.validators)
+
+    assert second.body == b"<v2/>"
+    assert server.requests_for("/fresh.xml")[-1].if_modified_since is None
+
+
+def test_an_old_last_modified_is_kept_as_a_validator(server: Simulator) -> None:
+    server.publish("/old.xml", b"<v1/>", etag=None, last_modified=datetime(2026, 1, 3, tzinfo=UTC))
+    first = fetch_list(server.url("/old.xml"))
+    assert first.validators.last_modified == "Sat, 03 Jan 2026 00:00:00 GMT"
+
+    second = fetch_list(server.url("/old.xml"), validators=first.validators)
+
+    assert second.not_modified
+
+
 def test_fetch_list_with_stale_validators_gets_the_new_body(server: Simulator) -> None:
     first = fetch_list(server.url("/list.xml"))
     server.publish("/list.xml", LIST + b"<!-- v2 -->", last_modified=MODIFIED + timedelta(days=1))

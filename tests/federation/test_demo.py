@@ -1,0 +1,32 @@
+"""`make demo` runs the whole loop and shows what the README promises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from federation.demo import main
+
+
+def test_the_demo_runs_the_whole_loop(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--dir", str(tmp_path / "demo")]) == 0
+
+    out = capsys.readouterr().out
+    assert "is trusted" in out
+    steps = out.split("\n== ")
+    approve_sync = next(s for s in steps if s.startswith("13."))
+    assert approve_sync.count(" available ") >= 2
+    revoke_sync = next(s for s in steps if s.startswith("14."))
+    assert "accepted version 2" in revoke_sync
+    assert " revoked " in revoke_sync.split("$ vmic images")[-1]
+
+
+def test_the_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "precious.txt").write_text("keep me")
+
+    with pytest.raises(SystemExit):
+        main(["--dir", str(tmp_path / "mine")])
+
+    assert (tmp_path / "mine" / "precious.txt").read_text() == "keep me"
