@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import hashlib
 import io
@@ -42,20 +41,18 @@ import os
 import pstats
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from aiohttp import web
+from loopback import serving  # bench/loopback.py, next to this script
 
 from feeds.atom import render_list
 from feeds.model import ImageEntry, ImageList, image_id, list_id, sha512_hex
@@ -80,7 +77,6 @@ CA_DN = "/DC=org/DC=example/O=vmic bench/CN=vmic bench CA"
 ENDORSER_DN = "/DC=org/DC=example/O=vmic bench/OU=Endorsers/CN=Bench Endorser"
 IMAGE_NAME = "image.raw"
 LIST_NAME = "list.atom"
-STARTUP_TIMEOUT = 60.0
 
 
 class BenchError(Exception):
@@ -101,51 +97,6 @@ def make_image(path: Path, size: int) -> str:
             digest.update(chunk)
             left -= len(chunk)
     return digest.hexdigest()
-
-
-def _serve(directory: str, conn: Connection) -> None:
-    """The server process: static files under /files, until the parent closes the pipe."""
-    asyncio.run(_serve_async(Path(directory), conn))
-
-
-async def _serve_async(directory: Path, conn: Connection) -> None:
-    app = web.Application()
-    app.router.add_static("/files", directory)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    site = web.SockSite(runner, sock)
-    await site.start()
-    conn.send(sock.getsockname()[1])
-    await asyncio.get_running_loop().run_in_executor(None, _wait_for_close, conn)
-    await runner.cleanup()
-
-
-def _wait_for_close(conn: Connection) -> None:
-    with contextlib.suppress(EOFError, OSError):
-        conn.recv()
-
-
-@contextlib.contextmanager
-def serving(directory: Path) -> Iterator[str]:
-    """Serve ``directory`` on 127.0.0.1 from a spawned process; yields the base URL."""
-    ctx = multiprocessing.get_context("spawn")
-    mine, theirs = ctx.Pipe()
-    process = ctx.Process(target=_serve, args=(str(directory), theirs), daemon=True)
-    process.start()
-    theirs.close()
-    try:
-        if not mine.poll(STARTUP_TIMEOUT):
-            raise BenchError("the loopback server did not start")
-        port = mine.recv()
-        yield f"http://127.0.0.1:{port}/files"
-    finally:
-        mine.close()  # the server sees EOF and stops
-        process.join(10)
-        if process.is_alive():
-            process.terminate()
-            process.join()
 
 
 # -- vmic, in a child process -------------------------------------------------------------
@@ -560,7 +511,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> Measurements:
     )
     home = SiteHome(workdir / "mirror-site")
     home.create_directories()
-    with serving(served) as base:
+    with serving(served, prefix="/files") as base:
         url = f"{base}/{IMAGE_NAME}"
         site = None
         if args.sync:

@@ -31,29 +31,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
 import hashlib
 import io
-import multiprocessing
 import os
 import pstats
-import socket
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import TypeVar
 
 import aiohttp
-from aiohttp import web
 from cryptography import x509
+from loopback import serving  # bench/loopback.py, next to this script
 
 from feeds.atom import render_list
 from feeds.model import ImageEntry, ImageList, image_id, list_id, sha512_hex
@@ -75,7 +71,6 @@ T = TypeVar("T")
 MS_TARGET = 5.0
 CA_DN = "/DC=org/DC=example/O=vmic bench/CN=vmic bench CA"
 ENDORSER_DN = "/DC=org/DC=example/O=vmic bench/OU=Endorsers/CN=Bench Endorser"
-STARTUP_TIMEOUT = 60.0
 IMAGES_PER_LIST = 2
 
 
@@ -84,51 +79,6 @@ class BenchError(Exception):
 
 
 # -- the server (another process) ------------------------------------------------------------
-
-
-def _serve(directory: str, conn: Connection) -> None:
-    """The server process: static files under /lists, until the parent closes the pipe."""
-    asyncio.run(_serve_async(Path(directory), conn))
-
-
-async def _serve_async(directory: Path, conn: Connection) -> None:
-    app = web.Application()
-    app.router.add_static("/lists", directory)  # ETag, Last-Modified, 304
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    site = web.SockSite(runner, sock, backlog=1024)
-    await site.start()
-    conn.send(sock.getsockname()[1])
-    await asyncio.get_running_loop().run_in_executor(None, _wait_for_close, conn)
-    await runner.cleanup()
-
-
-def _wait_for_close(conn: Connection) -> None:
-    with contextlib.suppress(EOFError, OSError):
-        conn.recv()
-
-
-@contextlib.contextmanager
-def serving(directory: Path) -> Iterator[str]:
-    """Serve ``directory`` on 127.0.0.1 from a spawned process; yields the base URL."""
-    ctx = multiprocessing.get_context("spawn")
-    mine, theirs = ctx.Pipe()
-    process = ctx.Process(target=_serve, args=(str(directory), theirs), daemon=True)
-    process.start()
-    theirs.close()
-    try:
-        if not mine.poll(STARTUP_TIMEOUT):
-            raise BenchError("the loopback server did not start")
-        port = mine.recv()
-        yield f"http://127.0.0.1:{port}/lists"
-    finally:
-        mine.close()  # the server sees EOF and stops
-        process.join(10)
-        if process.is_alive():
-            process.terminate()
-            process.join()
 
 
 # -- the endorser: many small signed lists ---------------------------------------------------
@@ -459,7 +409,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> Measurements:
     found = Measurements(count=count)
     setup_start = time.perf_counter()
     endorser = make_endorser(workdir, datetime.now(UTC))
-    with serving(served) as base:
+    with serving(served, prefix="/lists", backlog=1024) as base:
         lists = Lists(served, base, endorser, count)
         sign_s, _ = timed(lambda: lists.publish(1))
         admin.init_site(home, trust=endorser.ca_dir)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from feeds.verify import VerifiedList, verify_list
+from feeds.verify import PreviousState, VerifiedList, verify_list
 from keys.errors import ConfigError
 from keys.trust import TrustStore
 from keys.xmlsig import SignerPin
@@ -113,25 +113,9 @@ def subscribe(
             raise ConfigError(f"a subscription named {name} exists already")
         raw = asyncio.run(_fetch_once(url, site))
         trust = TrustStore.from_directory(site.config.trust_dir)
-        verified = verify_list(
-            raw,
-            trust=trust,
-            pins=list(pins),
-            now=now,
-            crl=site.config.crl,
-            previous=None,
-            limits=site.config.limits,
-        )
-        lst = verified.image_list
-        lst_id = lst.id
-        existing = site.store.subscription_for_list(lst_id)
-        if existing is not None:
-            raise ConfigError(
-                f"list {lst_id} is already subscribed to as {existing.name} ({existing.url})"
-            )
-        previous = site.previous_state(lst_id)
-        if previous is not None:  # subscribed before: the old rollback state still holds
-            verified = verify_list(
+
+        def verify(previous: PreviousState | None) -> VerifiedList:
+            return verify_list(
                 raw,
                 trust=trust,
                 pins=list(pins),
@@ -140,10 +124,21 @@ def subscribe(
                 previous=previous,
                 limits=site.config.limits,
             )
+
+        verified = verify(None)
+        lst = verified.image_list
+        existing = site.store.subscription_for_list(lst.id)
+        if existing is not None:
+            raise ConfigError(
+                f"list {lst.id} is already subscribed to as {existing.name} ({existing.url})"
+            )
+        previous = site.previous_state(lst.id)
+        if previous is not None:  # subscribed before: the old rollback state still holds
+            verified = verify(previous)
         sub = Subscription(
             name=name or _default_name(lst.title, taken),
             url=url,
-            list_id=lst_id,
+            list_id=lst.id,
             self_url=lst.self_url,
             pins=tuple(pins),
             auto_approve=auto_approve,
