@@ -52,14 +52,12 @@ from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from loopback import serving  # bench/loopback.py, next to this script
+from benchkit import make_endorser, serving  # bench/benchkit.py, next to this script
 
 from feeds.atom import render_list
 from feeds.model import ImageEntry, ImageList, image_id, list_id, sha512_hex
-from keys.certs import load_private_key
 from keys.dn import DistinguishedName
 from keys.errors import VmicError
-from keys.pki import create_ca, issue
 from keys.xmlsig import SignerPin, sign_enveloped
 from site_agent import admin
 from site_agent.cache import Cache
@@ -73,8 +71,6 @@ CHUNK = 4 * MiB
 BASELINE_RATIO_TARGET = 0.8
 HASH_RATIO_TARGET = 1.3
 RSS_TARGET_MB = 150.0
-CA_DN = "/DC=org/DC=example/O=vmic bench/CN=vmic bench CA"
-ENDORSER_DN = "/DC=org/DC=example/O=vmic bench/OU=Endorsers/CN=Bench Endorser"
 IMAGE_NAME = "image.raw"
 LIST_NAME = "list.atom"
 
@@ -329,18 +325,8 @@ def build_sync_site(workdir: Path, served: Path, base: str, *, sha512: str, size
     """A dev CA, an endorser, a signed list naming the image, a site subscribed with
     --auto-approve (so the image is approved and the next sync downloads it)."""
     now = datetime.now(UTC)
-    ca_dir = workdir / "ca"
-    ca = create_ca(DistinguishedName.parse_slash(CA_DN), ca_dir, now=now, key_type="ec")
-    endorser_dir = workdir / "endorser"
-    cert = issue(
-        ca,
-        DistinguishedName.parse_slash(ENDORSER_DN),
-        endorser_dir,
-        now=now,
-        email="bench@example.org",
-        key_type="ec",
-    )
-    key = load_private_key(endorser_dir / "key.pem")
+    endorser = make_endorser(workdir, now)
+    ca_dir, cert, key = endorser.ca_dir, endorser.cert, endorser.key
     entry = ImageEntry(
         id=image_id(str(uuid.uuid4())),
         title="vmic mirror benchmark image",

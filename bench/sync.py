@@ -48,16 +48,13 @@ from pathlib import Path
 from typing import TypeVar
 
 import aiohttp
-from cryptography import x509
-from loopback import serving  # bench/loopback.py, next to this script
+from benchkit import Endorser, make_endorser, serving  # bench/benchkit.py, next to this script
 
 from feeds.atom import render_list
 from feeds.model import ImageEntry, ImageList, image_id, list_id, sha512_hex
 from feeds.verify import verify_list
-from keys.certs import PrivateKey, load_private_key
 from keys.dn import DistinguishedName
 from keys.errors import VmicError
-from keys.pki import create_ca, issue
 from keys.trust import TrustStore
 from keys.xmlsig import SignerPin, sign_enveloped
 from site_agent import admin
@@ -69,8 +66,6 @@ from site_agent.sync import SyncReport, run_sync
 T = TypeVar("T")
 
 MS_TARGET = 5.0
-CA_DN = "/DC=org/DC=example/O=vmic bench/CN=vmic bench CA"
-ENDORSER_DN = "/DC=org/DC=example/O=vmic bench/OU=Endorsers/CN=Bench Endorser"
 IMAGES_PER_LIST = 2
 
 
@@ -82,37 +77,6 @@ class BenchError(Exception):
 
 
 # -- the endorser: many small signed lists ---------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Endorser:
-    ca_dir: Path
-    key: PrivateKey
-    cert: x509.Certificate
-    pin: SignerPin
-
-
-def make_endorser(workdir: Path, now: datetime) -> Endorser:
-    ca_dir = workdir / "ca"
-    ca = create_ca(DistinguishedName.parse_slash(CA_DN), ca_dir, now=now, key_type="ec")
-    endorser_dir = workdir / "endorser"
-    cert = issue(
-        ca,
-        DistinguishedName.parse_slash(ENDORSER_DN),
-        endorser_dir,
-        now=now,
-        email="bench@example.org",
-        key_type="ec",
-    )
-    return Endorser(
-        ca_dir=ca_dir,
-        key=load_private_key(endorser_dir / "key.pem"),
-        cert=cert,
-        pin=SignerPin(
-            subject=DistinguishedName.from_x509(cert.subject),
-            issuer=DistinguishedName.from_x509(cert.issuer),
-        ),
-    )
 
 
 def _list_name(n: int) -> str:

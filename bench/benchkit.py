@@ -1,4 +1,4 @@
-"""A static file server on 127.0.0.1 in a separate process, shared by the benchmarks.
+"""What the benchmarks share: a loopback file server and a throw-away endorser.
 
 The server runs in a spawned process so that its CPU is not the measured
 process's; aiohttp's static route answers with ETag and Last-Modified, 304
@@ -13,12 +13,22 @@ import contextlib
 import multiprocessing
 import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from aiohttp import web
+from cryptography import x509
+
+from keys.certs import PrivateKey, load_private_key
+from keys.dn import DistinguishedName
+from keys.pki import create_ca, issue
+from keys.xmlsig import SignerPin
 
 STARTUP_TIMEOUT = 60.0
+CA_DN = "/DC=org/DC=example/O=vmic bench/CN=vmic bench CA"
+ENDORSER_DN = "/DC=org/DC=example/O=vmic bench/OU=Endorsers/CN=Bench Endorser"
 
 
 class ServerError(Exception):
@@ -69,3 +79,35 @@ def serving(directory: Path, *, prefix: str, backlog: int = 128) -> Iterator[str
         if process.is_alive():
             process.terminate()
             process.join()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Endorser:
+    """A dev CA folder (usable as a trust directory) and an endorser's key and certificate."""
+
+    ca_dir: Path
+    key: PrivateKey
+    cert: x509.Certificate
+
+    @property
+    def pin(self) -> SignerPin:
+        return SignerPin(
+            subject=DistinguishedName.from_x509(self.cert.subject),
+            issuer=DistinguishedName.from_x509(self.cert.issuer),
+        )
+
+
+def make_endorser(workdir: Path, now: datetime) -> Endorser:
+    """A throw-away dev CA and endorser (EC keys, for speed) under ``workdir``."""
+    ca_dir = workdir / "ca"
+    ca = create_ca(DistinguishedName.parse_slash(CA_DN), ca_dir, now=now, key_type="ec")
+    endorser_dir = workdir / "endorser"
+    cert = issue(
+        ca,
+        DistinguishedName.parse_slash(ENDORSER_DN),
+        endorser_dir,
+        now=now,
+        email="bench@example.org",
+        key_type="ec",
+    )
+    return Endorser(ca_dir=ca_dir, key=load_private_key(endorser_dir / "key.pem"), cert=cert)
