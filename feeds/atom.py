@@ -102,6 +102,8 @@ def _render_entry(entry: ImageEntry) -> etree._Element:
         type=ENCLOSURE_TYPE,
     )
     etree.SubElement(node, atom("link"), rel="alternate", href=entry.info_url or entry.url)
+    if entry.source_url is not None:
+        etree.SubElement(node, atom("link"), rel="via", href=entry.source_url)
     if entry.vo is not None:
         etree.SubElement(node, atom("category"), scheme=VO_SCHEME, term=entry.vo)
     for tag in entry.tags:
@@ -118,7 +120,13 @@ def _render_entry(entry: ImageEntry) -> etree._Element:
     _text(node, vmic("produced"), format_time(entry.produced) if entry.produced else None)
     _text(node, vmic("expires"), format_time(entry.expires) if entry.expires else None)
     _text(node, vmic("policy-override"), entry.policy_override)
+    _text(node, vmic("source-list"), URN_UUID + entry.source_list if entry.source_list else None)
+    _text(node, vmic("source-version"), _optional_int(entry.source_version))
     return node
+
+
+def _optional_int(value: int | None) -> str | None:
+    return None if value is None else str(value)
 
 
 def _render_tombstone(tombstone: Tombstone) -> etree._Element:

@@ -133,6 +133,11 @@ class ImageEntry:
     tags: tuple[str, ...] = ()
     info_url: str | None = None
     policy_override: str | None = None
+    # In a site's export only: the endorser's list the image comes from, its
+    # version, and where the site re-serves that list's original bytes.
+    source_list: ListId | None = None
+    source_version: int | None = None
+    source_url: str | None = None
 
     def expired_at(self, now: datetime) -> bool:
         return self.expires is not None and now >= self.expires

@@ -68,6 +68,8 @@ _ENTRY_VMIC = {
     "produced",
     "expires",
     "policy-override",
+    "source-list",
+    "source-version",
 }
 
 
@@ -247,6 +249,22 @@ _UPDATED, _PUBLISHED, _CATEGORY = atom("updated"), atom("published"), atom("cate
 _V = {name: vmic(name) for name in _ENTRY_VMIC}
 _IMAGE_URN = _urn_uuid(image_id)
 _FORMAT, _VO, _TAG = _token("format"), _token("vo"), _token("tag")
+_LIST_URN = _urn_uuid(list_id)
+
+
+def _version(text: str) -> int:
+    if not _VERSION.fullmatch(text):
+        raise ListFormatError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
+def _via(fields: _Fields) -> str | None:
+    links = _links(fields, "via")
+    if len(links) > 1:
+        raise fields.fail("atom:link rel=via", f"at most one, found {len(links)}")
+    if not links:
+        return None
+    return fields.check("atom:link rel=via", links[0].get("href", ""), _url)
 
 
 def _read_entry(node: etree._Element, index: int, limits: Limits) -> ImageEntry:
@@ -294,6 +312,9 @@ def _read_entry(node: etree._Element, index: int, limits: Limits) -> ImageEntry:
         ),
         info_url=_info_url(fields, _links(fields, "alternate"), download),
         policy_override=optional(_V["policy-override"], "vmic:policy-override"),
+        source_list=fields.parsed(_V["source-list"], "vmic:source-list", _LIST_URN),
+        source_version=fields.parsed(_V["source-version"], "vmic:source-version", _version),
+        source_url=_via(fields),
     )
 
 

@@ -233,3 +233,21 @@ def test_feedparser_counts_entries_but_not_tombstones(
     assert parsed.bozo == 0
     assert parsed.version == "atom10"
     assert len(parsed.entries) == count
+
+
+def test_roundtrip_keeps_the_source_of_an_exported_entry(endorser: Identity, now: datetime) -> None:
+    """A site export names, per image, the endorser's list and where the site serves it."""
+    exported = replace(
+        _entry_all_fields(1, now),
+        source_list=lists.LIST_ID,
+        source_version=12,
+        source_url="https://site-a.example.org/lists/6f1c1e0e-8a7b-4c55-9d3e-0a1b2c3d4e5f.atom",
+    )
+    original = _list_of(endorser, now, (exported,))
+
+    back = _roundtrip(original)
+
+    assert back == original
+    raw = to_bytes(render_list(original))
+    assert b'rel="via"' in raw
+    assert b"<vmic:source-version>12</vmic:source-version>" in raw
