@@ -78,6 +78,27 @@ SCHEMA = [
         PRIMARY KEY (event_id, hook)
     );
     """,
+    # 2: the federation: the site's own export, its peers, what each peer offers
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE peers (
+        name TEXT PRIMARY KEY, url TEXT NOT NULL, list_id TEXT NOT NULL UNIQUE,
+        self_url TEXT NOT NULL, pins TEXT NOT NULL, created TEXT NOT NULL,
+        etag TEXT, last_modified TEXT, last_attempt TEXT, last_success TEXT,
+        last_error TEXT, bytes_received INTEGER NOT NULL DEFAULT 0,
+        seconds REAL NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
+        last_failure TEXT
+    );
+    CREATE TABLE peer_images (
+        peer TEXT NOT NULL REFERENCES peers(name) ON DELETE CASCADE, image_id TEXT NOT NULL,
+        sha512 TEXT NOT NULL, size INTEGER NOT NULL, url TEXT NOT NULL,
+        source_list TEXT NOT NULL, source_version INTEGER NOT NULL, source_url TEXT NOT NULL,
+        title TEXT NOT NULL, endorser TEXT NOT NULL,
+        PRIMARY KEY (peer, image_id)
+    );
+    CREATE INDEX peer_images_by_sha512 ON peer_images (sha512);
+    CREATE INDEX peer_images_by_list ON peer_images (source_list);
+    """,
 ]
 SCHEMA_VERSION = len(SCHEMA)
 
