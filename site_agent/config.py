@@ -17,12 +17,14 @@ from typing import Any
 
 import tomlkit
 import tomlkit.exceptions
-from tomlkit.items import AoT
 
-from keys.errors import ConfigError
+from feeds.model import check_url
+from keys.dn import DistinguishedName
+from keys.errors import ConfigError, ListFormatError
 from keys.fileio import read_file, write_atomic
 from keys.limits import DEFAULT_LIMITS, Limits
 from keys.trust import CrlPolicy
+from keys.xmlsig import SignerPin
 
 EVENT_TYPES = (
     "image.new",
@@ -83,6 +85,35 @@ max_list_bytes = 67108864
 # Attempts to deliver an event to a hook before it is given up and reported.
 max_attempts = 5
 
+[identity]
+# The site's own certificate signs its export for peer sites (`vmic site
+# identity` fills this in); base_url is where peers reach `vmic serve`.
+# cert = "/etc/grid-security/vmic/sitecert.pem"
+# key = "/etc/grid-security/vmic/sitekey.pem"
+# chain = "/etc/grid-security/vmic/chain.pem"
+# base_url = "https://vmic.site.example.org:8443"
+export_valid_days = 7
+
+[federation]
+# Fetch image bytes (and, when the endorser is down, lists) from peers that
+# offer them, fastest first; the endorser's URL stays the last resort.
+prefer_peers = true
+# Approve an image at once when this many peers approved and share it (0: off).
+approve_if_peers = 0
+# Subscribe automatically to lists that peers carry when their endorser is one
+# of these [subject DN, issuer DN] pairs:
+# follow = [["/DC=org/DC=example/OU=Users/CN=Jane Endorser", "/DC=org/DC=example/CN=Example CA"]]
+
+[serve]
+# `vmic serve`: where to listen, how many connections at most, TLS (optional;
+# without it, put a TLS proxy in front), and how often served images are
+# re-hashed.
+bind = "127.0.0.1:8080"
+max_connections = 64
+# tls_cert = "/etc/grid-security/hostcert.pem"
+# tls_key = "/etc/grid-security/hostkey.pem"
+rehash_hours = 24
+
 # Hooks: commands run for events, without a shell, with the event in VMIC_*
 # environment variables and as JSON on stdin. Edit with `vmic hooks add` and
 # `vmic hooks remove`, or by hand:
@@ -107,6 +138,33 @@ class Hook:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Identity:
+    """The site's certificate for signing its export, and where peers reach it."""
+
+    cert: Path
+    key: Path
+    chain: Path | None
+    base_url: str
+    export_validity: timedelta
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FederationSettings:
+    prefer_peers: bool = True
+    approve_if_peers: int = 0
+    follow: tuple[SignerPin, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServeSettings:
+    bind: str = "127.0.0.1:8080"
+    max_connections: int = 64
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    rehash_interval: timedelta = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SiteConfig:
     trust_dir: Path
     crl: CrlPolicy
@@ -116,6 +174,9 @@ class SiteConfig:
     limits: Limits
     event_max_attempts: int
     hooks: tuple[Hook, ...]
+    identity: Identity | None = None
+    federation: FederationSettings = FederationSettings()
+    serve: ServeSettings = ServeSettings()
 
 
 def write_default(path: Path, *, trust: Path | None) -> None:
@@ -124,7 +185,7 @@ def write_default(path: Path, *, trust: Path | None) -> None:
     write_atomic(path, text.encode("utf-8"), mode=0o640)
 
 
-def _document(path: Path) -> tomlkit.TOMLDocument:
+def document(path: Path) -> tomlkit.TOMLDocument:
     try:
         return tomlkit.parse(read_file(path, what="configuration").decode("utf-8"))
     except (tomlkit.exceptions.ParseError, UnicodeDecodeError) as exc:
@@ -170,8 +231,18 @@ class _Section:
 
 
 def load(path: Path) -> SiteConfig:
-    data = _document(path).unwrap()
-    unknown = set(data) - {"trust", "approval", "cache", "network", "events", "hooks"}
+    data = document(path).unwrap()
+    unknown = set(data) - {
+        "trust",
+        "approval",
+        "cache",
+        "network",
+        "events",
+        "hooks",
+        "identity",
+        "federation",
+        "serve",
+    }
     if unknown:
         raise ConfigError(f"{path}: unknown tables: {', '.join(sorted(unknown))}")
     trust = _Section(data, "trust", path, {"directory", "crl"})
@@ -241,6 +312,81 @@ def load(path: Path) -> SiteConfig:
         limits=limits,
         event_max_attempts=events.count("max_attempts", 5),
         hooks=_hooks(data.get("hooks", []), path),
+        identity=_identity(_Section(data, "identity", path, _IDENTITY_KEYS), path),
+        federation=_federation(
+            _Section(data, "federation", path, {"prefer_peers", "approve_if_peers", "follow"})
+        ),
+        serve=_serve(
+            _Section(
+                data,
+                "serve",
+                path,
+                {"bind", "max_connections", "tls_cert", "tls_key", "rehash_hours"},
+            )
+        ),
+    )
+
+
+_IDENTITY_KEYS = {"cert", "key", "chain", "base_url", "export_valid_days"}
+
+
+def _identity(section: _Section, path: Path) -> Identity | None:
+    cert, key = section.get("cert", str, None), section.get("key", str, None)
+    base_url = section.get("base_url", str, None)
+    if not (cert or key or base_url):
+        return None
+    if not (cert and key and base_url):
+        raise ConfigError(
+            f"{path}: [identity] needs cert, key and base_url together",
+            hint="set them with `vmic site identity --cert ... --key ... --base-url ...`",
+        )
+    try:
+        check_url(base_url.rstrip("/"), what="base_url")
+    except ListFormatError as exc:
+        raise ConfigError(f"{path}: [identity] {exc.message}") from exc
+    chain = section.get("chain", str, None)
+    return Identity(
+        cert=Path(cert),
+        key=Path(key),
+        chain=Path(chain) if chain else None,
+        base_url=base_url.rstrip("/"),
+        export_validity=timedelta(days=section.positive("export_valid_days", 7)),
+    )
+
+
+def _federation(section: _Section) -> FederationSettings:
+    approve_if = section.get("approve_if_peers", int, 0)
+    if approve_if < 0:
+        raise ConfigError(f"{section.where} approve_if_peers: must not be negative")
+    follow = section.get("follow", list, [])
+    pins = []
+    for pair in follow:
+        if not (
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
+        ):
+            raise ConfigError(f"{section.where} follow: each entry is [subject DN, issuer DN]")
+        pins.append(
+            SignerPin(
+                subject=DistinguishedName.parse(pair[0]), issuer=DistinguishedName.parse(pair[1])
+            )
+        )
+    return FederationSettings(
+        prefer_peers=section.get("prefer_peers", bool, True),
+        approve_if_peers=approve_if,
+        follow=tuple(pins),
+    )
+
+
+def _serve(section: _Section) -> ServeSettings:
+    tls_cert, tls_key = section.get("tls_cert", str, None), section.get("tls_key", str, None)
+    if bool(tls_cert) != bool(tls_key):
+        raise ConfigError(f"{section.where}: tls_cert and tls_key go together")
+    return ServeSettings(
+        bind=section.get("bind", str, "127.0.0.1:8080"),
+        max_connections=section.count("max_connections", 64),
+        tls_cert=Path(tls_cert) if tls_cert else None,
+        tls_key=Path(tls_key) if tls_key else None,
+        rehash_interval=timedelta(hours=section.positive("rehash_hours", 24)),
     )
 
 
@@ -296,36 +442,3 @@ def make_hook(*, name: str, events: list[Any], command: list[Any], timeout: floa
         command=tuple(command),
         timeout=timeout,
     )
-
-
-def add_hook(path: Path, hook: Hook) -> None:
-    doc = _document(path)
-    existing = load(path).hooks
-    if any(h.name == hook.name for h in existing):
-        raise ConfigError(f"a hook named {hook.name} exists already", hint="remove it first")
-    table = tomlkit.table()
-    table["name"] = hook.name
-    table["on"] = list(hook.events)
-    table["command"] = list(hook.command)
-    table["timeout_seconds"] = hook.timeout
-    if "hooks" not in doc:
-        doc.append("hooks", tomlkit.aot())
-    hooks = doc["hooks"]
-    if not isinstance(hooks, AoT):
-        raise ConfigError(f"{path}: hooks must be an array of [[hooks]] tables")
-    hooks.append(table)
-    write_atomic(path, tomlkit.dumps(doc).encode("utf-8"), mode=0o640)
-
-
-def remove_hook(path: Path, name: str) -> None:
-    doc = _document(path)
-    hooks = doc.get("hooks")
-    if isinstance(hooks, AoT):
-        for index, table in enumerate(hooks):
-            if table.get("name") == name:
-                del hooks[index]
-                if not len(hooks):
-                    del doc["hooks"]
-                write_atomic(path, tomlkit.dumps(doc).encode("utf-8"), mode=0o640)
-                return
-    raise ConfigError(f"no hook named {name}", hint="see `vmic hooks list`")

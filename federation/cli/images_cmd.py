@@ -8,7 +8,7 @@ from typing import Any
 from federation.cli.common import ExitCode, human_size, iso, print_json, utcnow
 from federation.cli.site_cmd import home_parent, print_changes, site_home
 from keys.errors import ConfigError
-from site_agent import admin
+from site_agent import admin, config_edit
 from site_agent import config as site_config
 from site_agent.records import RUNNABLE_STATES, STATES, ImageRecord
 
@@ -231,7 +231,7 @@ def _hooks_add(args: argparse.Namespace) -> int:
     )
     home = site_home(args)
     home.require_initialised()
-    site_config.add_hook(home.config, hook)
+    config_edit.add_hook(home.config, hook)
     print(f"hook {hook.name} added: on {', '.join(hook.events)} run {' '.join(hook.command)}")
     return ExitCode.OK
 
@@ -264,6 +264,6 @@ def _hooks_list(args: argparse.Namespace) -> int:
 def _hooks_remove(args: argparse.Namespace) -> int:
     home = site_home(args)
     home.require_initialised()
-    site_config.remove_hook(home.config, args.name)
+    config_edit.remove_hook(home.config, args.name)
     print(f"hook {args.name} removed")
     return ExitCode.OK

@@ -31,12 +31,11 @@ from site_agent.config import (
     EVENT_TYPES,
     Hook,
     SiteConfig,
-    add_hook,
     load,
     make_hook,
-    remove_hook,
     write_default,
 )
+from site_agent.config_edit import add_hook, remove_hook
 from site_agent.home import SiteHome
 from site_agent.records import Subscription
 
