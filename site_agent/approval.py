@@ -9,7 +9,7 @@ will add peer-based ones (approve what K trusted peers approved).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,6 +64,22 @@ class AnyOf:
 
     def describe(self) -> str:
         return " or ".join(p.describe() for p in self.policies)
+
+
+@dataclass(frozen=True, slots=True)
+class PeersApproved:
+    """Approve what at least ``needed`` trusted peers approved and share (their verified
+    exports list it). Only *whether* it runs here; the bytes are still checked against the
+    endorser's signature."""
+
+    needed: int
+    count: Callable[[str], int]
+
+    def approves(self, entry: ImageEntry, *, subscription: Subscription) -> bool:
+        return self.needed > 0 and self.count(entry.id) >= self.needed
+
+    def describe(self) -> str:
+        return f"approve what {self.needed} peer(s) approved"
 
 
 def site_policy(config: SiteConfig) -> ApprovalPolicy:

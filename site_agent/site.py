@@ -273,7 +273,9 @@ class Site:
         self.retire_queued()
         return changes
 
-    def reject_list(self, sub: Subscription, error: VmicError, *, sha256: str | None) -> None:
+    def reject_list(
+        self, sub: Subscription, error: VmicError, *, sha256: str | None, via: str = ""
+    ) -> None:
         kind = type(error).__name__
         with self.store.atomic():
             self.store.add_history(
@@ -283,7 +285,7 @@ class Site:
                     at=self.now,
                     outcome="rejected",
                     sha256=sha256,
-                    reason=error.message,
+                    reason=error.message + via,
                     kind=kind,
                 )
             )
@@ -291,7 +293,7 @@ class Site:
                 "list.rejected",
                 subscription=sub.name,
                 list_id=sub.list_id,
-                reason=error.message,
+                reason=error.message + via,
                 kind=kind,
                 sha256=sha256,
             )

@@ -16,78 +16,27 @@ hooks. One bad subscription never stops the others: each failure becomes a
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
-from feeds.model import list_id
-from feeds.verify import Expectation, verify_list
-from keys.errors import ConfigError, ListFormatError, VerificationError, VmicError
+from keys.errors import ConfigError, IntegrityError, VmicError
 from keys.trust import TrustStore
 from site_agent import config as site_config
-from site_agent.fetch import Fetcher, Validators
+from site_agent.approval import AnyOf, PeersApproved
+from site_agent.fetch import Fetcher
 from site_agent.home import SiteHome
 from site_agent.hooks import run_hook
 from site_agent.lock import SiteLock
+from site_agent.peering import ByteSource, Peering
 from site_agent.records import APPROVED, AVAILABLE, RUNNABLE_STATES, ImageRecord, Subscription, iso
-from site_agent.site import Change, Site
+from site_agent.report import SyncReport
+from site_agent.site import Site
 from site_agent.store import Store
+from site_agent.sync_lists import sync_list
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Problem:
-    subscription: str | None
-    kind: str
-    message: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ListResult:
-    subscription: str
-    outcome: str  # accepted, unchanged, not-modified, rejected, failed
-    version: int | None = None
-
-
-@dataclass(slots=True)
-class SyncReport:
-    started: datetime
-    lists: list[ListResult] = field(default_factory=list)
-    changes: list[Change] = field(default_factory=list)
-    downloaded: list[str] = field(default_factory=list)
-    problems: list[Problem] = field(default_factory=list)
-    hooks_delivered: int = 0
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def problem(self, subscription: str | None, kind: str, message: str) -> None:
-        self.problems.append(Problem(subscription=subscription, kind=kind, message=message))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "started": iso(self.started),
-            "lists": [
-                {"subscription": r.subscription, "outcome": r.outcome, "version": r.version}
-                for r in self.lists
-            ],
-            "changes": [
-                {"image_id": c.image_id, "title": c.title, "what": c.what, "detail": c.detail}
-                for c in self.changes
-            ],
-            "downloaded": self.downloaded,
-            "hooks_delivered": self.hooks_delivered,
-            "problems": [
-                {"subscription": p.subscription, "kind": p.kind, "message": p.message}
-                for p in self.problems
-            ],
-        }
 
 
 def run_sync(
@@ -97,19 +46,32 @@ def run_sync(
     only: str | None = None,
     download: bool = True,
     progress: ProgressFactory | None = None,
+    peering: Peering | None = None,
 ) -> SyncReport:
     """Take the lock, open the store, and do one sync; raises only for whole-run failures."""
     home.require_initialised()
     config = site_config.load(home.config)
     with SiteLock(home.lock, purpose="vmic sync"), Store.open(home.database) as store:
         site = Site(home, config, store, now=now)
+        if peering is not None and config.federation.approve_if_peers > 0:
+            site.policy = AnyOf(
+                [
+                    site.policy,
+                    PeersApproved(
+                        needed=config.federation.approve_if_peers,
+                        count=lambda image_id: peering.peer_approvals(site, image_id),
+                    ),
+                ]
+            )
         subscriptions = store.subscriptions()
         if only is not None:
             subscriptions = [s for s in subscriptions if s.name == only]
             if not subscriptions:
                 raise ConfigError(f"no subscription named {only}", hint="see `vmic subscriptions`")
         trust = TrustStore.from_directory(config.trust_dir)
-        return asyncio.run(_sync(site, trust, subscriptions, download=download, progress=progress))
+        return asyncio.run(
+            _sync(site, trust, subscriptions, download=download, progress=progress, peering=peering)
+        )
 
 
 async def _sync(
@@ -119,15 +81,20 @@ async def _sync(
     *,
     download: bool,
     progress: ProgressFactory | None,
+    peering: Peering | None,
 ) -> SyncReport:
     report = SyncReport(started=site.now)
     reconcile(site, report)
     limits = site.config.limits
     async with Fetcher(limits=limits, ca_bundle=site.config.ca_bundle) as fetcher:
+        if peering is not None:
+            await peering.refresh(site, fetcher, trust, report)
         gate = asyncio.Semaphore(limits.fetch_concurrency)
         results = await asyncio.gather(
             *(
-                _sync_list(site, fetcher, sub, trust=trust, gate=gate, report=report)
+                sync_list(
+                    site, fetcher, sub, trust=trust, gate=gate, report=report, peering=peering
+                )
                 for sub in subscriptions
             )
         )
@@ -146,86 +113,12 @@ async def _sync(
                 )
         report.changes.extend(site.expire_images_if_due())
         if download:
-            await _download_approved(site, fetcher, report, progress)
+            await _download_approved(site, fetcher, report, progress, peering)
     site.cache.purge_expired(retention=site.config.expired_retention, now=site.now)
+    if peering is not None:
+        peering.finish(site, report)
     await deliver_events(site, report)
     return report
-
-
-async def _sync_list(
-    site: Site,
-    fetcher: Fetcher,
-    sub: Subscription,
-    *,
-    trust: TrustStore,
-    gate: asyncio.Semaphore,
-    report: SyncReport,
-) -> ListResult:
-    store, now = site.store, site.now
-    async with gate:
-        try:
-            fetched = await fetcher.fetch_list(
-                sub.url, validators=Validators(etag=sub.etag, last_modified=sub.last_modified)
-            )
-        except VmicError as error:
-            store.record_attempt(sub.name, at=now, ok=False, error=error.message, kind="fetch")
-            report.problem(sub.name, "fetch", error.message)
-            return ListResult(subscription=sub.name, outcome="failed")
-        if fetched.not_modified:
-            if sub.last_error_kind in (None, "fetch"):
-                store.record_attempt(sub.name, at=now, ok=True)
-            else:  # the same bytes that were rejected last time
-                report.problem(sub.name, sub.last_error_kind, sub.last_error or "rejected")
-            return ListResult(subscription=sub.name, outcome="not-modified")
-        raw = fetched.body
-        try:
-            verified = await asyncio.to_thread(
-                verify_list,
-                raw,
-                trust=trust,
-                pins=sub.pins,
-                now=now,
-                crl=site.config.crl,
-                expect=Expectation(list_id=list_id(sub.list_id), self_url=sub.self_url),
-                previous=site.previous_state(sub.list_id),
-                limits=site.config.limits,
-            )
-        except (VerificationError, ListFormatError) as error:
-            digest = hashlib.sha256(raw).hexdigest()
-            last = store.history(sub.name)[-1:] or None
-            if not last or last[0].outcome != "rejected" or last[0].sha256 != digest:
-                site.reject_list(sub, error, sha256=digest)
-            kind = type(error).__name__
-            store.record_attempt(
-                sub.name,
-                at=now,
-                ok=False,
-                error=error.message,
-                kind=kind,
-                etag=fetched.validators.etag,
-                last_modified=fetched.validators.last_modified,
-                validators=True,
-            )
-            report.problem(sub.name, kind, f"list rejected: {error.message}")
-            return ListResult(subscription=sub.name, outcome="rejected")
-        accepted, changes = site.accept_list(sub, verified)
-        report.changes.extend(changes)
-        for change in changes:
-            if change.what == "conflict":
-                report.problem(sub.name, "conflict", f"image {change.image_id}: {change.detail}")
-        store.record_attempt(
-            sub.name,
-            at=now,
-            ok=True,
-            etag=fetched.validators.etag,
-            last_modified=fetched.validators.last_modified,
-            validators=True,
-        )
-        return ListResult(
-            subscription=sub.name,
-            outcome="accepted" if accepted else "unchanged",
-            version=verified.image_list.version,
-        )
 
 
 def reconcile(site: Site, report: SyncReport) -> None:
@@ -253,7 +146,11 @@ def reconcile(site: Site, report: SyncReport) -> None:
 
 
 async def _download_approved(
-    site: Site, fetcher: Fetcher, report: SyncReport, progress: ProgressFactory | None
+    site: Site,
+    fetcher: Fetcher,
+    report: SyncReport,
+    progress: ProgressFactory | None,
+    peering: Peering | None,
 ) -> None:
     by_sha: dict[str, list[ImageRecord]] = defaultdict(list)
     for image in site.store.images(state=APPROVED):
@@ -265,8 +162,16 @@ async def _download_approved(
             if site.cache.has(sha512, images[0].size):
                 ok = True
             else:
+                sources = _sources(site, sha512, images, peering)
                 ok = await _download_from_any(
-                    site, fetcher, sha512, images, report=report, progress=progress
+                    site,
+                    fetcher,
+                    sha512,
+                    images,
+                    sources,
+                    report=report,
+                    progress=progress,
+                    peering=peering,
                 )
             if ok:
                 for image in images:
@@ -275,32 +180,65 @@ async def _download_approved(
     await asyncio.gather(*(fetch_one(sha, images) for sha, images in by_sha.items()))
 
 
+def _sources(
+    site: Site, sha512: str, images: list[ImageRecord], peering: Peering | None
+) -> list[ByteSource]:
+    """Where these bytes may come from: peers that offer them (best first), the endorsers."""
+    endorsers = [ByteSource(url=url) for url in dict.fromkeys(image.url for image in images)]
+    if peering is None:
+        return endorsers
+    peers = peering.byte_sources(site, sha512)
+    return [*peers, *endorsers] if peering.prefer_peers(site) else [*endorsers, *peers]
+
+
 async def _download_from_any(
     site: Site,
     fetcher: Fetcher,
     sha512: str,
     images: list[ImageRecord],
+    sources: list[ByteSource],
     *,
     report: SyncReport,
     progress: ProgressFactory | None,
+    peering: Peering | None,
 ) -> bool:
-    """Try each URL the lists give for these bytes; the SHA-512 decides, not the source."""
-    urls = list(dict.fromkeys(image.url for image in images))
+    """Try each source in turn; the endorser's SHA-512 and size decide, not the source."""
     first = images[0]
     errors = []
-    for url in urls:
+    for source in sources:
         callback = progress(first.title, first.size) if progress else None
+        started = time.monotonic()
         try:
             await fetcher.download(
-                url,
+                source.url,
                 partial=site.cache.partial(sha512),
                 size=first.size,
                 sha512=sha512,
                 progress=callback,
             )
         except VmicError as error:
-            errors.append(f"{url}: {error.message}")
+            errors.append(f"{source.url}: {error.message}")
+            if source.peer is not None and peering is not None:
+                peering.record_transfer(
+                    site, source, ok=False, size=0, seconds=0, error=error.message
+                )
+                if isinstance(error, IntegrityError):  # a peer serving bytes that do not match
+                    report.problem(
+                        first.subscription,
+                        "peer",
+                        f"peer {source.peer} served wrong bytes for image {first.image_id}: "
+                        f"{error.message}",
+                    )
             continue
+        if source.peer is not None and peering is not None:
+            peering.record_transfer(
+                site,
+                source,
+                ok=True,
+                size=first.size,
+                seconds=time.monotonic() - started,
+                error="",
+            )
         site.cache.install(site.cache.partial(sha512), sha512)
         report.downloaded.append(first.image_id)
         return True

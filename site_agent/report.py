@@ -1,0 +1,61 @@
+"""What one `vmic sync` did, for the CLI to print and for monitoring to read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from site_agent.records import iso
+from site_agent.site import Change
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    subscription: str | None
+    kind: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListResult:
+    subscription: str
+    outcome: str  # accepted, unchanged, not-modified, rejected, failed
+    version: int | None = None
+
+
+@dataclass(slots=True)
+class SyncReport:
+    started: datetime
+    lists: list[ListResult] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)
+    downloaded: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    hooks_delivered: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def problem(self, subscription: str | None, kind: str, message: str) -> None:
+        self.problems.append(Problem(subscription=subscription, kind=kind, message=message))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "started": iso(self.started),
+            "lists": [
+                {"subscription": r.subscription, "outcome": r.outcome, "version": r.version}
+                for r in self.lists
+            ],
+            "changes": [
+                {"image_id": c.image_id, "title": c.title, "what": c.what, "detail": c.detail}
+                for c in self.changes
+            ],
+            "downloaded": self.downloaded,
+            "hooks_delivered": self.hooks_delivered,
+            "problems": [
+                {"subscription": p.subscription, "kind": p.kind, "message": p.message}
+                for p in self.problems
+            ],
+        }

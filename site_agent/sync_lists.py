@@ -1,0 +1,187 @@
+"""One subscription in one sync: fetch the list, verify it, accept or reject it.
+
+The endorser's URL is asked first, with a conditional GET. Peers' copies of
+the list (the original signed bytes, which peers re-serve) are used when
+the endorser cannot be reached, and whenever a peer holds a newer version
+than the site: the newest valid version wins, whatever its source. Every
+copy is verified exactly like the endorser's answer, against the same pins,
+the same expected list id and self link, and the same rollback state (kept
+per list, never per source).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from feeds.model import list_id
+from feeds.verify import Expectation, verify_list
+from keys.errors import ListFormatError, VerificationError, VmicError
+from keys.trust import TrustStore
+from site_agent.fetch import Fetcher, Validators
+from site_agent.peering import ByteSource, ListCopy, Peering
+from site_agent.records import Subscription
+from site_agent.report import ListResult, SyncReport
+from site_agent.site import Site
+
+
+async def sync_list(
+    site: Site,
+    fetcher: Fetcher,
+    sub: Subscription,
+    *,
+    trust: TrustStore,
+    gate: asyncio.Semaphore,
+    report: SyncReport,
+    peering: Peering | None,
+) -> ListResult:
+    async with gate:
+        copies = peering.list_copies(site, sub.list_id) if peering else []
+        try:
+            fetched = await fetcher.fetch_list(
+                sub.url, validators=Validators(etag=sub.etag, last_modified=sub.last_modified)
+            )
+        except VmicError as error:
+            for copy in copies:
+                result = await _from_copy(
+                    site, fetcher, sub, copy, trust=trust, report=report, peering=peering
+                )
+                if result is not None and result.outcome in ("accepted", "unchanged"):
+                    site.store.record_attempt(
+                        sub.name,
+                        at=site.now,
+                        ok=True,
+                        error=f"endorser unreachable ({error.message}); list from peer {copy.peer}",
+                        kind="fetch",
+                    )
+                    return result
+            site.store.record_attempt(
+                sub.name, at=site.now, ok=False, error=error.message, kind="fetch"
+            )
+            report.problem(sub.name, "fetch", error.message)
+            return ListResult(subscription=sub.name, outcome="failed")
+        if fetched.not_modified:
+            result = _not_modified(site, sub, report)
+        else:
+            result = await _take(
+                site, sub, fetched.body, trust, report, validators=fetched.validators
+            )
+        current = site.store.current_list(sub.list_id)
+        held = current.version if current else 0
+        for copy in copies:
+            if copy.version > held:  # a peer has a newer version than the endorser gave us
+                newer = await _from_copy(
+                    site, fetcher, sub, copy, trust=trust, report=report, peering=peering
+                )
+                if newer is not None and newer.outcome == "accepted":
+                    return newer
+        return result
+
+
+def _not_modified(site: Site, sub: Subscription, report: SyncReport) -> ListResult:
+    if sub.last_error_kind in (None, "fetch"):
+        site.store.record_attempt(sub.name, at=site.now, ok=True)
+    else:  # the same bytes that were rejected last time
+        report.problem(sub.name, sub.last_error_kind, sub.last_error or "rejected")
+    return ListResult(subscription=sub.name, outcome="not-modified")
+
+
+async def _from_copy(
+    site: Site,
+    fetcher: Fetcher,
+    sub: Subscription,
+    copy: ListCopy,
+    *,
+    trust: TrustStore,
+    report: SyncReport,
+    peering: Peering | None,
+) -> ListResult | None:
+    try:
+        fetched = await fetcher.fetch_list(copy.url)
+    except VmicError as error:
+        if peering is not None:
+            peering.record_transfer(
+                site,
+                ByteSource(url=copy.url, peer=copy.peer),
+                ok=False,
+                size=0,
+                seconds=0,
+                error=error.message,
+            )
+        return None
+    result = await _take(site, sub, fetched.body, trust, report, validators=None, peer=copy.peer)
+    if result.outcome == "rejected" and peering is not None:
+        peering.record_transfer(
+            site,
+            ByteSource(url=copy.url, peer=copy.peer),
+            ok=False,
+            size=len(fetched.body),
+            seconds=0,
+            error="served a list that was rejected",
+        )
+    return result
+
+
+async def _take(
+    site: Site,
+    sub: Subscription,
+    raw: bytes,
+    trust: TrustStore,
+    report: SyncReport,
+    *,
+    validators: Validators | None,
+    peer: str | None = None,
+) -> ListResult:
+    """Verify ``raw`` against the subscription and the rollback state; accept or reject."""
+    store, now = site.store, site.now
+    try:
+        verified = await asyncio.to_thread(
+            verify_list,
+            raw,
+            trust=trust,
+            pins=sub.pins,
+            now=now,
+            crl=site.config.crl,
+            expect=Expectation(list_id=list_id(sub.list_id), self_url=sub.self_url),
+            previous=site.previous_state(sub.list_id),
+            limits=site.config.limits,
+        )
+    except (VerificationError, ListFormatError) as error:
+        digest = hashlib.sha256(raw).hexdigest()
+        via = f" (copy from peer {peer})" if peer else ""
+        last = store.history(sub.name)[-1:] or None
+        if not last or last[0].outcome != "rejected" or last[0].sha256 != digest:
+            site.reject_list(sub, error, sha256=digest, via=via)
+        kind = type(error).__name__
+        if peer is None:  # the endorser's answer: remember its validators, keep reporting it
+            store.record_attempt(
+                sub.name,
+                at=now,
+                ok=False,
+                error=error.message,
+                kind=kind,
+                etag=validators.etag if validators else None,
+                last_modified=validators.last_modified if validators else None,
+                validators=validators is not None,
+            )
+        report.problem(sub.name, kind, f"list rejected{via}: {error.message}")
+        return ListResult(subscription=sub.name, outcome="rejected")
+    accepted, changes = site.accept_list(sub, verified)
+    report.changes.extend(changes)
+    for change in changes:
+        if change.what == "conflict":
+            report.problem(sub.name, "conflict", f"image {change.image_id}: {change.detail}")
+    if peer is None:
+        store.record_attempt(
+            sub.name,
+            at=now,
+            ok=True,
+            etag=validators.etag if validators else None,
+            last_modified=validators.last_modified if validators else None,
+            validators=validators is not None,
+        )
+    return ListResult(
+        subscription=sub.name,
+        outcome="accepted" if accepted else "unchanged",
+        version=verified.image_list.version,
+    )
