@@ -24,8 +24,8 @@ from site_agent import config as site_config
 from site_agent.fetch import Fetcher
 from site_agent.home import SiteHome
 from site_agent.lock import SiteLock
-from site_agent.records import AVAILABLE, ImageRecord, Subscription
-from site_agent.site import Change, Site
+from site_agent.records import AVAILABLE, Change, ImageRecord, Subscription
+from site_agent.site import Site
 from site_agent.store import Store
 
 _SLUG = re.compile(r"[^a-z0-9]+")

@@ -91,7 +91,6 @@ class PeerImage:
     source_version: int
     source_url: str
     title: str
-    endorser: str
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> PeerImage:
@@ -105,7 +104,6 @@ class PeerImage:
             source_version=row["source_version"],
             source_url=row["source_url"],
             title=row["title"],
-            endorser=row["endorser"],
         )
 
 
@@ -191,8 +189,8 @@ class PeerStore:
         for o in offers:
             self.store._run(
                 "INSERT INTO peer_images (peer, image_id, sha512, size, url, source_list,"
-                " source_version, source_url, title, endorser)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " source_version, source_url, title)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     o.peer,
                     o.image_id,
@@ -203,7 +201,6 @@ class PeerStore:
                     o.source_version,
                     o.source_url,
                     o.title,
-                    o.endorser,
                 ),
             )
 

@@ -16,11 +16,13 @@ about it (federation).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from feeds.model import ImageEntry
 from keys.dn import DistinguishedName
 from keys.xmlsig import SignerPin
 
@@ -231,3 +233,32 @@ class Delivery:
             last_error=row["last_error"],
             gave_up=bool(row["gave_up"]),
         )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    """One thing that happened to one image, for reports."""
+
+    image_id: str
+    title: str
+    what: str  # new, approved, changed, restored, revoked, removed, expired, conflict, ...
+    detail: str = ""
+
+
+def entry_data(entry: ImageEntry) -> dict[str, Any]:
+    """An image entry as JSON-friendly data (stored with the image, given to hooks)."""
+    data = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)}
+    for key in ("updated", "endorsed", "produced", "expires"):
+        data[key] = iso(data[key])
+    data["tags"] = list(entry.tags)
+    return data
+
+
+def entry_from_data(data: dict[str, Any]) -> ImageEntry:
+    """The inverse of :func:`entry_data` (for entries the site stored after verifying them)."""
+    fields = {f.name for f in dataclasses.fields(ImageEntry)}
+    values = {k: v for k, v in data.items() if k in fields}
+    for key in ("updated", "endorsed", "produced", "expires"):
+        values[key] = parse_iso(values.get(key))
+    values["tags"] = tuple(values.get("tags") or ())
+    return ImageEntry(**values)

@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from site_agent.records import iso
-from site_agent.site import Change
+from site_agent.records import Change, iso
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

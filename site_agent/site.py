@@ -14,8 +14,8 @@ Nothing here does network I/O; :mod:`site_agent.sync` fetches and downloads.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from feeds.model import ImageEntry
@@ -36,32 +36,15 @@ from site_agent.records import (
     REVOKED,
     RUNNABLE_STATES,
     WITHDRAWN,
+    Change,
     HistoryRecord,
     ImageRecord,
     ListVersion,
     Subscription,
+    entry_data,
     iso,
 )
 from site_agent.store import Store
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Change:
-    """One thing that happened to one image, for reports."""
-
-    image_id: str
-    title: str
-    what: str  # new, approved, changed, restored, revoked, removed, expired, conflict, ...
-    detail: str = ""
-
-
-def entry_data(entry: ImageEntry) -> dict[str, Any]:
-    """An image entry as JSON-friendly data (stored with the image, given to hooks)."""
-    data = {f.name: getattr(entry, f.name) for f in dataclasses.fields(entry)}
-    for key in ("updated", "endorsed", "produced", "expires"):
-        data[key] = iso(data[key])
-    data["tags"] = list(entry.tags)
-    return data
 
 
 class Site:
@@ -121,35 +104,10 @@ class Site:
         current = self.store.current_list(lst.id)
         if current is not None and current.version == lst.version:
             return False, []  # the same version, byte for byte (the verifier checked)
-        folder = self.home.lists / lst.id
-        folder.mkdir(mode=0o750, exist_ok=True)
-        path = folder / f"{lst.version}-{verified.sha256}.atom"
-        write_atomic(path, verified.raw)  # before the commit: a crash leaves an unused file
+        path = self._store_bytes(verified)
         changes: list[Change] = []
         with self.store.atomic():
-            self.store.add_list_version(
-                ListVersion(
-                    list_id=lst.id,
-                    version=lst.version,
-                    sha256=verified.sha256,
-                    updated=lst.updated,
-                    expires=lst.expires,
-                    accepted_at=self.now,
-                    path=str(path.relative_to(self.home.root)),
-                    subscription=sub.name,
-                    signer=verified.signer.subject.slash(),
-                )
-            )
-            self.store.add_history(
-                HistoryRecord(
-                    subscription=sub.name,
-                    list_id=lst.id,
-                    at=self.now,
-                    outcome="accepted",
-                    version=lst.version,
-                    sha256=verified.sha256,
-                )
-            )
+            self._add_version(sub, verified, path)
             listed = {entry.id for entry in lst.entries}
             for entry in lst.entries:
                 change = self._take_entry(sub, entry, lst.version)
@@ -174,6 +132,52 @@ class Site:
             )
         self.retire_queued()
         return True, changes
+
+    def _store_bytes(self, verified: VerifiedList) -> Path:
+        """The exact bytes under lists/, written before the commit (a crash leaves a stray file)."""
+        lst = verified.image_list
+        folder = self.home.lists / lst.id
+        folder.mkdir(mode=0o750, exist_ok=True)
+        path = folder / f"{lst.version}-{verified.sha256}.atom"
+        write_atomic(path, verified.raw)
+        return path
+
+    def _add_version(self, sub: Subscription, verified: VerifiedList, path: Path) -> None:
+        lst = verified.image_list
+        self.store.add_list_version(
+            ListVersion(
+                list_id=lst.id,
+                version=lst.version,
+                sha256=verified.sha256,
+                updated=lst.updated,
+                expires=lst.expires,
+                accepted_at=self.now,
+                path=str(path.relative_to(self.home.root)),
+                subscription=sub.name,
+                signer=verified.signer.subject.slash(),
+            )
+        )
+        self.store.add_history(
+            HistoryRecord(
+                subscription=sub.name,
+                list_id=lst.id,
+                at=self.now,
+                outcome="accepted",
+                version=lst.version,
+                sha256=verified.sha256,
+            )
+        )
+
+    def record_list_version(self, holder: Subscription, verified: VerifiedList) -> bool:
+        """Keep a verified list's bytes and version (its rollback state) without touching
+        images: for lists that name no images of the site's own, such as peers' exports."""
+        current = self.store.current_list(verified.image_list.id)
+        if current is not None and current.version == verified.image_list.version:
+            return False
+        path = self._store_bytes(verified)
+        with self.store.atomic():
+            self._add_version(holder, verified, path)
+        return True
 
     def _take_entry(self, sub: Subscription, entry: ImageEntry, version: int) -> Change | None:
         image = self.store.image(entry.id)

@@ -93,7 +93,7 @@ SCHEMA = [
         peer TEXT NOT NULL REFERENCES peers(name) ON DELETE CASCADE, image_id TEXT NOT NULL,
         sha512 TEXT NOT NULL, size INTEGER NOT NULL, url TEXT NOT NULL,
         source_list TEXT NOT NULL, source_version INTEGER NOT NULL, source_url TEXT NOT NULL,
-        title TEXT NOT NULL, endorser TEXT NOT NULL,
+        title TEXT NOT NULL,
         PRIMARY KEY (peer, image_id)
     );
     CREATE INDEX peer_images_by_sha512 ON peer_images (sha512);

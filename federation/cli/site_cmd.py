@@ -14,8 +14,9 @@ from keys.errors import ConfigError
 from keys.xmlsig import SignerPin
 from site_agent import admin
 from site_agent.home import SiteHome, default_home
-from site_agent.site import Change
-from site_agent.sync import SyncReport, run_sync
+from site_agent.records import Change
+from site_agent.report import SyncReport
+from site_agent.sync import run_sync
 
 HOME_HELP = "site home (default: $VMIC_HOME, else /var/lib/vmic for root, ~/.local/share/vmic)"
 

@@ -1,0 +1,202 @@
+"""Peer sites: following their signed exports, and using them as sources.
+
+:class:`SiteFederation` is the federation's side of
+:class:`site_agent.peering.Peering`. In every sync it fetches each peer's
+export (conditional GET), verifies it like any list (chain, CRLs, the pinned
+site DNs, the export's id and self link, its rollback state), and remembers
+what it offers: the images the peer approved and shares, where it serves
+their bytes, and which version of which endorser list they come from. Those
+offers give the sync more sources (copies of lists, image bytes) and, when
+the site asks for it, approvals (``approve_if_peers``). A peer whose export
+fails verification or expires offers nothing until it is fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+from federation.export import write_export
+from feeds.model import ListId
+from feeds.verify import Expectation, VerifiedList, verify_list
+from keys.errors import ConfigError, ListFormatError, VerificationError, VmicError
+from keys.trust import TrustStore
+from site_agent.fetch import Fetcher, Validators
+from site_agent.peering import ByteSource, ListCopy
+from site_agent.peerstore import Peer, PeerImage, PeerStore
+from site_agent.records import Subscription
+from site_agent.report import SyncReport
+from site_agent.site import Site
+
+
+def offers_of(peer: str, verified: VerifiedList) -> list[PeerImage]:
+    """The images a verified export offers (entries that name their source list)."""
+    offers = []
+    for entry in verified.image_list.entries:
+        if entry.source_list is None or entry.source_version is None or entry.source_url is None:
+            continue  # not an export entry; nothing to use it for
+        offers.append(
+            PeerImage(
+                peer=peer,
+                image_id=entry.id,
+                sha512=entry.sha512,
+                size=entry.size,
+                url=entry.url,
+                source_list=entry.source_list,
+                source_version=entry.source_version,
+                source_url=entry.source_url,
+                title=entry.title,
+            )
+        )
+    return offers
+
+
+def verify_export(
+    site: Site, peer: Peer, raw: bytes, trust: TrustStore, *, expect: bool = True
+) -> VerifiedList:
+    return verify_list(
+        raw,
+        trust=trust,
+        pins=list(peer.pins),
+        now=site.now,
+        crl=site.config.crl,
+        expect=Expectation(list_id=ListId(peer.list_id), self_url=peer.self_url)
+        if expect
+        else None,
+        previous=site.previous_state(peer.list_id),
+        limits=site.config.limits,
+    )
+
+
+def take_export(site: Site, peer: Peer, verified: VerifiedList) -> None:
+    """Keep the export's version (rollback state) and what it offers."""
+    holder = Subscription(
+        name=peer.subscription,
+        url=peer.url,
+        list_id=peer.list_id,
+        self_url=peer.self_url,
+        pins=peer.pins,
+        auto_approve=False,
+        created=peer.created,
+    )
+    site.record_list_version(holder, verified)
+    with site.store.atomic():
+        PeerStore(site.store).replace_offers(peer.name, offers_of(peer.name, verified))
+
+
+class SiteFederation:
+    """Peers for one sync; see :class:`site_agent.peering.Peering`."""
+
+    async def refresh(
+        self, site: Site, fetcher: Fetcher, trust: TrustStore, report: SyncReport
+    ) -> None:
+        peers = PeerStore(site.store).peers()
+        await asyncio.gather(*(self._refresh_one(site, fetcher, trust, p, report) for p in peers))
+
+    async def _refresh_one(
+        self, site: Site, fetcher: Fetcher, trust: TrustStore, peer: Peer, report: SyncReport
+    ) -> None:
+        store = PeerStore(site.store)
+        try:
+            fetched = await fetcher.fetch_list(
+                peer.url, validators=Validators(etag=peer.etag, last_modified=peer.last_modified)
+            )
+            if not fetched.not_modified:
+                verified = await asyncio.to_thread(verify_export, site, peer, fetched.body, trust)
+                take_export(site, peer, verified)
+        except (VerificationError, ListFormatError) as error:
+            self._drop(site, peer, report, f"export rejected: {error.message}")
+            return
+        except VmicError as error:
+            store.record_attempt(peer.name, at=site.now, error=error.message)
+            report.problem(None, "peer", f"peer {peer.name}: {error.message}")
+            return
+        current = site.store.current_list(peer.list_id)
+        if current is None or site.now >= current.expires:
+            self._drop(site, peer, report, "its export has expired")
+            return
+        store.record_attempt(
+            peer.name,
+            at=site.now,
+            error=None,
+            etag=fetched.validators.etag,
+            last_modified=fetched.validators.last_modified,
+            validators=True,
+        )
+
+    def _drop(self, site: Site, peer: Peer, report: SyncReport, why: str) -> None:
+        store = PeerStore(site.store)
+        with site.store.atomic():
+            store.replace_offers(peer.name, [])
+            store.record_attempt(peer.name, at=site.now, error=why)
+        report.problem(None, "peer", f"peer {peer.name}: {why}; nothing is taken from it")
+
+    def list_copies(self, site: Site, list_id: str) -> list[ListCopy]:
+        store = PeerStore(site.store)
+        peers = {p.name: p for p in store.peers()}
+        best: dict[str, ListCopy] = {}
+        for offer in store.offers(source_list=list_id):
+            copy = ListCopy(url=offer.source_url, peer=offer.peer, version=offer.source_version)
+            if offer.peer not in best or copy.version > best[offer.peer].version:
+                best[offer.peer] = copy
+        return sorted(
+            best.values(),
+            key=lambda c: (-c.version, -peers[c.peer].throughput if c.peer in peers else 0),
+        )
+
+    def byte_sources(self, site: Site, sha512: str) -> list[ByteSource]:
+        store = PeerStore(site.store)
+        peers = {p.name: p for p in store.peers()}
+        urls: dict[str, str] = {}
+        for offer in store.offers(sha512=sha512):
+            urls.setdefault(offer.peer, offer.url)
+        ranked = sorted(
+            urls, key=lambda name: (peers[name].failures, -peers[name].throughput, name)
+        )
+        return [ByteSource(url=urls[name], peer=name) for name in ranked]
+
+    def prefer_peers(self, site: Site) -> bool:
+        return site.config.federation.prefer_peers
+
+    def peer_approvals(self, site: Site, image_id: str) -> int:
+        return len({o.peer for o in PeerStore(site.store).offers(image_id=image_id)})
+
+    def record_transfer(
+        self, site: Site, source: ByteSource, *, ok: bool, size: int, seconds: float, error: str
+    ) -> None:
+        if source.peer is None:
+            return
+        with site.store.atomic():
+            PeerStore(site.store).record_transfer(
+                source.peer, ok=ok, size=size, seconds=seconds, at=site.now, error=error
+            )
+
+    def finish(self, site: Site, report: SyncReport) -> None:
+        if site.config.identity is None:
+            return
+        try:
+            write_export(site)
+        except VmicError as error:
+            report.problem(None, "export", f"the site's export was not written: {error.message}")
+
+
+def carried_lists(site: Site) -> dict[str, list[ListCopy]]:
+    """Lists peers carry that this site does not subscribe to, with every peer's copy."""
+    subscribed = {s.list_id for s in site.store.subscriptions()}
+    copies: dict[str, dict[str, ListCopy]] = defaultdict(dict)
+    for offer in PeerStore(site.store).offers():
+        if offer.source_list in subscribed:
+            continue
+        copy = ListCopy(url=offer.source_url, peer=offer.peer, version=offer.source_version)
+        known = copies[offer.source_list].get(offer.peer)
+        if known is None or copy.version > known.version:
+            copies[offer.source_list][offer.peer] = copy
+    return {
+        lid: sorted(by_peer.values(), key=lambda c: -c.version) for lid, by_peer in copies.items()
+    }
+
+
+def check_peer_name(name: str) -> str:
+    if not name or not all(c.isalnum() or c in "._-" for c in name) or len(name) > 64:
+        raise ConfigError(f"peer name {name!r}: use letters, digits, '.', '_' or '-'")
+    return name
