@@ -13,7 +13,14 @@ import sys
 from collections.abc import Sequence
 from importlib import metadata
 
-from federation.cli import endorse_cmd, images_cmd, keys_cmd, site_cmd, verify_cmd
+from federation.cli import (
+    endorse_cmd,
+    images_cmd,
+    keys_cmd,
+    peer_cmd,
+    site_cmd,
+    verify_cmd,
+)
 from federation.cli.common import ExitCode, report_error
 from keys.errors import VmicError
 
@@ -43,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_cmd.register(commands)
     site_cmd.register(commands)
     images_cmd.register(commands)
+    peer_cmd.register(commands)
     return parser
 
 

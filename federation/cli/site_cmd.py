@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from federation.cli.common import ExitCode, Progress, iso, print_json, utcnow
+from federation.peers import SiteFederation
+from feeds.endorse import check_signer
+from keys.certs import load_certificate, load_certificates, load_private_key
 from keys.dn import DistinguishedName
 from keys.errors import ConfigError
 from keys.xmlsig import SignerPin
-from site_agent import admin
+from site_agent import admin, config_edit
 from site_agent.home import SiteHome, default_home
 from site_agent.records import Change
 from site_agent.report import SyncReport
@@ -67,7 +70,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     init.add_argument(
         "--trust", type=Path, help="trust directory (default /etc/grid-security/certificates)"
     )
+    _identity_options(init, required=False)
     init.set_defaults(func=_init)
+
+    identity = site_sub.add_parser(
+        "identity",
+        parents=[home],
+        help="set the site's certificate and public URL (for its export)",
+        description=(
+            "Set the certificate and key with which the site signs its export for peers "
+            "(the key file must be mode 0600), the chain to send with it, and the base URL "
+            "where peers reach `vmic serve`. Written to [identity] in config.toml."
+        ),
+    )
+    _identity_options(identity, required=True)
+    identity.set_defaults(func=_identity)
 
     subscribe = commands.add_parser(
         "subscribe",
@@ -159,8 +176,47 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     history.set_defaults(func=_history)
 
 
+def _identity_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    parser.add_argument("--cert", type=Path, required=required, help="site certificate (PEM)")
+    parser.add_argument("--key", type=Path, required=required, help="its private key (PEM, 0600)")
+    parser.add_argument("--chain", type=Path, help="intermediate CA certificates (PEM)")
+    parser.add_argument(
+        "--base-url", required=required, help="where peers reach `vmic serve` (https://...)"
+    )
+
+
+def _set_identity(args: argparse.Namespace) -> None:
+    if not (args.cert and args.key and args.base_url):
+        raise ConfigError("give --cert, --key and --base-url together")
+    cert, key = args.cert.resolve(), args.key.resolve()
+    load_private_key(key)  # refuses a key others can read, or one that does not load
+    check_signer(
+        load_certificate(cert),
+        load_private_key(key),
+        load_certificates(args.chain) if args.chain else [],
+        now=utcnow(),
+        until=utcnow(),
+    )
+    config_edit.set_identity(
+        site_home(args).config,
+        cert=cert,
+        key=key,
+        chain=args.chain.resolve() if args.chain else None,
+        base_url=args.base_url.rstrip("/"),
+    )
+
+
+def _identity(args: argparse.Namespace) -> int:
+    site_home(args).require_initialised()
+    _set_identity(args)
+    print(f"site identity set; peers reach this site at {args.base_url.rstrip('/')}")
+    return ExitCode.OK
+
+
 def _init(args: argparse.Namespace) -> int:
     result = admin.init_site(site_home(args), trust=args.trust)
+    if args.cert or args.key or args.base_url:
+        _set_identity(args)
     print(f"site home {result.home}:")
     print(f"  config.toml: {'written (edit it)' if result.config_written else 'kept'}")
     print(f"  vmic.db:     {'created' if result.database_created else 'kept (checked)'}")
@@ -243,6 +299,7 @@ def _sync(args: argparse.Namespace) -> int:
         only=args.only,
         download=not args.no_download,
         progress=_progress if sys.stderr.isatty() else None,  # bars on a terminal only
+        peering=SiteFederation(),
     )
     if args.json:
         print_json(report.to_json())
