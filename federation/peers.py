@@ -21,6 +21,7 @@ from feeds.model import ListId
 from feeds.verify import Expectation, VerifiedList, verify_list
 from keys.errors import ConfigError, ListFormatError, VerificationError, VmicError
 from keys.trust import TrustStore
+from site_agent.admin import default_name
 from site_agent.fetch import Fetcher, Validators
 from site_agent.peering import ByteSource, ListCopy
 from site_agent.peerstore import Peer, PeerImage, PeerStore
@@ -92,6 +93,52 @@ class SiteFederation:
     ) -> None:
         peers = PeerStore(site.store).peers()
         await asyncio.gather(*(self._refresh_one(site, fetcher, trust, p, report) for p in peers))
+        if site.config.federation.follow:
+            await self._follow(site, fetcher, trust, report)
+
+    async def _follow(
+        self, site: Site, fetcher: Fetcher, trust: TrustStore, report: SyncReport
+    ) -> None:
+        """Subscribe to lists peers carry whose endorser is on the site's allow-list."""
+        allowed = list(site.config.federation.follow)
+        taken = {s.name for s in site.store.subscriptions()}
+        for lid, copies in sorted(carried_lists(site).items()):
+            for copy in copies:
+                try:
+                    raw = (await fetcher.fetch_list(copy.url)).body
+                    verified = await asyncio.to_thread(
+                        verify_list,
+                        raw,
+                        trust=trust,
+                        pins=allowed,
+                        now=site.now,
+                        crl=site.config.crl,
+                        previous=site.previous_state(lid),
+                        limits=site.config.limits,
+                    )
+                except VmicError:
+                    continue  # not an allowed endorser, or a bad copy: try the next peer
+                lst = verified.image_list
+                signer = verified.signer
+                pins = tuple(
+                    p for p in allowed if p.subject == signer.subject and p.issuer == signer.issuer
+                )
+                sub = Subscription(
+                    name=default_name(lst.title, taken),
+                    url=lst.self_url,
+                    list_id=lst.id,
+                    self_url=lst.self_url,
+                    pins=pins,
+                    auto_approve=False,
+                    created=site.now,
+                )
+                taken.add(sub.name)
+                with site.store.atomic():
+                    site.store.add_subscription(sub)
+                _accepted, changes = site.accept_list(sub, verified)
+                site.store.record_attempt(sub.name, at=site.now, ok=True)
+                report.changes.extend(changes)
+                break
 
     async def _refresh_one(
         self, site: Site, fetcher: Fetcher, trust: TrustStore, peer: Peer, report: SyncReport

@@ -82,7 +82,7 @@ def read_store(home: SiteHome) -> Iterator[Store]:
         yield store
 
 
-def _default_name(title: str, taken: set[str]) -> str:
+def default_name(title: str, taken: set[str]) -> str:
     base = _SLUG.sub("-", title.lower()).strip("-")[:40] or "list"
     name, n = base, 2
     while name in taken:
@@ -136,7 +136,7 @@ def subscribe(
         if previous is not None:  # subscribed before: the old rollback state still holds
             verified = verify(previous)
         sub = Subscription(
-            name=name or _default_name(lst.title, taken),
+            name=name or default_name(lst.title, taken),
             url=url,
             list_id=lst.id,
             self_url=lst.self_url,
