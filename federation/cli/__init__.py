@@ -18,6 +18,7 @@ from federation.cli import (
     images_cmd,
     keys_cmd,
     peer_cmd,
+    serve_cmd,
     site_cmd,
     verify_cmd,
 )
@@ -50,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_cmd.register(commands)
     site_cmd.register(commands)
     images_cmd.register(commands)
+    serve_cmd.register(commands)
     peer_cmd.register(commands)
     return parser
 

@@ -1,0 +1,160 @@
+"""`GET/HEAD /images/sha512/<hex>`: image bytes by content address, with single ranges.
+
+Nothing from the URL reaches the filesystem until it passed
+:func:`feeds.model.sha512_hex` (128 lower-case hex digits), and a file is
+served only while the store says an image with that digest is
+``available`` (not withdrawn, expired, refused or merely left in the cache).
+:class:`federation.rehash.CacheGuard` opens the file (no symlinks, regular
+files only) and re-hashes it when due; a file that fails is quarantined and
+the request gets 503, later ones 404.
+
+Ranges (RFC 9110 §14): one ``bytes=`` range (first-last, first-, or a suffix
+-N) gets 206 with Content-Range; a range that starts past the end gets 416;
+several ranges, other units or bad syntax are ignored (200 with the whole
+file), as the RFC allows. ``If-Range`` must carry the strong ETag, which is
+the digest itself, so it never changes while the URL serves anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from dataclasses import dataclass
+
+from aiohttp import hdrs, web
+
+from federation.rehash import CHUNK, NotServable, OpenFile, Verdict
+from federation.serve_state import ServeState, state_of
+from feeds.model import Sha512Hex, sha512_hex
+from keys.errors import ListFormatError
+from site_agent.records import AVAILABLE
+
+_RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
+
+
+@dataclass(frozen=True, slots=True)
+class ByteRange:
+    start: int
+    end: int
+    """Inclusive, as in Content-Range."""
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+class UnsatisfiableRange(Exception):  # noqa: N818 - an HTTP outcome (416), not a program error
+    """No byte of the file is in the range asked for."""
+
+
+def parse_range(header: str, size: int) -> ByteRange | None:
+    """The single range asked for; None means "send the whole file".
+
+    Raises UnsatisfiableRange for a range that selects nothing (416).
+    """
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        return None  # several ranges, another unit, or bad syntax: ignored
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # a suffix: the last N bytes
+        count = int(last)
+        if count == 0 or size == 0:
+            raise UnsatisfiableRange
+        return ByteRange(max(0, size - count), size - 1)
+    start = int(first)
+    end = int(last) if last else size - 1
+    if last and end < start:
+        return None  # invalid, so ignored
+    if start >= size:
+        raise UnsatisfiableRange
+    return ByteRange(start, min(end, size - 1))
+
+
+def _etag(sha512: str) -> str:
+    return f'"{sha512}"'
+
+
+def _base_headers(sha512: str) -> dict[str, str]:
+    return {
+        hdrs.ETAG: _etag(sha512),
+        hdrs.ACCEPT_RANGES: "bytes",
+        hdrs.CACHE_CONTROL: "no-cache",
+    }
+
+
+def _not_modified(request: web.Request, sha512: str) -> bool:
+    tags = request.if_none_match
+    return bool(tags) and any(t.value in ("*", sha512) for t in tags or ())
+
+
+def _range_applies(request: web.Request, sha512: str) -> bool:
+    """If-Range: only our strong ETag keeps the range (we send no Last-Modified)."""
+    value = request.headers.get(hdrs.IF_RANGE)
+    return value is None or value.strip() == _etag(sha512)
+
+
+async def image_bytes(request: web.Request) -> web.StreamResponse:
+    state = state_of(request)
+    try:
+        sha512 = sha512_hex(request.match_info["hex"])
+    except ListFormatError:
+        raise web.HTTPNotFound from None
+    available = await state.reader.run(
+        lambda store: store.sha512_in_use(sha512, states=(AVAILABLE,))
+    )
+    if not available:
+        raise web.HTTPNotFound
+    try:
+        opened = await state.guard.open(sha512)
+    except NotServable as exc:
+        if exc.verdict is Verdict.MISSING:
+            raise web.HTTPNotFound from None
+        raise web.HTTPServiceUnavailable(
+            text="503: the cached file failed its integrity check and was quarantined\n"
+        ) from None
+    try:
+        return await _send(request, state, sha512, opened)
+    finally:
+        opened.close()
+
+
+async def _send(
+    request: web.Request, state: ServeState, sha512: Sha512Hex, opened: OpenFile
+) -> web.StreamResponse:
+    headers = _base_headers(sha512)
+    if _not_modified(request, sha512):
+        return web.Response(status=304, headers=headers)
+    size = opened.size
+    wanted: ByteRange | None = None
+    if hdrs.RANGE in request.headers and _range_applies(request, sha512):
+        try:
+            wanted = parse_range(request.headers[hdrs.RANGE], size)
+        except UnsatisfiableRange:
+            return web.Response(
+                status=416, headers={**headers, hdrs.CONTENT_RANGE: f"bytes */{size}"}
+            )
+    response = web.StreamResponse(status=200 if wanted is None else 206, headers=headers)
+    response.content_type = "application/octet-stream"
+    if wanted is None:
+        start, length = 0, size
+    else:
+        start, length = wanted.start, wanted.length
+        response.headers[hdrs.CONTENT_RANGE] = f"bytes {wanted.start}-{wanted.end}/{size}"
+    response.content_length = length
+    await response.prepare(request)
+    if request.method == hdrs.METH_HEAD:
+        await response.write_eof()
+        return response
+    offset, end = start, start + length
+    while offset < end:
+        chunk = await asyncio.to_thread(os.pread, opened.fd, min(CHUNK, end - offset), offset)
+        if not chunk:  # cannot happen for a checked file; never send a short body as whole
+            raise OSError(f"cache file {sha512[:16]}... shrank while being served")
+        await response.write(chunk)
+        offset += len(chunk)
+        state.counters.bytes_served += len(chunk)
+    await response.write_eof()
+    return response

@@ -1,0 +1,196 @@
+"""`GET /healthz` (JSON) and `GET /metrics` (Prometheus text format 0.0.4) of `vmic serve`.
+
+Metrics, read from the store at each scrape plus the server's own counters:
+
+- ``vmic_lists``: subscriptions; per subscription (labels ``subscription``,
+  ``list_id``) ``vmic_list_version``, ``vmic_list_expires_timestamp_seconds``,
+  ``vmic_list_last_success_timestamp_seconds`` and ``vmic_list_last_attempt_ok``;
+- ``vmic_images{state=...}`` for every image state;
+- ``vmic_last_sync_timestamp_seconds`` (the newest attempt of any
+  subscription) and ``vmic_last_sync_ok`` (1 when every subscription's last
+  attempt succeeded);
+- ``vmic_verification_failures_total``: lists rejected (history);
+- ``vmic_peer_failures_total{peer=...}``: bad transfers from each peer;
+- ``vmic_bytes_served_total``, ``vmic_image_checks_total`` and
+  ``vmic_image_check_failures_total``: this server process's own counts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from aiohttp import web
+
+from federation.serve_state import log, state_of
+from keys.errors import StoreError
+from site_agent.peerstore import PeerStore
+from site_agent.records import STATES, iso
+from site_agent.store import Store
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListSample:
+    subscription: str
+    list_id: str
+    version: int | None
+    expires: datetime | None
+    last_success: datetime | None
+    last_ok: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Snapshot:
+    lists: list[ListSample]
+    images: dict[str, int]
+    last_sync: datetime | None
+    rejected: int
+    peer_failures: dict[str, int]
+
+
+def take_snapshot(store: Store) -> Snapshot:
+    """What the metrics report, read on the store reader's thread."""
+    lists = []
+    for sub in store.subscriptions():
+        current = store.current_list(sub.list_id)
+        lists.append(
+            ListSample(
+                subscription=sub.name,
+                list_id=sub.list_id,
+                version=current.version if current else None,
+                expires=current.expires if current else None,
+                last_success=sub.last_success,
+                last_ok=sub.last_attempt is not None and sub.last_error is None,
+            )
+        )
+    images = Counter(image.state for image in store.images())
+    attempts = [s.last_attempt for s in store.subscriptions() if s.last_attempt is not None]
+    return Snapshot(
+        lists=lists,
+        images={state: images.get(state, 0) for state in STATES},
+        last_sync=max(attempts) if attempts else None,
+        rejected=sum(1 for h in store.history() if h.outcome == "rejected"),
+        peer_failures={p.name: p.failures for p in PeerStore(store).peers()},
+    )
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _labels(**labels: str) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_label(v)}"' for k, v in labels.items()) + "}"
+
+
+def _stamp(moment: datetime | None) -> int:
+    return int(moment.timestamp()) if moment else 0
+
+
+class _Exposition:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, text: str) -> None:
+        self.lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+
+    def sample(self, name: str, value: float, **labels: str) -> None:
+        number = str(int(value)) if float(value).is_integer() else repr(float(value))
+        self.lines.append(f"{name}{_labels(**labels)} {number}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def render_metrics(snap: Snapshot, *, bytes_served: int, checks: int, check_failures: int) -> str:
+    out = _Exposition()
+    out.family("vmic_lists", "gauge", "Image lists this site subscribes to.")
+    out.sample("vmic_lists", len(snap.lists))
+    per_list: tuple[tuple[str, str, Callable[[ListSample], int]], ...] = (
+        ("vmic_list_version", "Version of the list in force.", lambda s: s.version or 0),
+        (
+            "vmic_list_expires_timestamp_seconds",
+            "When the list in force expires (Unix time).",
+            lambda s: _stamp(s.expires),
+        ),
+        (
+            "vmic_list_last_success_timestamp_seconds",
+            "Last successful fetch of the list (Unix time; 0: never).",
+            lambda s: _stamp(s.last_success),
+        ),
+        (
+            "vmic_list_last_attempt_ok",
+            "1 when the last attempt to fetch the list succeeded.",
+            lambda s: int(s.last_ok),
+        ),
+    )
+    for name, text, value in per_list:
+        out.family(name, "gauge", text)
+        for item in snap.lists:
+            out.sample(name, value(item), subscription=item.subscription, list_id=item.list_id)
+    out.family("vmic_images", "gauge", "Images known to this site, by state.")
+    for state, count in snap.images.items():
+        out.sample("vmic_images", count, state=state)
+    out.family("vmic_last_sync_timestamp_seconds", "gauge", "Newest sync attempt (Unix time).")
+    out.sample("vmic_last_sync_timestamp_seconds", _stamp(snap.last_sync))
+    out.family("vmic_last_sync_ok", "gauge", "1 when every subscription's last attempt succeeded.")
+    out.sample("vmic_last_sync_ok", int(all(s.last_ok for s in snap.lists)))
+    out.family("vmic_bytes_served_total", "counter", "Body bytes served by this process.")
+    out.sample("vmic_bytes_served_total", bytes_served)
+    out.family(
+        "vmic_verification_failures_total", "counter", "List versions rejected by verification."
+    )
+    out.sample("vmic_verification_failures_total", snap.rejected)
+    out.family("vmic_peer_failures_total", "counter", "Failed or bad transfers, by peer.")
+    for peer, failures in snap.peer_failures.items():
+        out.sample("vmic_peer_failures_total", failures, peer=peer)
+    out.family("vmic_image_checks_total", "counter", "Cached files re-hashed by this process.")
+    out.sample("vmic_image_checks_total", checks)
+    out.family(
+        "vmic_image_check_failures_total",
+        "counter",
+        "Cached files that failed a re-hash and were quarantined by this process.",
+    )
+    out.sample("vmic_image_check_failures_total", check_failures)
+    return out.text()
+
+
+async def metrics(request: web.Request) -> web.Response:
+    state = state_of(request)
+    snap = await state.reader.run(take_snapshot)
+    body = render_metrics(
+        snap,
+        bytes_served=state.counters.bytes_served,
+        checks=state.guard.checks,
+        check_failures=state.guard.failures,
+    )
+    return web.Response(
+        body=body.encode("utf-8"),
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
+
+
+def _health(store: Store) -> dict[str, object]:
+    subs = store.subscriptions()
+    attempts = [s.last_attempt for s in subs if s.last_attempt is not None]
+    return {
+        "subscriptions": len(subs),
+        "last_sync": iso(max(attempts)) if attempts else None,
+        "last_sync_ok": all(s.last_attempt is not None and s.last_error is None for s in subs),
+    }
+
+
+async def healthz(request: web.Request) -> web.Response:
+    state = state_of(request)
+    try:
+        health = await state.reader.run(_health)
+    except StoreError as exc:
+        log.error("healthz: %s", exc.message)
+        failed = {"ok": False, "database": False, "last_sync": None, "error": exc.message}
+        return web.Response(status=503, text=json.dumps(failed), content_type="application/json")
+    body: dict[str, object] = {"ok": True, "database": True, **health}
+    return web.Response(text=json.dumps(body), content_type="application/json")
