@@ -60,8 +60,9 @@ from keys.xmlsig import SignerPin, sign_enveloped
 from site_agent import admin
 from site_agent import config as site_config
 from site_agent.home import SiteHome
+from site_agent.report import SyncReport
 from site_agent.store import Store
-from site_agent.sync import SyncReport, run_sync
+from site_agent.sync import run_sync
 
 T = TypeVar("T")
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from tests.sim.server import Simulator
 from tests.support.ca import Identity, TestCA
+from tests.support.site import CA_DN, World, make_world
+from tests.support.site import ENDORSER_DN as SITE_ENDORSER_DN
 
 ENDORSER = "/DC=org/DC=vmic-test/OU=Users/CN=Jane Endorser"
 
@@ -24,3 +29,17 @@ def root_ca(now: datetime) -> TestCA:
 @pytest.fixture(scope="session")
 def endorser(root_ca: TestCA) -> Identity:
     return root_ca.issue(ENDORSER)
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    """A loopback HTTP server standing in for an endorser's web site."""
+    with Simulator() as server:
+        yield server
+
+
+@pytest.fixture
+def world(tmp_path: Path, now: datetime, sim: Simulator) -> World:
+    """A fresh CA, endorser and initialised site home for one test."""
+    ca = TestCA(CA_DN, now=now)
+    return make_world(tmp_path, now, ca, ca.issue(SITE_ENDORSER_DN), sim)
