@@ -62,7 +62,8 @@ def add_peer(
         )
         with site.store.atomic():
             store.add_peer(peer)
-        verified = verify_export(site, peer, raw, trust)  # with its rollback state, if any
+        # With the rollback state of an export followed before, if any.
+        verified = verify_export(site, peer, raw, trust, previous=site.previous_state(export.id))
         take_export(site, peer, verified)
         with site.store.atomic():
             store.record_attempt(peer.name, at=now, error=None)

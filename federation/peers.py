@@ -18,7 +18,7 @@ from collections import defaultdict
 
 from federation.export import write_export
 from feeds.model import ListId
-from feeds.verify import Expectation, VerifiedList, verify_list
+from feeds.verify import Expectation, PreviousState, VerifiedList, verify_list
 from keys.errors import ConfigError, ListFormatError, VerificationError, VmicError
 from keys.trust import TrustStore
 from site_agent.admin import default_name
@@ -53,18 +53,22 @@ def offers_of(peer: str, verified: VerifiedList) -> list[PeerImage]:
 
 
 def verify_export(
-    site: Site, peer: Peer, raw: bytes, trust: TrustStore, *, expect: bool = True
+    site: Site,
+    peer: Peer,
+    raw: bytes,
+    trust: TrustStore,
+    *,
+    previous: PreviousState | None,
 ) -> VerifiedList:
+    """Verify a peer's export like any list (pure: safe to run on a worker thread)."""
     return verify_list(
         raw,
         trust=trust,
         pins=list(peer.pins),
         now=site.now,
         crl=site.config.crl,
-        expect=Expectation(list_id=ListId(peer.list_id), self_url=peer.self_url)
-        if expect
-        else None,
-        previous=site.previous_state(peer.list_id),
+        expect=Expectation(list_id=ListId(peer.list_id), self_url=peer.self_url),
+        previous=previous,
         limits=site.config.limits,
     )
 
@@ -149,7 +153,10 @@ class SiteFederation:
                 peer.url, validators=Validators(etag=peer.etag, last_modified=peer.last_modified)
             )
             if not fetched.not_modified:
-                verified = await asyncio.to_thread(verify_export, site, peer, fetched.body, trust)
+                previous = site.previous_state(peer.list_id)  # the store stays on this thread
+                verified = await asyncio.to_thread(
+                    verify_export, site, peer, fetched.body, trust, previous=previous
+                )
                 take_export(site, peer, verified)
         except (VerificationError, ListFormatError) as error:
             self._drop(site, peer, report, f"export rejected: {error.message}")
