@@ -7,7 +7,9 @@ a development CA and an endorser certificate; two small generated images; a
 manifest and a signed list, verified by vmic and by xmlsec1 when present;
 two lists a site must refuse; then a site that is initialised, subscribes,
 syncs, approves, syncs again and shows its images; and finally the endorser
-revokes an image and the next sync withdraws it.
+revokes an image and the next sync withdraws it; a second site follows the
+first (a peer) and gets the image from it, checked against the endorser's
+signed SHA-512.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ MARKER = ".vmic-demo"
 CA_DN = "/DC=org/DC=vmic-demo/CN=vmic Demo CA"
 ENDORSER_DN = "/DC=org/DC=vmic-demo/OU=Endorsers/CN=Jane Endorser"
 OTHER_DN = "/DC=org/DC=vmic-demo/OU=Endorsers/CN=Joe Endorser"
+SITE_A_DN = "/DC=org/DC=vmic-demo/OU=Sites/CN=site-a.example.org"
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
@@ -315,6 +318,104 @@ def _title(home: Path, image_id: str) -> str:
         return image.title if image else ""
 
 
+@contextmanager
+def vmic_serve(home: Path) -> Iterator[str]:
+    """`vmic serve` for a site home, as its own process, on a free port of 127.0.0.1."""
+    command = [
+        sys.executable,
+        "-m",
+        "federation",
+        "serve",
+        "--home",
+        str(home),
+        "--bind",
+        "127.0.0.1:0",
+    ]
+    # A fixed argument list of our own paths, no shell.
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as server:  # noqa: S603
+        try:
+            line = server.stdout.readline() if server.stdout else ""  # "listening on URL ..."
+            if "listening on " not in line:
+                raise SystemExit(f"demo: vmic serve did not start: {line.strip()}")
+            yield line.split("listening on ", 1)[1].split()[0]
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+def federation(folder: Path) -> None:
+    home_a, home_b = folder / "site", folder / "site-b"
+    site_a = folder / "site-a-id"
+    _step(15, "Site A gets a certificate of its own and serves its images (vmic serve)")
+    _run(
+        "keys",
+        "issue",
+        "--ca",
+        str(folder / "ca"),
+        "--subject",
+        SITE_A_DN,
+        "--out",
+        str(site_a),
+        "--key-type",
+        "ec",
+    )
+    with vmic_serve(home_a) as url_a:
+        print(f"site A serves {url_a}/ (catalogue), {url_a}/export.atom, {url_a}/images/...")
+        _run(
+            "site",
+            "identity",
+            "--home",
+            str(home_a),
+            "--cert",
+            str(site_a / "cert.pem"),
+            "--key",
+            str(site_a / "key.pem"),
+            "--base-url",
+            url_a,
+        )
+        _run("export", "--home", str(home_a))
+
+        _step(16, "Site B follows site A, and subscribes to the same endorser's list")
+        trust_b = folder / "site-trust"
+        h = ["--home", str(home_b)]
+        _run("site", "init", *h, "--trust", str(trust_b))
+        _run(
+            "peer",
+            "add",
+            *h,
+            f"{url_a}/export.atom",
+            "--name",
+            "site-a",
+            "--site-dn",
+            SITE_A_DN,
+            "--ca-dn",
+            CA_DN,
+        )
+        list_url = _subscription_url(home_a)
+        _run(
+            "subscribe",
+            *h,
+            list_url,
+            "--name",
+            "demo",
+            "--auto-approve",
+            "--endorser-dn",
+            ENDORSER_DN,
+            "--ca-dn",
+            CA_DN,
+        )
+
+        _step(17, "Site B syncs: the image comes from site A, checked against Jane's SHA-512")
+        _run("sync", *h, "-v")
+        _run("images", *h)
+        _run("peers", *h)
+
+
+def _subscription_url(home: Path) -> str:
+    with Store.open(SiteHome(home).database) as store:
+        return store.subscriptions()[0].url
+
+
 def demo(folder: Path) -> int:
     _prepare(folder)
     print(f"vmic demo in {folder}/ : an endorser signs an image list; a site subscribes to it.")
@@ -323,6 +424,7 @@ def demo(folder: Path) -> int:
     with web_server(www) as base_url:
         endorse(folder, base_url)
         site(folder, base_url)
+        federation(folder)
     print(f"\nDone. Everything is in {folder}/ (the site home is {folder}/site).")
     return 0
 

@@ -20,6 +20,9 @@ def test_the_demo_runs_the_whole_loop(tmp_path: Path, capsys: pytest.CaptureFixt
     revoke_sync = next(s for s in steps if s.startswith("14."))
     assert "accepted version 2" in revoke_sync
     assert " revoked " in revoke_sync.split("$ vmic images")[-1]
+    peer_sync = next(s for s in steps if s.startswith("17."))
+    assert "downloaded 1" in peer_sync
+    assert "received 64.0 KiB" in peer_sync  # the bytes came from site A
 
 
 def test_the_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
