@@ -1,0 +1,980 @@
+"""Benchmark: one image spreading through a tree of sites, with peer sources on and off.
+
+Twenty sites (``--sites``) form a tree of fan-out 3 (``--fanout``): site 0
+takes the image from the endorser, sites 1-3 from site 0, sites 4-12 from
+sites 1-3, sites 13-19 from the level above. The endorser publishes one
+signed list naming one image of ``--size`` random bytes (default 256 MiB);
+both are served from 127.0.0.1 by an aiohttp static handler (sendfile) in a
+spawned process that counts the body bytes of every response it completed.
+Two runs, in this order, each with fresh site homes:
+
+- peers off (the baseline): every site subscribes to the endorser's list
+  with --auto-approve, then the twenty `vmic sync` run at once (as cron
+  would run them across sites), each as ``python -m federation sync`` in a
+  process of its own, with the site's default download concurrency;
+- peers on: every site has its own certificate (dev CA, EC key), its own
+  `vmic serve` (``python -m federation serve --bind 127.0.0.1:0``, the
+  real server in a process of its own) and writes its export
+  (`vmic export`); every site but site 0 follows its parent with `vmic
+  peer add`. With ``--join subscribe`` (the default) every site also
+  subscribes to the endorser's list directly with --auto-approve and
+  ``prefer_peers = true``: the very configuration of the baseline plus a
+  peer, so every list fetch still goes to the endorser and is counted, and
+  the only difference is where image bytes come from. With ``--join
+  follow`` sites 1-19 do not subscribe: ``[federation] follow`` names the
+  endorser and ``approve_if_peers = 1``, so they take the list from the
+  parent's copy. Syncs run level by level: the sites of one level at once,
+  the next level when they are all done (a site can only take the image
+  from a parent that holds it; a site syncing earlier would fall back to
+  the endorser).
+
+Measured, for both runs: the bytes the endorser served (list and image,
+from the first subscription until every site holds the image), and the
+wall time from starting the first sync until every site's sync has
+finished and every site holds the image as ``available`` (checked in its
+store, with the cached file of the right size; the sync verified its
+SHA-512 while downloading). Also where the time goes: each level's time,
+each site's sync, the CPU seconds of the syncs, the site servers and the
+endorser, the start-up of one ``python -m federation`` process, and with
+peers on what each parent's `vmic serve` reports in /metrics (bytes served,
+re-hashes before first serving). After each run every site syncs once more
+(steady state, not part of the targets) to show what the endorser serves
+then.
+
+Targets: with peers on the endorser serves at most 2x the image size
+(against about 20x with peers off), and the propagation with peers on takes
+no longer than with peers off. Missing a target is reported, not fatal: the
+exit code is 1 only when a command fails or a site does not end up holding
+the image. Nothing leaves 127.0.0.1; every process started here is stopped
+and the temporary folder removed.
+
+This file is named like the ``federation`` package, and its folder comes
+first on ``sys.path`` when it runs as a script, so it must not import that
+package: everything of the federation runs as ``python -m federation ...``
+from the repository root (the real command line, in processes of its own).
+
+    .venv/bin/python bench/federation.py [--size BYTES] [--sites N] [--fanout K]
+                                         [--join subscribe|follow] [--timeout S]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import http.client
+import multiprocessing
+import os
+import re
+import resource
+import selectors
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import IO
+
+import tomlkit
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from benchkit import CA_DN, ENDORSER_DN, Endorser, make_endorser  # bench/benchkit.py
+
+from feeds.atom import render_list
+from feeds.model import ImageEntry, ImageList, image_id, list_id, sha512_hex
+from keys.dn import DistinguishedName
+from keys.errors import VmicError
+from keys.fileio import write_atomic
+from keys.pki import CertificateAuthority, issue
+from keys.xmlsig import sign_enveloped
+from site_agent import admin, config_edit
+from site_agent import config as site_config
+from site_agent.home import SiteHome
+from site_agent.peerstore import PeerStore
+from site_agent.records import AVAILABLE
+from site_agent.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+"""The repository root: ``python -m federation`` runs from here."""
+MiB = 1024**2
+GiB = 1024**3
+MB = 1_000_000
+CHUNK = 4 * MiB
+IMAGE_NAME = "image.raw"
+LIST_NAME = "list.atom"
+PREFIX = "/files"
+BYTES_TARGET = 2.0
+"""With peers on, the endorser serves at most this many times the image size."""
+STARTUP_TIMEOUT = 60.0
+COMMAND_TIMEOUT = 120.0
+STOP_TIMEOUT = 15.0
+POLL_SECONDS = 0.01
+SITE_DN = "/DC=org/DC=example/O=vmic bench/OU=Sites/CN=bench site {n:02d}"
+_LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
+
+
+class BenchError(Exception):
+    """A command failed or a site did not get the image: the run is not valid."""
+
+
+# -- the tree ------------------------------------------------------------------------------
+
+
+def parent_of(site: int, fanout: int) -> int | None:
+    return None if site == 0 else (site - 1) // fanout
+
+
+def tree_levels(sites: int, fanout: int) -> list[list[int]]:
+    """The sites of each level, root first (children of site p: p*fanout+1 .. p*fanout+fanout)."""
+    depth = [0] * sites
+    for site in range(1, sites):
+        parent = parent_of(site, fanout)
+        depth[site] = depth[parent] + 1 if parent is not None else 0
+    levels: list[list[int]] = [[] for _ in range(max(depth) + 1)]
+    for site, level in enumerate(depth):
+        levels[level].append(site)
+    return levels
+
+
+def _span(sites: Sequence[int]) -> str:
+    return f"site {sites[0]}" if len(sites) == 1 else f"sites {sites[0]}-{sites[-1]}"
+
+
+# -- the endorser: a list, an image, a counting static server (another process) ----------------
+
+
+def make_image(path: Path, size: int) -> str:
+    """Write ``size`` random bytes to ``path``; return their SHA-512 (hex)."""
+    digest = hashlib.sha512()
+    with path.open("wb") as handle:
+        left = size
+        while left:
+            chunk = os.urandom(min(CHUNK, left))
+            handle.write(chunk)
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()
+
+
+def write_list(served: Path, base: str, endorser: Endorser, *, sha512: str, size: int) -> None:
+    """The endorser's signed list, naming the image at ``base``."""
+    now = datetime.now(UTC)
+    entry = ImageEntry(
+        id=image_id(str(uuid.uuid4())),
+        title="vmic federation benchmark image",
+        summary="Random bytes served on the loopback interface",
+        url=f"{base}/{IMAGE_NAME}",
+        size=size,
+        sha512=sha512_hex(sha512),
+        format="raw",
+        updated=now - timedelta(hours=1),
+        endorsed=now - timedelta(hours=1),
+    )
+    image_list = ImageList(
+        id=list_id(str(uuid.uuid4())),
+        title="vmic federation benchmark list",
+        self_url=f"{base}/{LIST_NAME}",
+        updated=now - timedelta(minutes=10),
+        expires=now + timedelta(days=28),
+        version=1,
+        endorser_dn=DistinguishedName.from_x509(endorser.cert.subject),
+        issuer_dn=DistinguishedName.from_x509(endorser.cert.issuer),
+        author_name="Bench Endorser",
+        entries=(entry,),
+    )
+    signed = sign_enveloped(render_list(image_list), key=endorser.key, cert=endorser.cert)
+    (served / LIST_NAME).write_bytes(signed)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Served:
+    """What the endorser's server sent: body bytes of complete GET responses (200 or 206)."""
+
+    list_bytes: int = 0
+    list_bodies: int = 0
+    image_bytes: int = 0
+    image_bodies: int = 0
+    not_modified: int = 0
+    aborted: int = 0
+    """Responses cut off by the client; their bytes are not counted (none in a clean run)."""
+
+    @property
+    def total(self) -> int:
+        return self.list_bytes + self.image_bytes
+
+    def __sub__(self, other: Served) -> Served:
+        return Served(
+            list_bytes=self.list_bytes - other.list_bytes,
+            list_bodies=self.list_bodies - other.list_bodies,
+            image_bytes=self.image_bytes - other.image_bytes,
+            image_bodies=self.image_bodies - other.image_bodies,
+            not_modified=self.not_modified - other.not_modified,
+            aborted=self.aborted - other.aborted,
+        )
+
+
+class _CountedFile(web.FileResponse):
+    """A static file (sendfile) whose body bytes are counted once they were sent."""
+
+    def __init__(self, path: Path, kind: str, counts: dict[str, int]) -> None:
+        super().__init__(path)
+        self._kind = kind
+        self._counts = counts
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        try:
+            writer = await super().prepare(request)  # returns once the whole body is sent
+        except (ConnectionError, asyncio.CancelledError):
+            self._counts["aborted"] += 1
+            raise
+        if self.status == 304:
+            self._counts["not_modified"] += 1
+        elif request.method == "GET" and self.status in (200, 206):
+            self._counts[f"{self._kind}_bytes"] += self.content_length or 0
+            self._counts[f"{self._kind}_bodies"] += 1
+        return writer
+
+
+def _endorser_process(directory: str, conn: Connection) -> None:
+    asyncio.run(_endorser_async(Path(directory), conn))
+
+
+async def _endorser_async(directory: Path, conn: Connection) -> None:
+    counts = {f.name: 0 for f in dataclasses.fields(Served)}
+    kinds = {LIST_NAME: "list", IMAGE_NAME: "image"}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        name = request.match_info["name"]
+        if name not in kinds:
+            raise web.HTTPNotFound
+        return _CountedFile(directory / name, kinds[name], counts)
+
+    app = web.Application()
+    app.router.add_get(PREFIX + "/{name}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    await web.SockSite(runner, sock, backlog=1024).start()
+    conn.send(sock.getsockname()[1])
+    stop = asyncio.Event()
+
+    def on_message() -> None:
+        try:
+            conn.recv()
+            conn.send(dict(counts))
+        except (EOFError, OSError):
+            stop.set()  # the parent closed its end: stop
+
+    loop = asyncio.get_running_loop()
+    loop.add_reader(conn.fileno(), on_message)
+    try:
+        await stop.wait()
+    finally:
+        loop.remove_reader(conn.fileno())
+        await runner.cleanup()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndorserServer:
+    base: str
+    pid: int
+    conn: Connection
+
+    def served(self) -> Served:
+        try:
+            self.conn.send("counts")
+            counts = self.conn.recv() if self.conn.poll(STARTUP_TIMEOUT) else None
+        except EOFError:
+            counts = None
+        if not isinstance(counts, dict):
+            raise BenchError("the endorser's server did not report its counts")
+        return Served(**counts)
+
+
+@contextlib.contextmanager
+def endorser_server(directory: Path) -> Iterator[EndorserServer]:
+    """Serve ``directory``'s list and image on 127.0.0.1 from a spawned process."""
+    ctx = multiprocessing.get_context("spawn")
+    mine, theirs = ctx.Pipe()
+    process = ctx.Process(target=_endorser_process, args=(str(directory), theirs), daemon=True)
+    process.start()
+    theirs.close()
+    try:
+        try:
+            port = mine.recv() if mine.poll(STARTUP_TIMEOUT) else None
+        except EOFError:
+            port = None
+        if not isinstance(port, int):
+            raise BenchError(f"the endorser's server did not start (exit {process.exitcode})")
+        if process.pid is None:
+            raise BenchError("the endorser's server has no process id")
+        yield EndorserServer(base=f"http://127.0.0.1:{port}{PREFIX}", pid=process.pid, conn=mine)
+    finally:
+        mine.close()  # the server sees EOF and stops
+        process.join(STOP_TIMEOUT)
+        if process.is_alive():
+            process.terminate()
+            process.join()
+
+
+# -- processes: `python -m federation ...` -----------------------------------------------------
+
+
+def vmic(*args: object) -> list[str]:
+    return [sys.executable, "-m", "federation", *(str(a) for a in args)]
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of a live process (0.0 once it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    """User + system CPU seconds of the child processes waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finished:
+    key: int
+    code: int
+    seconds: float
+    output: str
+
+
+def run_concurrently(
+    jobs: Sequence[tuple[int, list[str]]], *, timeout: float, what: str
+) -> list[Finished]:
+    """Start every command at once; wait for all (killing them all after ``timeout``)."""
+    running: dict[int, tuple[subprocess.Popen[bytes], IO[bytes], float]] = {}
+    done: list[Finished] = []
+    try:
+        for key, argv in jobs:
+            out: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
+            proc = subprocess.Popen(
+                argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
+            )
+            running[key] = (proc, out, time.perf_counter())
+        deadline = time.monotonic() + timeout
+        while running:
+            for key, (proc, out, started) in list(running.items()):
+                code = proc.poll()
+                if code is None:
+                    continue
+                seconds = time.perf_counter() - started
+                out.seek(0)
+                text = out.read().decode("utf-8", "replace").strip()
+                done.append(Finished(key=key, code=code, seconds=seconds, output=text))
+                out.close()
+                del running[key]
+            if running and time.monotonic() > deadline:
+                raise BenchError(
+                    f"{what}: {len(running)} command(s) still running after {timeout:g} s"
+                )
+            time.sleep(POLL_SECONDS)
+    finally:
+        for proc, out, _ in running.values():
+            proc.kill()
+            proc.wait()
+            out.close()
+    return sorted(done, key=lambda f: f.key)
+
+
+def check_finished(results: list[Finished], what: str) -> None:
+    bad = [r for r in results if r.code != 0]
+    if bad:
+        first = bad[0]
+        raise BenchError(
+            f"{what}: {len(bad)} command(s) failed; site {first.key} exited {first.code}: "
+            f"{first.output[-2000:]}"
+        )
+
+
+class SiteServer:
+    """`vmic serve` for one site home, in a process of its own, on 127.0.0.1 (any free port)."""
+
+    def __init__(self, home: SiteHome, log: Path) -> None:
+        self.log = log
+        self._log_file = log.open("wb")
+        self.process = subprocess.Popen(
+            vmic("serve", "--home", home.root, "--bind", "127.0.0.1:0"),
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=self._log_file,
+        )
+        self.url = ""
+
+    def wait_ready(self, deadline: float) -> str:
+        stdout = self.process.stdout
+        if stdout is None:
+            raise BenchError("vmic serve has no stdout")
+        with selectors.DefaultSelector() as selector:
+            selector.register(stdout, selectors.EVENT_READ)
+            while time.monotonic() < deadline:
+                if selector.select(timeout=max(0.0, deadline - time.monotonic())):
+                    line = stdout.readline().decode("utf-8", "replace")
+                    match = _LISTENING.search(line)
+                    if match:
+                        self.url = match.group(1)
+                        return self.url
+                    if not line:
+                        break
+        self.process.poll()
+        raise BenchError(
+            f"vmic serve did not start (exit {self.process.returncode}): "
+            f"{self.log.read_text(errors='replace')[-2000:]}"
+        )
+
+    def metrics(self) -> dict[str, float]:
+        """The unlabelled samples of its /metrics."""
+        host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        conn = http.client.HTTPConnection(host, int(port), timeout=COMMAND_TIMEOUT)
+        try:
+            conn.request("GET", "/metrics")
+            text = conn.getresponse().read().decode("utf-8")
+        finally:
+            conn.close()
+        samples = {}
+        for line in text.splitlines():
+            name, _, value = line.partition(" ")
+            if line and not line.startswith("#") and "{" not in name:
+                samples[name] = float(value)
+        return samples
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self._log_file.close()
+
+
+# -- sites -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Image:
+    sha512: str
+    size: int
+
+
+def set_federation(home: SiteHome, **values: object) -> None:
+    """Set keys of [federation] in config.toml (what an admin edits by hand)."""
+    doc = site_config.document(home.config)
+    if "federation" not in doc:
+        doc.append("federation", tomlkit.table())
+    table = doc["federation"]
+    if not isinstance(table, dict):
+        raise BenchError(f"{home.config}: [federation] is not a table")
+    for key, value in values.items():
+        table[key] = value
+    write_atomic(home.config, tomlkit.dumps(doc).encode("utf-8"), mode=0o640)
+    site_config.load(home.config)  # what was written must load
+
+
+def new_sites(folder: Path, count: int, endorser: Endorser) -> list[SiteHome]:
+    """``vmic site init`` for each site, with the dev CA folder as the trust directory."""
+    homes = [SiteHome(folder / f"site-{n:02d}") for n in range(count)]
+    for home in homes:
+        admin.init_site(home, trust=endorser.ca_dir)
+    return homes
+
+
+def subscribe(home: SiteHome, url: str, endorser: Endorser) -> None:
+    """``vmic subscribe URL --endorser-dn .. --ca-dn .. --auto-approve`` (fetches the list)."""
+    admin.subscribe(
+        home, url, pins=[endorser.pin], name="bench", auto_approve=True, now=datetime.now(UTC)
+    )
+
+
+def holds_image(home: SiteHome, image: Image) -> str | None:
+    """None when the site holds the image as available, with its file; else what is wrong."""
+    with Store.open(home.database) as store:
+        states = [i.state for i in store.images() if i.sha512 == image.sha512]
+    if states != [AVAILABLE]:
+        return f"image states {states}"
+    cached = home.images / image.sha512
+    if not cached.is_file() or cached.stat().st_size != image.size:
+        return "the cached file is missing or has the wrong size"
+    return None
+
+
+def check_sites(homes: Sequence[SiteHome], sites: Sequence[int], image: Image, what: str) -> None:
+    for site in sites:
+        problem = holds_image(homes[site], image)
+        if problem is not None:
+            raise BenchError(f"{what}: site {site} does not hold the image: {problem}")
+
+
+def settle() -> None:
+    """Before each timed phase: write back what earlier phases left dirty (not timed)."""
+    os.sync()
+
+
+# -- the two runs ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Level:
+    sites: list[int]
+    seconds: float
+    cpu: float
+    """CPU seconds of the syncs, the site servers and the endorser meanwhile."""
+
+
+@dataclass(slots=True, kw_only=True)
+class Run:
+    name: str
+    setup: float = 0.0
+    seconds: float = 0.0
+    """From starting the first sync until every site's sync finished."""
+    served: Served = field(default_factory=Served)
+    """By the endorser, from the first subscription until every site held the image."""
+    steady: Served = field(default_factory=Served)
+    """By the endorser during one more sync of every site."""
+    levels: list[Level] = field(default_factory=list)
+    syncs: dict[int, float] = field(default_factory=dict)
+    sync_cpu: float = 0.0
+    server_cpu: float = 0.0
+    servers: int = 0
+    endorser_cpu: float = 0.0
+    peer_bytes: int = 0
+    peer_checks: int = 0
+    peer_transfers: list[tuple[int, int, float]] = field(default_factory=list)
+    """(site, bytes, seconds) of each download from a peer, as the site recorded it."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Setting:
+    sites: int
+    fanout: int
+    join: str
+    timeout: float
+    image: Image
+    endorser: Endorser
+    server: EndorserServer
+
+    @property
+    def list_url(self) -> str:
+        return f"{self.server.base}/{LIST_NAME}"
+
+
+def sync_all(
+    homes: Sequence[SiteHome], sites: Sequence[int], setting: Setting, what: str
+) -> list[Finished]:
+    results = run_concurrently(
+        [(n, vmic("sync", "--home", homes[n].root)) for n in sites],
+        timeout=setting.timeout,
+        what=what,
+    )
+    check_finished(results, what)
+    return results
+
+
+def steady_round(homes: Sequence[SiteHome], setting: Setting, run: Run) -> None:
+    before = setting.server.served()
+    sync_all(homes, range(len(homes)), setting, f"{run.name}: the steady-state sync")
+    run.steady = setting.server.served() - before
+
+
+def peers_off(setting: Setting, folder: Path) -> Run:
+    """Every site subscribes to the endorser; all syncs at once."""
+    run = Run(name="peers off")
+    start_served = setting.server.served()
+    start = time.perf_counter()
+    homes = new_sites(folder, setting.sites, setting.endorser)
+    for home in homes:
+        subscribe(home, setting.list_url, setting.endorser)
+    run.setup = time.perf_counter() - start
+    settle()
+    cpu = _cpu(setting, [])
+    start = time.perf_counter()
+    results = sync_all(homes, range(setting.sites), setting, "peers off: vmic sync")
+    check_sites(homes, range(setting.sites), setting.image, "peers off")
+    run.seconds = time.perf_counter() - start
+    run.sync_cpu, _, run.endorser_cpu = (b - a for a, b in zip(cpu, _cpu(setting, []), strict=True))
+    run.served = setting.server.served() - start_served
+    run.syncs = {r.key: r.seconds for r in results}
+    run.levels = [
+        Level(
+            sites=list(range(setting.sites)),
+            seconds=run.seconds,
+            cpu=run.sync_cpu + run.endorser_cpu,
+        )
+    ]
+    steady_round(homes, setting, run)
+    return run
+
+
+def _identities(folder: Path, count: int, endorser: Endorser) -> list[tuple[Path, Path]]:
+    """A certificate and key (EC) from the dev CA for each site."""
+    ca = CertificateAuthority.load(endorser.ca_dir)
+    now = datetime.now(UTC)
+    out = []
+    for n in range(count):
+        where = folder / f"id-{n:02d}"
+        issue(ca, DistinguishedName.parse_slash(SITE_DN.format(n=n)), where, now=now, key_type="ec")
+        out.append((where / "cert.pem", where / "key.pem"))
+    return out
+
+
+def _start_servers(
+    homes: Sequence[SiteHome], logs: Path, stack: contextlib.ExitStack
+) -> list[SiteServer]:
+    servers = []
+    for n, home in enumerate(homes):
+        server = SiteServer(home, logs / f"serve-{n:02d}.log")
+        stack.callback(server.stop)
+        servers.append(server)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    for server in servers:
+        server.wait_ready(deadline)
+    return servers
+
+
+def _join(homes: Sequence[SiteHome], servers: Sequence[SiteServer], setting: Setting) -> None:
+    """Each site but site 0 follows its parent (and, with --join subscribe, the endorser)."""
+    if setting.join == "follow":
+        subscribe(homes[0], setting.list_url, setting.endorser)
+    else:
+        for home in homes:
+            subscribe(home, setting.list_url, setting.endorser)
+    jobs = []
+    for n in range(1, setting.sites):
+        parent = parent_of(n, setting.fanout)
+        if parent is None:
+            continue
+        export = servers[parent].url + "/export.atom"
+        pin = ["--site-dn", SITE_DN.format(n=parent), "--ca-dn", CA_DN]
+        name = f"site-{parent:02d}"
+        jobs.append((n, vmic("peer", "add", export, *pin, "--name", name, "--home", homes[n].root)))
+    check_finished(
+        run_concurrently(jobs, timeout=COMMAND_TIMEOUT, what="vmic peer add"), "peer add"
+    )
+
+
+def _cpu(setting: Setting, servers: Sequence[SiteServer]) -> tuple[float, float, float]:
+    """CPU seconds so far of the waited-for syncs, the site servers, the endorser."""
+    return (
+        children_cpu(),
+        sum(process_cpu(s.process.pid) for s in servers),
+        process_cpu(setting.server.pid),
+    )
+
+
+def peers_on(setting: Setting, folder: Path) -> Run:
+    """Sites with certificates, servers, exports and a parent peer; synced level by level."""
+    run = Run(name=f"peers on ({setting.join})")
+    levels = tree_levels(setting.sites, setting.fanout)
+    with contextlib.ExitStack() as stack:
+        start_served = setting.server.served()
+        start = time.perf_counter()
+        homes = new_sites(folder, setting.sites, setting.endorser)
+        logs = folder / "logs"
+        logs.mkdir()
+        servers = _start_servers(homes, logs, stack)
+        for n, (home, (cert, key)) in enumerate(
+            zip(homes, _identities(folder, setting.sites, setting.endorser), strict=True)
+        ):
+            config_edit.set_identity(
+                home.config, cert=cert, key=key, chain=None, base_url=servers[n].url
+            )
+            if setting.join == "follow" and n > 0:
+                set_federation(home, follow=[[ENDORSER_DN, CA_DN]], approve_if_peers=1)
+            else:
+                set_federation(home, prefer_peers=True)
+        exports = [(n, vmic("export", "--home", home.root)) for n, home in enumerate(homes)]
+        check_finished(
+            run_concurrently(exports, timeout=COMMAND_TIMEOUT, what="vmic export"), "export"
+        )
+        _join(homes, servers, setting)
+        run.setup = time.perf_counter() - start
+        run.servers = len(servers)
+        settle()
+        first = cpu = _cpu(setting, servers)
+        start = time.perf_counter()
+        for number, sites in enumerate(levels):
+            began = time.perf_counter()
+            results = sync_all(homes, sites, setting, f"peers on: vmic sync of level {number}")
+            check_sites(homes, sites, setting.image, f"peers on, level {number}")
+            seconds, now = time.perf_counter() - began, _cpu(setting, servers)
+            run.levels.append(Level(sites=sites, seconds=seconds, cpu=sum(now) - sum(cpu)))
+            run.syncs.update({r.key: r.seconds for r in results})
+            cpu = now
+        run.seconds = time.perf_counter() - start
+        run.sync_cpu, run.server_cpu, run.endorser_cpu = (
+            b - a for a, b in zip(first, cpu, strict=True)
+        )
+        run.served = setting.server.served() - start_served
+        for server in servers:
+            samples = server.metrics()
+            run.peer_bytes += int(samples.get("vmic_bytes_served_total", 0))
+            run.peer_checks += int(samples.get("vmic_image_checks_total", 0))
+        for n, home in enumerate(homes):
+            with Store.open(home.database) as store:
+                for peer in PeerStore(store).peers():
+                    if peer.bytes_received:
+                        run.peer_transfers.append((n, peer.bytes_received, peer.seconds))
+        steady_round(homes, setting, run)
+    return run
+
+
+# -- output and arguments ----------------------------------------------------------------------
+
+
+def _size(text: str) -> int:
+    units = {"k": 1024, "m": MiB, "g": GiB}
+    suffix = text[-1:].lower()
+    try:
+        value = int(text[:-1]) * units[suffix] if suffix in units else int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError("the size must be at least 1 byte")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=(
+            "Spread one image through a tree of sites on 127.0.0.1 (real `vmic serve` and "
+            "`vmic sync` processes), with peer sources off (every site syncs from the "
+            "endorser at once) and on (each site takes the image from its parent, level by "
+            "level); compare the bytes the endorser serves and the time until every site "
+            "holds the image verified."
+        )
+    )
+    parser.add_argument(
+        "--size", type=_size, default=256 * MiB, help="image size, k/m/g suffix (default 256m)"
+    )
+    parser.add_argument("--sites", type=int, default=20, help="number of sites (default 20)")
+    parser.add_argument("--fanout", type=int, default=3, help="children per site (default 3)")
+    parser.add_argument(
+        "--join",
+        choices=("subscribe", "follow"),
+        default="subscribe",
+        help=(
+            "peers on: every site subscribes to the endorser and adds its parent as a peer "
+            "(subscribe, the default), or sites below the root only add their parent and "
+            "follow the endorser's lists it carries, approving what it shares (follow)"
+        ),
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=900.0,
+        help="seconds each round of syncs may take before it is killed (default 900)",
+    )
+    args = parser.parse_args(argv)
+    if args.sites < 2 or args.fanout < 1 or args.timeout <= 0:
+        parser.error("--sites must be at least 2, --fanout at least 1, --timeout positive")
+    return args
+
+
+def _verdict(met: bool) -> str:
+    return "target met" if met else "target missed"
+
+
+def _times(values: Sequence[float]) -> str:
+    median = statistics.median(values)
+    return f"min {min(values):.2f} s, median {median:.2f} s, max {max(values):.2f} s"
+
+
+def _served(served: Served, size: int) -> str:
+    text = (
+        f"{served.total:,} bytes = {served.total / size:.2f}x the image "
+        f"(image: {served.image_bodies} bodies, {served.image_bytes:,} bytes; "
+        f"list: {served.list_bodies} bodies, {served.list_bytes:,} bytes; "
+        f"{served.not_modified} x 304)"
+    )
+    if served.aborted:
+        text += f"; {served.aborted} responses cut off, not counted"
+    return text
+
+
+def print_run(run: Run, size: int, cpus: int) -> None:
+    print(f"\n{run.name}")
+    print(f"  set-up (not timed): {run.setup:.1f} s")
+    for level in run.levels:
+        each = [run.syncs[n] for n in level.sites]
+        print(
+            f"  {_span(level.sites):<14} {len(level.sites):2} at once: "
+            f"{level.seconds:6.2f} s, CPU {level.cpu:5.1f} s "
+            f"({100 * level.cpu / (level.seconds * cpus):3.0f}% of {cpus} CPUs); "
+            f"each sync {_times(each)}"
+        )
+    print(f"  propagation, until every site holds the image: {run.seconds:.2f} s")
+    print(f"  endorser served: {_served(run.served, size)}")
+    busy = run.sync_cpu + run.server_cpu + run.endorser_cpu
+    servers = f"{run.servers} site servers {run.server_cpu:.1f} s, " if run.servers else ""
+    print(
+        f"  CPU: {len(run.syncs)} syncs {run.sync_cpu:.1f} s, {servers}endorser "
+        f"{run.endorser_cpu:.1f} s; {busy:.1f} s = {100 * busy / (run.seconds * cpus):.0f}% of "
+        f"{cpus} CPUs x {run.seconds:.1f} s"
+    )
+    if run.peer_transfers:
+        rates = [b / s / MB for _, b, s in run.peer_transfers if s > 0]
+        print(
+            f"  from peers: {len(run.peer_transfers)} downloads; site servers' /metrics: "
+            f"{run.peer_bytes:,} body bytes served, {run.peer_checks} re-hashes before first "
+            f"serving; download time as the sites recorded it: "
+            f"{_times([s for _, _, s in run.peer_transfers])}"
+            + (f", median {statistics.median(rates):.0f} MB/s" if rates else "")
+        )
+    print(
+        f"  one more sync of every site (steady state): endorser served {_served(run.steady, size)}"
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Costs:
+    """Reference costs measured once, to attribute the time."""
+
+    startup: float
+    """``python -m federation --help``: interpreter start and vmic's imports."""
+    sha512: float
+    """hashlib.sha512 of the image already in memory."""
+
+
+def measure_costs(image: Path) -> Costs:
+    start = time.perf_counter()
+    subprocess.run(vmic("--help"), cwd=ROOT, check=True, capture_output=True)
+    startup = time.perf_counter() - start
+    data = image.read_bytes()
+    start = time.perf_counter()
+    hashlib.sha512(data).hexdigest()
+    return Costs(startup=startup, sha512=time.perf_counter() - start)
+
+
+def print_summary(on: Run, off: Run, *, size: int, cpus: int, costs: Costs) -> None:
+    on_x, off_x = on.served.total / size, off.served.total / size
+    print("\nresults")
+    print(
+        f"  endorser bytes, peers on:  {on.served.total:>14,} ({on_x:.2f}x the image)  "
+        f"(target <= {BYTES_TARGET:g}x: {_verdict(on_x <= BYTES_TARGET)})"
+    )
+    print(f"  endorser bytes, peers off: {off.served.total:>14,} ({off_x:.2f}x the image)")
+    print(
+        f"  ratio off/on: {off.served.total / max(on.served.total, 1):.1f}x fewer bytes with peers"
+    )
+    ratio = on.seconds / off.seconds
+    print(
+        f"  propagation, peers on:  {on.seconds:7.2f} s ({len(on.levels)} levels one after another)"
+    )
+    print(f"  propagation, peers off: {off.seconds:7.2f} s (all syncs at once)")
+    print(f"  ratio on/off: {ratio:.2f}x  (target <= 1: {_verdict(ratio <= 1.0)})")
+    cpu_on = on.sync_cpu + on.server_cpu + on.endorser_cpu
+    cpu_off = off.sync_cpu + off.server_cpu + off.endorser_cpu
+    print("\nwhere the time goes")
+    print(
+        f"  CPU seconds: peers on {cpu_on:.1f} (syncs {on.sync_cpu:.1f}, site servers "
+        f"{on.server_cpu:.1f}), peers off {cpu_off:.1f} (syncs {off.sync_cpu:.1f})"
+    )
+    print(
+        f"  site servers re-hashed the image {on.peer_checks} times before first serving it: "
+        f"{on.peer_checks} x {costs.sha512:.2f} s (SHA-512 of the image in memory) = "
+        f"{on.peer_checks * costs.sha512:.1f} CPU-s; each level below the root waits about "
+        f"{costs.sha512:.2f} s for it before its first byte"
+    )
+    print(
+        f"  interpreter start and imports (`python -m federation --help`: "
+        f"{costs.startup:.2f} s) lie {len(on.levels)} times on the critical path with peers "
+        f"on (one sync per level), once with peers off"
+    )
+    print(
+        f"  levels run one after another; CPU use of the {cpus} CPUs per level: "
+        + ", ".join(
+            f"level {n} {100 * lv.cpu / (lv.seconds * cpus):.0f}%" for n, lv in enumerate(on.levels)
+        )
+    )
+
+
+# -- main --------------------------------------------------------------------------------------
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> tuple[Run, Run, Costs]:
+    served = workdir / "endorser-files"
+    served.mkdir()
+    start = time.perf_counter()
+    sha512 = make_image(served / IMAGE_NAME, args.size)
+    print(
+        f"image: {args.size:,} bytes ({args.size / MiB:.0f} MiB) of os.urandom, written in "
+        f"{time.perf_counter() - start:.1f} s; SHA-512 {sha512[:16]}..."
+    )
+    levels = tree_levels(args.sites, args.fanout)
+    print(
+        f"tree: {args.sites} sites, fan-out {args.fanout}: "
+        + "; ".join(f"level {i}: {_span(sites)}" for i, sites in enumerate(levels))
+        + " (site 0 takes the image from the endorser)"
+    )
+    endorser = make_endorser(workdir, datetime.now(UTC))
+    with endorser_server(served) as server:
+        write_list(served, server.base, endorser, sha512=sha512, size=args.size)
+        print(
+            f"endorser: aiohttp static (sendfile) in another process, {server.base}/ ; "
+            "counts the body bytes of every complete response"
+        )
+        setting = Setting(
+            sites=args.sites,
+            fanout=args.fanout,
+            join=args.join,
+            timeout=args.timeout,
+            image=Image(sha512=sha512, size=args.size),
+            endorser=endorser,
+            server=server,
+        )
+        off = peers_off(setting, workdir / "off")
+        shutil.rmtree(workdir / "off")
+        on = peers_on(setting, workdir / "on")
+        shutil.rmtree(workdir / "on")
+    return on, off, measure_costs(served / IMAGE_NAME)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cpus = os.cpu_count() or 1
+    print(f"machine: {cpus} CPUs, 1-minute load average {os.getloadavg()[0]:.2f} at the start")
+    with tempfile.TemporaryDirectory(prefix="vmic-bench-federation-") as tmp:
+        try:
+            on, off, costs = measure(args, Path(tmp))
+        except BenchError as exc:
+            print(f"benchmark failed: {exc}", file=sys.stderr)
+            return 1
+        except VmicError as exc:
+            print(f"vmic failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        except (OSError, http.client.HTTPException, subprocess.CalledProcessError) as exc:
+            print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+    for run in (off, on):
+        print_run(run, args.size, cpus)
+    print_summary(on, off, size=args.size, cpus=cpus, costs=costs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
