@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/mirror.py
 	$(BIN)/python bench/sync.py
+	$(BIN)/python bench/federation_tree.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -53,51 +53,51 @@ first on ``sys.path`` when it runs as a script, so it must not import that
 package: everything of the federation runs as ``python -m federation ...``
 from the repository root (the real command line, in processes of its own).
 
-    .venv/bin/python bench/federation.py [--size BYTES] [--sites N] [--fanout K]
+    .venv/bin/python bench/federation_tree.py [--size BYTES] [--sites N] [--fanout K]
                                          [--join subscribe|follow] [--timeout S]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import dataclasses
 import hashlib
 import http.client
-import multiprocessing
 import os
 import re
-import resource
-import selectors
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from multiprocessing.connection import Connection
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
 
 import tomlkit
-from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 from benchkit import CA_DN, ENDORSER_DN, Endorser, make_endorser  # bench/benchkit.py
+from fedkit import (  # bench/fedkit.py
+    BenchError,
+    EndorserServer,
+    Finished,
+    Served,
+    SiteServer,
+    check_finished,
+    children_cpu,
+    endorser_server,
+    make_image,
+    process_cpu,
+    run_concurrently,
+    vmic,
+    write_list,
+)
 
-from feeds.atom import render_list
-from feeds.model import ImageEntry, ImageList, image_id, list_id, sha512_hex
 from keys.dn import DistinguishedName
 from keys.errors import VmicError
 from keys.fileio import write_atomic
 from keys.pki import CertificateAuthority, issue
-from keys.xmlsig import sign_enveloped
 from site_agent import admin, config_edit
 from site_agent import config as site_config
 from site_agent.home import SiteHome
@@ -124,10 +124,6 @@ SITE_DN = "/DC=org/DC=example/O=vmic bench/OU=Sites/CN=bench site {n:02d}"
 _LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
 
 
-class BenchError(Exception):
-    """A command failed or a site did not get the image: the run is not valid."""
-
-
 # -- the tree ------------------------------------------------------------------------------
 
 
@@ -149,328 +145,6 @@ def tree_levels(sites: int, fanout: int) -> list[list[int]]:
 
 def _span(sites: Sequence[int]) -> str:
     return f"site {sites[0]}" if len(sites) == 1 else f"sites {sites[0]}-{sites[-1]}"
-
-
-# -- the endorser: a list, an image, a counting static server (another process) ----------------
-
-
-def make_image(path: Path, size: int) -> str:
-    """Write ``size`` random bytes to ``path``; return their SHA-512 (hex)."""
-    digest = hashlib.sha512()
-    with path.open("wb") as handle:
-        left = size
-        while left:
-            chunk = os.urandom(min(CHUNK, left))
-            handle.write(chunk)
-            digest.update(chunk)
-            left -= len(chunk)
-    return digest.hexdigest()
-
-
-def write_list(served: Path, base: str, endorser: Endorser, *, sha512: str, size: int) -> None:
-    """The endorser's signed list, naming the image at ``base``."""
-    now = datetime.now(UTC)
-    entry = ImageEntry(
-        id=image_id(str(uuid.uuid4())),
-        title="vmic federation benchmark image",
-        summary="Random bytes served on the loopback interface",
-        url=f"{base}/{IMAGE_NAME}",
-        size=size,
-        sha512=sha512_hex(sha512),
-        format="raw",
-        updated=now - timedelta(hours=1),
-        endorsed=now - timedelta(hours=1),
-    )
-    image_list = ImageList(
-        id=list_id(str(uuid.uuid4())),
-        title="vmic federation benchmark list",
-        self_url=f"{base}/{LIST_NAME}",
-        updated=now - timedelta(minutes=10),
-        expires=now + timedelta(days=28),
-        version=1,
-        endorser_dn=DistinguishedName.from_x509(endorser.cert.subject),
-        issuer_dn=DistinguishedName.from_x509(endorser.cert.issuer),
-        author_name="Bench Endorser",
-        entries=(entry,),
-    )
-    signed = sign_enveloped(render_list(image_list), key=endorser.key, cert=endorser.cert)
-    (served / LIST_NAME).write_bytes(signed)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Served:
-    """What the endorser's server sent: body bytes of complete GET responses (200 or 206)."""
-
-    list_bytes: int = 0
-    list_bodies: int = 0
-    image_bytes: int = 0
-    image_bodies: int = 0
-    not_modified: int = 0
-    aborted: int = 0
-    """Responses cut off by the client; their bytes are not counted (none in a clean run)."""
-
-    @property
-    def total(self) -> int:
-        return self.list_bytes + self.image_bytes
-
-    def __sub__(self, other: Served) -> Served:
-        return Served(
-            list_bytes=self.list_bytes - other.list_bytes,
-            list_bodies=self.list_bodies - other.list_bodies,
-            image_bytes=self.image_bytes - other.image_bytes,
-            image_bodies=self.image_bodies - other.image_bodies,
-            not_modified=self.not_modified - other.not_modified,
-            aborted=self.aborted - other.aborted,
-        )
-
-
-class _CountedFile(web.FileResponse):
-    """A static file (sendfile) whose body bytes are counted once they were sent."""
-
-    def __init__(self, path: Path, kind: str, counts: dict[str, int]) -> None:
-        super().__init__(path)
-        self._kind = kind
-        self._counts = counts
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        try:
-            writer = await super().prepare(request)  # returns once the whole body is sent
-        except (ConnectionError, asyncio.CancelledError):
-            self._counts["aborted"] += 1
-            raise
-        if self.status == 304:
-            self._counts["not_modified"] += 1
-        elif request.method == "GET" and self.status in (200, 206):
-            self._counts[f"{self._kind}_bytes"] += self.content_length or 0
-            self._counts[f"{self._kind}_bodies"] += 1
-        return writer
-
-
-def _endorser_process(directory: str, conn: Connection) -> None:
-    asyncio.run(_endorser_async(Path(directory), conn))
-
-
-async def _endorser_async(directory: Path, conn: Connection) -> None:
-    counts = {f.name: 0 for f in dataclasses.fields(Served)}
-    kinds = {LIST_NAME: "list", IMAGE_NAME: "image"}
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        if name not in kinds:
-            raise web.HTTPNotFound
-        return _CountedFile(directory / name, kinds[name], counts)
-
-    app = web.Application()
-    app.router.add_get(PREFIX + "/{name}", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    await web.SockSite(runner, sock, backlog=1024).start()
-    conn.send(sock.getsockname()[1])
-    stop = asyncio.Event()
-
-    def on_message() -> None:
-        try:
-            conn.recv()
-            conn.send(dict(counts))
-        except (EOFError, OSError):
-            stop.set()  # the parent closed its end: stop
-
-    loop = asyncio.get_running_loop()
-    loop.add_reader(conn.fileno(), on_message)
-    try:
-        await stop.wait()
-    finally:
-        loop.remove_reader(conn.fileno())
-        await runner.cleanup()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EndorserServer:
-    base: str
-    pid: int
-    conn: Connection
-
-    def served(self) -> Served:
-        try:
-            self.conn.send("counts")
-            counts = self.conn.recv() if self.conn.poll(STARTUP_TIMEOUT) else None
-        except EOFError:
-            counts = None
-        if not isinstance(counts, dict):
-            raise BenchError("the endorser's server did not report its counts")
-        return Served(**counts)
-
-
-@contextlib.contextmanager
-def endorser_server(directory: Path) -> Iterator[EndorserServer]:
-    """Serve ``directory``'s list and image on 127.0.0.1 from a spawned process."""
-    ctx = multiprocessing.get_context("spawn")
-    mine, theirs = ctx.Pipe()
-    process = ctx.Process(target=_endorser_process, args=(str(directory), theirs), daemon=True)
-    process.start()
-    theirs.close()
-    try:
-        try:
-            port = mine.recv() if mine.poll(STARTUP_TIMEOUT) else None
-        except EOFError:
-            port = None
-        if not isinstance(port, int):
-            raise BenchError(f"the endorser's server did not start (exit {process.exitcode})")
-        if process.pid is None:
-            raise BenchError("the endorser's server has no process id")
-        yield EndorserServer(base=f"http://127.0.0.1:{port}{PREFIX}", pid=process.pid, conn=mine)
-    finally:
-        mine.close()  # the server sees EOF and stops
-        process.join(STOP_TIMEOUT)
-        if process.is_alive():
-            process.terminate()
-            process.join()
-
-
-# -- processes: `python -m federation ...` -----------------------------------------------------
-
-
-def vmic(*args: object) -> list[str]:
-    return [sys.executable, "-m", "federation", *(str(a) for a in args)]
-
-
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of a live process (0.0 once it is gone)."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = text[text.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu() -> float:
-    """User + system CPU seconds of the child processes waited for so far."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Finished:
-    key: int
-    code: int
-    seconds: float
-    output: str
-
-
-def run_concurrently(
-    jobs: Sequence[tuple[int, list[str]]], *, timeout: float, what: str
-) -> list[Finished]:
-    """Start every command at once; wait for all (killing them all after ``timeout``)."""
-    running: dict[int, tuple[subprocess.Popen[bytes], IO[bytes], float]] = {}
-    done: list[Finished] = []
-    try:
-        for key, argv in jobs:
-            out: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed below
-            proc = subprocess.Popen(
-                argv, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
-            )
-            running[key] = (proc, out, time.perf_counter())
-        deadline = time.monotonic() + timeout
-        while running:
-            for key, (proc, out, started) in list(running.items()):
-                code = proc.poll()
-                if code is None:
-                    continue
-                seconds = time.perf_counter() - started
-                out.seek(0)
-                text = out.read().decode("utf-8", "replace").strip()
-                done.append(Finished(key=key, code=code, seconds=seconds, output=text))
-                out.close()
-                del running[key]
-            if running and time.monotonic() > deadline:
-                raise BenchError(
-                    f"{what}: {len(running)} command(s) still running after {timeout:g} s"
-                )
-            time.sleep(POLL_SECONDS)
-    finally:
-        for proc, out, _ in running.values():
-            proc.kill()
-            proc.wait()
-            out.close()
-    return sorted(done, key=lambda f: f.key)
-
-
-def check_finished(results: list[Finished], what: str) -> None:
-    bad = [r for r in results if r.code != 0]
-    if bad:
-        first = bad[0]
-        raise BenchError(
-            f"{what}: {len(bad)} command(s) failed; site {first.key} exited {first.code}: "
-            f"{first.output[-2000:]}"
-        )
-
-
-class SiteServer:
-    """`vmic serve` for one site home, in a process of its own, on 127.0.0.1 (any free port)."""
-
-    def __init__(self, home: SiteHome, log: Path) -> None:
-        self.log = log
-        self._log_file = log.open("wb")
-        self.process = subprocess.Popen(
-            vmic("serve", "--home", home.root, "--bind", "127.0.0.1:0"),
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._log_file,
-        )
-        self.url = ""
-
-    def wait_ready(self, deadline: float) -> str:
-        stdout = self.process.stdout
-        if stdout is None:
-            raise BenchError("vmic serve has no stdout")
-        with selectors.DefaultSelector() as selector:
-            selector.register(stdout, selectors.EVENT_READ)
-            while time.monotonic() < deadline:
-                if selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                    line = stdout.readline().decode("utf-8", "replace")
-                    match = _LISTENING.search(line)
-                    if match:
-                        self.url = match.group(1)
-                        return self.url
-                    if not line:
-                        break
-        self.process.poll()
-        raise BenchError(
-            f"vmic serve did not start (exit {self.process.returncode}): "
-            f"{self.log.read_text(errors='replace')[-2000:]}"
-        )
-
-    def metrics(self) -> dict[str, float]:
-        """The unlabelled samples of its /metrics."""
-        host, port = self.url.removeprefix("http://").rsplit(":", 1)
-        conn = http.client.HTTPConnection(host, int(port), timeout=COMMAND_TIMEOUT)
-        try:
-            conn.request("GET", "/metrics")
-            text = conn.getresponse().read().decode("utf-8")
-        finally:
-            conn.close()
-        samples = {}
-        for line in text.splitlines():
-            name, _, value = line.partition(" ")
-            if line and not line.startswith("#") and "{" not in name:
-                samples[name] = float(value)
-        return samples
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        self._log_file.close()
 
 
 # -- sites -------------------------------------------------------------------------------------
