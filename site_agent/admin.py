@@ -21,7 +21,7 @@ from keys.errors import ConfigError
 from keys.trust import TrustStore
 from keys.xmlsig import SignerPin
 from site_agent import config as site_config
-from site_agent.fetch import Fetcher
+from site_agent.fetch import Fetcher, ListFetch
 from site_agent.home import SiteHome
 from site_agent.lock import SiteLock
 from site_agent.records import AVAILABLE, Change, ImageRecord, Subscription
@@ -90,9 +90,9 @@ def default_name(title: str, taken: set[str]) -> str:
     return name
 
 
-async def _fetch_once(url: str, site: Site) -> bytes:
+async def _fetch_once(url: str, site: Site) -> ListFetch:
     async with Fetcher(limits=site.config.limits, ca_bundle=site.config.ca_bundle) as fetcher:
-        return (await fetcher.fetch_list(url)).body
+        return await fetcher.fetch_list(url)
 
 
 def subscribe(
@@ -111,7 +111,8 @@ def subscribe(
         taken = {s.name for s in site.store.subscriptions()}
         if name is not None and name in taken:
             raise ConfigError(f"a subscription named {name} exists already")
-        raw = asyncio.run(_fetch_once(url, site))
+        fetched = asyncio.run(_fetch_once(url, site))
+        raw = fetched.body
         trust = TrustStore.from_directory(site.config.trust_dir)
 
         def verify(previous: PreviousState | None) -> VerifiedList:
@@ -147,7 +148,15 @@ def subscribe(
         with site.store.atomic():
             site.store.add_subscription(sub)
         _accepted, changes = site.accept_list(sub, verified)
-        site.store.record_attempt(sub.name, at=now, ok=True)
+        # Keep the validators: the first sync then asks with a conditional GET.
+        site.store.record_attempt(
+            sub.name,
+            at=now,
+            ok=True,
+            etag=fetched.validators.etag,
+            last_modified=fetched.validators.last_modified,
+            validators=True,
+        )
         return sub, verified, changes
 
 
