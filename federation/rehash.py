@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import Enum
+from pathlib import Path
 
 from feeds.model import Sha512Hex
-from site_agent.home import SiteHome
 
 CHUNK = 1024 * 1024
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -111,17 +111,21 @@ def hash_open_file(opened: OpenFile) -> str:
 
 
 class CacheGuard:
-    """Opens cache files for serving, re-hashing them when they are due."""
+    """Opens image files for serving, re-hashing them when they are due.
+
+    ``locate`` names the file of a digest: the site's cache file, or for an
+    endorser the image file its manifest lists.
+    """
 
     def __init__(
         self,
-        home: SiteHome,
+        locate: Callable[[Sha512Hex], Path],
         *,
         interval: timedelta,
         on_rot: Callable[[Sha512Hex], None],
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.home = home
+        self._locate = locate
         self.interval = interval.total_seconds()
         self._on_rot = on_rot
         self._monotonic = monotonic
@@ -140,7 +144,7 @@ class CacheGuard:
 
     async def open(self, sha512: Sha512Hex) -> OpenFile:
         """The file for ``sha512``, checked; raises NotServable when there is none to serve."""
-        path = self.home.images / sha512
+        path = self._locate(sha512)
         for _attempt in range(3):
             try:
                 opened: OpenFile | None = await asyncio.to_thread(open_regular, path)
@@ -184,7 +188,7 @@ class CacheGuard:
     def _check_file(self, sha512: Sha512Hex) -> FileIdentity | Verdict:
         """On a worker thread: hash the file; hand a bad one to ``on_rot``."""
         try:
-            opened = open_regular(self.home.images / sha512)
+            opened = open_regular(self._locate(sha512))
         except FileNotFoundError:
             return Verdict.MISSING
         except NotServable:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from aiohttp import hdrs, web
 
 from federation.rehash import NotServable, OpenFile, Verdict
-from federation.serve_state import ServeState, state_of
+from federation.serve_state import Counters, state_of
 from feeds.model import Sha512Hex, sha512_hex
 from keys.errors import ListFormatError
 from site_agent.records import AVAILABLE
@@ -116,14 +116,15 @@ async def image_bytes(request: web.Request) -> web.StreamResponse:
             text="503: the cached file failed its integrity check and was quarantined\n"
         ) from None
     try:
-        return await _send(request, state, sha512, opened)
+        return await send_file(request, state.counters, sha512, opened)
     finally:
         opened.close()
 
 
-async def _send(
-    request: web.Request, state: ServeState, sha512: Sha512Hex, opened: OpenFile
+async def send_file(
+    request: web.Request, counters: Counters, sha512: Sha512Hex, opened: OpenFile
 ) -> web.StreamResponse:
+    """Answer a GET or HEAD for a checked file: 304, 416, 206 with one range, or 200."""
     headers = _base_headers(sha512)
     if _not_modified(request, sha512):
         return web.Response(status=304, headers=headers)
@@ -157,6 +158,6 @@ async def _send(
         sent = await asyncio.get_running_loop().sendfile(transport, handle, start, length)
     if sent != length:  # cannot happen for a checked file; never end a short body as whole
         raise OSError(f"cache file {sha512[:16]}... shrank while being served")
-    state.counters.bytes_served += sent
+    counters.bytes_served += sent
     await response.write_eof()
     return response

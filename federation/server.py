@@ -210,7 +210,11 @@ def create_app(
         home=home,
         config=settings,
         reader=StoreReader(home.database),
-        guard=CacheGuard(home, interval=settings.serve.rehash_interval, on_rot=on_rot),
+        guard=CacheGuard(
+            lambda sha512: home.images / sha512,
+            interval=settings.serve.rehash_interval,
+            on_rot=on_rot,
+        ),
         clock=clock,
         counters=Counters(),
     )
@@ -262,16 +266,36 @@ async def serve_until_signalled(
     access_log: bool,
     ready: Callable[[RunningServer], None],
 ) -> None:
-    """Serve until SIGINT or SIGTERM, then stop cleanly (the CLI's `vmic serve`)."""
+    """Serve a site home until SIGINT or SIGTERM, then stop cleanly (the CLI's `vmic serve`)."""
     app = create_app(home)
     settings = app[STATE].config.serve
-    host, port = parse_bind(bind or settings.bind)
+    await run_until_signalled(
+        app,
+        bind=bind or settings.bind,
+        ssl_context=tls_context(settings),
+        max_connections=settings.max_connections,
+        access_log=access_log,
+        ready=ready,
+    )
+
+
+async def run_until_signalled(
+    app: web.Application,
+    *,
+    bind: str,
+    ssl_context: ssl.SSLContext | None,
+    max_connections: int,
+    access_log: bool,
+    ready: Callable[[RunningServer], None],
+) -> None:
+    """Serve ``app`` until SIGINT or SIGTERM, then stop cleanly."""
+    host, port = parse_bind(bind)
     running = await start(
         app,
         host=host,
         port=port,
-        ssl_context=tls_context(settings),
-        max_connections=settings.max_connections,
+        ssl_context=ssl_context,
+        max_connections=max_connections,
         access_log=logging.getLogger("vmic.access") if access_log else None,
     )
     stop = asyncio.Event()

@@ -103,6 +103,11 @@ class Manifest:
         self.images = tuple(
             _image(item, index, path) for index, item in enumerate(data.get("images", []), 1)
         )
+        self._files = {
+            str(item.get("id")): str(item["file"])
+            for item in data.get("images", [])
+            if isinstance(item, dict) and isinstance(item.get("file"), str)
+        }
         self.revoked = tuple(
             _revoked(item, index, path) for index, item in enumerate(data.get("revoked", []), 1)
         )
@@ -224,6 +229,10 @@ class Manifest:
         info["endorser_dn"] = endorser_dn.slash()
         info["issuer_dn"] = issuer_dn.slash()
         self._parse()
+
+    def file_of(self, image: str) -> str | None:
+        """The name of the file an image was hashed from, as recorded by `endorse add`."""
+        return self._files.get(image)
 
     def content_sha256(self) -> str:
         """A digest of everything but the versioning fields: what 'content changed' means."""

@@ -6,11 +6,15 @@ import argparse
 import asyncio
 import logging
 import sys
+from pathlib import Path
 
 from federation.cli.common import ExitCode
 from federation.cli.site_cmd import home_parent, site_home
 from federation.listener import RunningServer
-from federation.server import serve_until_signalled
+from federation.serve_endorser import create_endorser_app
+from federation.server import run_until_signalled, serve_until_signalled, tls_context
+from keys.errors import ConfigError
+from site_agent.config import ServeSettings
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,6 +40,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     serve.add_argument(
         "--access-log", action="store_true", help="log each request to stderr (off by default)"
     )
+    endorser = serve.add_argument_group(
+        "serving an endorser's list instead of a site home",
+        "With --manifest and --list, serve the signed list at /lists/ID.atom and the image "
+        "files the manifest lists at /images/sha512/HEX (each re-hashed before it is first "
+        "served; a file that no longer matches its endorsement is never served).",
+    )
+    endorser.add_argument("--manifest", type=Path, help="the list's manifest (vmic endorse)")
+    endorser.add_argument("--list", type=Path, metavar="LIST.atom", help="the signed list file")
+    endorser.add_argument(
+        "--images", type=Path, help="folder holding the image files (default: the manifest's)"
+    )
+    endorser.add_argument("--tls-cert", type=Path, help="TLS certificate (PEM)")
+    endorser.add_argument("--tls-key", type=Path, help="TLS key (PEM)")
     serve.set_defaults(func=_serve)
 
 
@@ -50,10 +67,36 @@ def _serve(args: argparse.Namespace) -> int:
         logging.basicConfig(
             stream=sys.stderr, level=logging.WARNING, format="vmic serve: %(message)s"
         )
-    asyncio.run(
-        serve_until_signalled(
-            site_home(args), bind=args.bind, access_log=args.access_log, ready=_ready
+    if args.manifest or args.list:
+        asyncio.run(_serve_endorser(args))
+    else:
+        asyncio.run(
+            serve_until_signalled(
+                site_home(args), bind=args.bind, access_log=args.access_log, ready=_ready
+            )
         )
-    )
     print("vmic serve: stopped", flush=True)
     return ExitCode.OK
+
+
+async def _serve_endorser(args: argparse.Namespace) -> None:
+    if not (args.manifest and args.list):
+        raise ConfigError("serving an endorser's list needs --manifest and --list")
+    for path in (args.manifest, args.list):
+        if not path.is_file():
+            raise ConfigError(f"{path} is not a file")
+    images = args.images or args.manifest.resolve().parent
+    settings = ServeSettings(tls_cert=args.tls_cert, tls_key=args.tls_key)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    app = create_endorser_app(
+        args.manifest, args.list, images, rehash_interval=ServeSettings().rehash_interval
+    )
+    await run_until_signalled(
+        app,
+        bind=args.bind or ServeSettings().bind,
+        ssl_context=tls_context(settings),
+        max_connections=settings.max_connections,
+        access_log=args.access_log,
+        ready=_ready,
+    )

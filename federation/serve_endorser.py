@@ -1,0 +1,187 @@
+"""`vmic serve --manifest`: an endorser publishing its signed list and its images.
+
+An endorser without a web server of its own can serve, read-only:
+
+    /lists/<list-id>.atom     the signed list file (re-read when it changes,
+                              e.g. re-signed from cron), ETag / Last-Modified / 304
+    /images/sha512/<hex>      the image files the manifest lists, by the SHA-512
+                              they were endorsed with, with Range and HEAD
+    /healthz                  the list's version and expiry
+
+Every identifier from a URL is checked before anything touches the
+filesystem; image files are looked up only through the manifest (a plain
+file name in the images folder) and opened without following symlinks. An
+image file is re-hashed before it is first served and whenever it changes
+(and every ``rehash_interval``): a file that no longer matches the SHA-512
+it was endorsed with is never served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aiohttp import hdrs, web
+
+from federation.rehash import CacheGuard, NotServable, Verdict
+from federation.serve_images import send_file
+from federation.serve_state import Counters
+from feeds.atom import format_time
+from feeds.manifest import Manifest
+from feeds.model import Sha512Hex, list_id, sha512_hex
+from feeds.reader import read_list
+from keys.errors import ListFormatError, VmicError
+from keys.limits import DEFAULT_LIMITS
+from keys.xmlsafe import parse_untrusted
+from keys.xmlsig import DS
+
+log = logging.getLogger("vmic.serve")
+
+
+@dataclass(slots=True, kw_only=True)
+class EndorserState:
+    manifest_path: Path
+    list_path: Path
+    images: Path
+    rehash_interval: timedelta
+    guard: CacheGuard = field(init=False)
+    counters: Counters = field(default_factory=Counters)
+    _files: dict[str, Path] = field(default_factory=dict)
+    _manifest_mtime: int = -1
+
+    def __post_init__(self) -> None:
+        self.guard = CacheGuard(self.locate, interval=self.rehash_interval, on_rot=_refuse)
+
+    def locate(self, sha512: Sha512Hex) -> Path:
+        """The image file endorsed with ``sha512`` (a name in the images folder)."""
+        self._refresh()
+        name = self._files.get(sha512)
+        if name is None:
+            return self.images / ".vmic-no-such-image"  # opening it gives MISSING
+        return name
+
+    def _refresh(self) -> None:
+        mtime = self.manifest_path.stat().st_mtime_ns
+        if mtime == self._manifest_mtime:
+            return
+        manifest = Manifest.load(self.manifest_path)
+        files: dict[str, Path] = {}
+        for image in manifest.images:
+            name = manifest.file_of(image.id)
+            if name and "/" not in name and name not in {".", ".."}:
+                files[image.sha512] = self.images / name
+        self._files, self._manifest_mtime = files, mtime
+
+    def served_list(self) -> tuple[str, bytes]:
+        """The list's id and bytes (read fresh: it is re-signed in place)."""
+        raw = self.list_path.read_bytes()
+        root = parse_untrusted(raw, limits=DEFAULT_LIMITS, what=str(self.list_path))
+        signature = root.find(f"{{{DS}}}Signature")
+        if signature is not None:
+            root.remove(signature)
+        return read_list(root).id, raw
+
+
+ENDORSER = web.AppKey("vmic-endorser", EndorserState)
+
+
+def _refuse(sha512: Sha512Hex) -> None:
+    log.error("image %s... no longer matches its endorsement; not served", sha512[:16])
+
+
+def _state(request: web.Request) -> EndorserState:
+    return request.app[ENDORSER]
+
+
+async def _list(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    try:
+        wanted = list_id(name.removesuffix(".atom")) if name.endswith(".atom") else None
+    except ListFormatError:
+        wanted = None
+    if wanted is None:
+        raise web.HTTPNotFound
+    try:
+        served_id, raw = _state(request).served_list()
+    except (OSError, VmicError) as exc:
+        log.warning("cannot read the list: %s", exc)
+        raise web.HTTPServiceUnavailable(text="503: the list cannot be read\n") from None
+    if served_id != wanted:
+        raise web.HTTPNotFound
+    digest = hashlib.sha256(raw).hexdigest()
+    modified = datetime.fromtimestamp(_state(request).list_path.stat().st_mtime, UTC)
+    headers = {
+        hdrs.ETAG: f'"{digest}"',
+        hdrs.LAST_MODIFIED: modified.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+        hdrs.CACHE_CONTROL: "no-cache",
+    }
+    if request.headers.get(hdrs.IF_NONE_MATCH, "").strip() in {f'"{digest}"', "*"}:
+        return web.Response(status=304, headers=headers)
+    _state(request).counters.bytes_served += len(raw)
+    body = b"" if request.method == hdrs.METH_HEAD else raw
+    response = web.Response(body=body, headers=headers, content_type="application/atom+xml")
+    if request.method == hdrs.METH_HEAD:
+        response.content_length = len(raw)
+    return response
+
+
+async def _image(request: web.Request) -> web.StreamResponse:
+    state = _state(request)
+    try:
+        sha512 = sha512_hex(request.match_info["hex"])
+    except ListFormatError:
+        raise web.HTTPNotFound from None
+    try:
+        opened = await state.guard.open(sha512)
+    except NotServable as exc:
+        if exc.verdict is Verdict.MISSING:
+            raise web.HTTPNotFound from None
+        raise web.HTTPServiceUnavailable(
+            text="503: the file no longer matches the SHA-512 it was endorsed with\n"
+        ) from None
+    try:
+        return await send_file(request, state.counters, sha512, opened)
+    finally:
+        opened.close()
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    try:
+        _id, raw = _state(request).served_list()
+        root = parse_untrusted(raw, limits=DEFAULT_LIMITS)
+        signature = root.find(f"{{{DS}}}Signature")
+        if signature is not None:
+            root.remove(signature)
+        lst = read_list(root)
+    except (OSError, VmicError) as exc:
+        return web.json_response({"ok": False, "error": str(exc)}, status=503)
+    return web.json_response(
+        {"ok": True, "list": lst.id, "version": lst.version, "expires": format_time(lst.expires)}
+    )
+
+
+async def _headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = "default-src 'none'"
+    response.headers[hdrs.SERVER] = "vmic"
+
+
+def create_endorser_app(
+    manifest: Path, signed_list: Path, images: Path, *, rehash_interval: timedelta
+) -> web.Application:
+    state = EndorserState(
+        manifest_path=manifest,
+        list_path=signed_list,
+        images=images,
+        rehash_interval=rehash_interval,
+    )
+    app = web.Application(client_max_size=1024)
+    app[ENDORSER] = state
+    app.on_response_prepare.append(_headers)
+    app.router.add_get("/lists/{name}", _list)
+    app.router.add_get("/images/sha512/{hex}", _image)
+    app.router.add_get("/healthz", _healthz)
+    return app
