@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import multiprocessing
+import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from keys.pki import create_ca, issue
 from keys.xmlsig import SignerPin
 
 STARTUP_TIMEOUT = 60.0
+CHUNK = 4 * 1024 * 1024
 CA_DN = "/DC=org/DC=example/O=vmic bench/CN=vmic bench CA"
 ENDORSER_DN = "/DC=org/DC=example/O=vmic bench/OU=Endorsers/CN=Bench Endorser"
 
@@ -111,3 +114,16 @@ def make_endorser(workdir: Path, now: datetime) -> Endorser:
         key_type="ec",
     )
     return Endorser(ca_dir=ca_dir, key=load_private_key(endorser_dir / "key.pem"), cert=cert)
+
+
+def make_image(path: Path, size: int) -> str:
+    """Write ``size`` random bytes to ``path``; return their SHA-512 (hex)."""
+    digest = hashlib.sha512()
+    with path.open("wb") as handle:
+        left = size
+        while left:
+            chunk = os.urandom(min(CHUNK, left))
+            handle.write(chunk)
+            digest.update(chunk)
+            left -= len(chunk)
+    return digest.hexdigest()

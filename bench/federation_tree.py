@@ -77,7 +77,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import tomlkit
-from benchkit import CA_DN, ENDORSER_DN, Endorser, make_endorser  # bench/benchkit.py
+from benchkit import (  # bench/benchkit.py
+    CA_DN,
+    ENDORSER_DN,
+    Endorser,
+    make_endorser,
+    make_image,
+)
 from fedkit import (  # bench/fedkit.py
     BenchError,
     EndorserServer,
@@ -87,7 +93,6 @@ from fedkit import (  # bench/fedkit.py
     check_finished,
     children_cpu,
     endorser_server,
-    make_image,
     process_cpu,
     run_concurrently,
     vmic,

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import http.client
 import multiprocessing
 import os
@@ -61,19 +60,6 @@ class BenchError(Exception):
 
 
 # -- the endorser: a list, an image, a counting static server (another process) ----------------
-
-
-def make_image(path: Path, size: int) -> str:
-    """Write ``size`` random bytes to ``path``; return their SHA-512 (hex)."""
-    digest = hashlib.sha512()
-    with path.open("wb") as handle:
-        left = size
-        while left:
-            chunk = os.urandom(min(CHUNK, left))
-            handle.write(chunk)
-            digest.update(chunk)
-            left -= len(chunk)
-    return digest.hexdigest()
 
 
 def write_list(served: Path, base: str, endorser: Endorser, *, sha512: str, size: int) -> None:

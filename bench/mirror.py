@@ -52,7 +52,7 @@ from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from benchkit import make_endorser, serving  # bench/benchkit.py, next to this script
+from benchkit import make_endorser, make_image, serving  # bench/benchkit.py, next to this script
 
 from feeds.atom import render_list
 from feeds.model import ImageEntry, ImageList, image_id, list_id, sha512_hex
@@ -80,19 +80,6 @@ class BenchError(Exception):
 
 
 # -- the image and its server (another process) -------------------------------------
-
-
-def make_image(path: Path, size: int) -> str:
-    """Write ``size`` random bytes to ``path``; return their SHA-512 (hex)."""
-    digest = hashlib.sha512()
-    with path.open("wb") as handle:
-        left = size
-        while left:
-            chunk = os.urandom(min(CHUNK, left))
-            handle.write(chunk)
-            digest.update(chunk)
-            left -= len(chunk)
-    return digest.hexdigest()
 
 
 # -- vmic, in a child process -------------------------------------------------------------

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from aiohttp import hdrs, web
 
-from federation.rehash import CacheGuard, NotServable, Verdict
-from federation.serve_images import send_file
+from federation.rehash import CacheGuard
+from federation.serve_images import serve_checked
 from federation.serve_state import Counters
 from feeds.atom import format_time
 from feeds.manifest import Manifest
@@ -134,18 +134,13 @@ async def _image(request: web.Request) -> web.StreamResponse:
         sha512 = sha512_hex(request.match_info["hex"])
     except ListFormatError:
         raise web.HTTPNotFound from None
-    try:
-        opened = await state.guard.open(sha512)
-    except NotServable as exc:
-        if exc.verdict is Verdict.MISSING:
-            raise web.HTTPNotFound from None
-        raise web.HTTPServiceUnavailable(
-            text="503: the file no longer matches the SHA-512 it was endorsed with\n"
-        ) from None
-    try:
-        return await send_file(request, state.counters, sha512, opened)
-    finally:
-        opened.close()
+    return await serve_checked(
+        request,
+        state.guard,
+        state.counters,
+        sha512,
+        rotten="503: the file no longer matches the SHA-512 it was endorsed with\n",
+    )
 
 
 async def _healthz(request: web.Request) -> web.Response:

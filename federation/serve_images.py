@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from aiohttp import hdrs, web
 
-from federation.rehash import NotServable, OpenFile, Verdict
+from federation.rehash import CacheGuard, NotServable, OpenFile, Verdict
 from federation.serve_state import Counters, state_of
 from feeds.model import Sha512Hex, sha512_hex
 from keys.errors import ListFormatError
@@ -107,16 +107,33 @@ async def image_bytes(request: web.Request) -> web.StreamResponse:
     )
     if not available:
         raise web.HTTPNotFound
+    return await serve_checked(
+        request,
+        state.guard,
+        state.counters,
+        sha512,
+        rotten="503: the cached file failed its integrity check and was quarantined\n",
+    )
+
+
+async def serve_checked(
+    request: web.Request,
+    guard: CacheGuard,
+    counters: Counters,
+    sha512: Sha512Hex,
+    *,
+    rotten: str,
+) -> web.StreamResponse:
+    """Open the file of ``sha512`` through the re-hash guard and send it; 404 when there is
+    none, 503 (with ``rotten``) when it failed its check."""
     try:
-        opened = await state.guard.open(sha512)
+        opened = await guard.open(sha512)
     except NotServable as exc:
         if exc.verdict is Verdict.MISSING:
             raise web.HTTPNotFound from None
-        raise web.HTTPServiceUnavailable(
-            text="503: the cached file failed its integrity check and was quarantined\n"
-        ) from None
+        raise web.HTTPServiceUnavailable(text=rotten) from None
     try:
-        return await send_file(request, state.counters, sha512, opened)
+        return await send_file(request, counters, sha512, opened)
     finally:
         opened.close()
 

@@ -10,14 +10,12 @@ list's, in ``lists`` (subscription ``peer:<name>``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from keys.dn import DistinguishedName
 from keys.xmlsig import SignerPin
-from site_agent.records import iso, parse_iso
+from site_agent.records import iso, parse_iso, pins_from_json, pins_to_json
 from site_agent.store import Store
 
 PEER_PREFIX = "peer:"
@@ -58,13 +56,7 @@ class Peer:
             url=row["url"],
             list_id=row["list_id"],
             self_url=row["self_url"],
-            pins=tuple(
-                SignerPin(
-                    subject=DistinguishedName.parse_slash(subject),
-                    issuer=DistinguishedName.parse_slash(issuer),
-                )
-                for subject, issuer in json.loads(row["pins"])
-            ),
+            pins=pins_from_json(row["pins"]),
             created=parse_iso(row["created"]) or datetime.min.replace(tzinfo=UTC),
             etag=row["etag"],
             last_modified=row["last_modified"],
@@ -134,7 +126,7 @@ class PeerStore:
         return Peer.from_row(rows[0]) if rows else None
 
     def add_peer(self, peer: Peer) -> None:
-        pins = json.dumps([[p.subject.slash(), p.issuer.slash()] for p in peer.pins])
+        pins = pins_to_json(peer.pins)
         self.store._run(
             "INSERT INTO peers (name, url, list_id, self_url, pins, created)"
             " VALUES (?, ?, ?, ?, ?, ?)",

@@ -48,6 +48,21 @@ def _time(value: str) -> datetime:
     return parsed
 
 
+def pins_to_json(pins: tuple[SignerPin, ...] | list[SignerPin]) -> str:
+    """Pinned signers as stored: a JSON list of [subject, issuer] in slash form."""
+    return json.dumps([[p.subject.slash(), p.issuer.slash()] for p in pins])
+
+
+def pins_from_json(text: str) -> tuple[SignerPin, ...]:
+    return tuple(
+        SignerPin(
+            subject=DistinguishedName.parse_slash(subject),
+            issuer=DistinguishedName.parse_slash(issuer),
+        )
+        for subject, issuer in json.loads(text)
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Subscription:
     name: str
@@ -65,7 +80,7 @@ class Subscription:
     last_error_kind: str | None = None
 
     def pins_json(self) -> str:
-        return json.dumps([[p.subject.slash(), p.issuer.slash()] for p in self.pins])
+        return pins_to_json(self.pins)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Subscription:
@@ -74,13 +89,7 @@ class Subscription:
             url=row["url"],
             list_id=row["list_id"],
             self_url=row["self_url"],
-            pins=tuple(
-                SignerPin(
-                    subject=DistinguishedName.parse_slash(subject),
-                    issuer=DistinguishedName.parse_slash(issuer),
-                )
-                for subject, issuer in json.loads(row["pins"])
-            ),
+            pins=pins_from_json(row["pins"]),
             auto_approve=bool(row["auto_approve"]),
             created=_time(row["created"]),
             etag=row["etag"],
