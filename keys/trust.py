@@ -21,7 +21,10 @@ certificate chains to an anchor, in this order:
    only CRLs whose signature verifies with the issuer's key count; the serial
    must not be listed in any of them; and one of them must be current
    (``this_update <= now < next_update``) and complete (not a delta CRL, not
-   narrowed by an issuing distribution point).
+   narrowed by an issuing distribution point);
+5. every certificate below the anchor is within the namespace its issuer may
+   sign, where the directory has the issuer's IGTF ``.namespaces`` or
+   ``.signing_policy`` file (:mod:`keys.namespaces`).
    With ``crl="require"`` (the default) a missing or stale CRL rejects the
    chain; with ``crl="if-present"`` only a listed serial does.
 """
@@ -42,7 +45,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 
 from keys.certs import cert_label, check_key_strength, fingerprint, is_ca, is_self_issued
+from keys.dn import DistinguishedName
 from keys.errors import CertificateError, ConfigError, RevokedError
+from keys.namespaces import Namespaces
+from keys.namespaces import load as load_namespaces
 
 _CERT_NAME = re.compile(r"^[0-9a-f]{8}\.[0-9]$|\.pem$", re.IGNORECASE)
 _CRL_NAME = re.compile(r"^[0-9a-f]{8}\.r[0-9]$|\.crl\.pem$", re.IGNORECASE)
@@ -84,6 +90,7 @@ class TrustStore:
         *,
         source: str = "<memory>",
         problems: Sequence[str] = (),
+        namespaces: Namespaces | None = None,
     ) -> None:
         seen: set[str] = set()
         self.anchors: list[x509.Certificate] = []
@@ -98,7 +105,8 @@ class TrustStore:
         for crl in crls:
             self._crls.by_issuer.setdefault(crl.issuer, []).append(crl)
         self.source = source
-        self.problems = tuple(problems)
+        self.namespaces = namespaces or Namespaces()
+        self.problems = (*problems, *self.namespaces.problems)
         self._store = verification.Store(self.anchors) if self.anchors else None
 
     @classmethod
@@ -138,7 +146,13 @@ class TrustStore:
                 f"trust directory {directory} holds no CA certificates",
                 hint="it should contain <hash>.0 or *.pem CA certificates",
             )
-        return cls(certs, crls, source=str(directory), problems=problems)
+        return cls(
+            certs,
+            crls,
+            source=str(directory),
+            problems=problems,
+            namespaces=load_namespaces(directory),
+        )
 
     def validate(
         self,
@@ -172,8 +186,19 @@ class TrustStore:
             role = "signer" if index == 0 else "CA"
             check_key_strength(cert.public_key(), owner=f"{role} {cert_label(cert)}")
         for cert, issuer in itertools.pairwise(chain):
+            self._check_namespace(cert, issuer)
             self._check_revocation(cert, issuer, at=at, policy=crl)
         return ValidatedChain(certificates=chain, at=at)
+
+    def _check_namespace(self, cert: x509.Certificate, issuer: x509.Certificate) -> None:
+        space = self.namespaces.for_issuer(DistinguishedName.from_x509(issuer.subject))
+        subject = DistinguishedName.from_x509(cert.subject)
+        if space is not None and not space.allows(subject):
+            raise CertificateError(
+                f"certificate {subject} is outside the namespace its CA "
+                f"{cert_label(issuer)} may sign ({space.source})",
+                hint="the CA issued a name it is not accredited for; do not trust it",
+            )
 
     def _check_revocation(
         self,

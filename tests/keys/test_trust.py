@@ -119,8 +119,6 @@ def test_directory_ignores_igtf_side_files_and_unrelated_files(
     garbage = b"this is not a certificate\n"
     for name in [
         "00000000.info",
-        "00000000.namespaces",
-        "00000000.signing_policy",
         "00000000.crl_url",
         "README",
         "index.html",
@@ -135,6 +133,22 @@ def test_directory_ignores_igtf_side_files_and_unrelated_files(
 
     assert trust.problems == ()
     assert [c.subject for c in trust.anchors] == [ca.cert.subject]
+    trust.validate(ca.issue(SIGNER).cert, [], at=now)
+
+
+def test_unreadable_namespace_files_are_reported_and_constrain_nothing(
+    tmp_path: Path, ca: TestCA, now: datetime
+) -> None:
+    write_trust_dir(tmp_path, [ca])
+    (tmp_path / "00000000.namespaces").write_bytes(b"this is not a namespaces file\n")
+    (tmp_path / "00000000.signing_policy").write_bytes(b"cond_subjects globus '\"/x*\"'\n")
+
+    trust = TrustStore.from_directory(tmp_path)
+
+    assert [p.split(":")[0] for p in trust.problems] == [
+        "00000000.namespaces",
+        "00000000.signing_policy",
+    ]
     trust.validate(ca.issue(SIGNER).cert, [], at=now)
 
 
