@@ -132,6 +132,8 @@ class Hook:
     events: tuple[str, ...]
     command: tuple[str, ...]
     timeout: float = 300.0
+    vmcatcher_env: bool = False
+    """Also give the hook the VMCATCHER_* variables vmcatcher's event handlers read."""
 
     def wants(self, event_type: str) -> bool:
         return "*" in self.events or event_type in self.events
@@ -409,7 +411,9 @@ def _hooks(items: object, path: Path) -> tuple[Hook, ...]:
 def _hook(item: object, path: Path) -> Hook:
     if not isinstance(item, dict):
         raise ConfigError(f"{path}: each [[hooks]] entry must be a table")
-    section = _Section({"hook": item}, "hook", path, {"name", "on", "command", "timeout_seconds"})
+    section = _Section(
+        {"hook": item}, "hook", path, {"name", "on", "command", "timeout_seconds", "vmcatcher_env"}
+    )
     name = section.get("name", str, "")
     on = section.get("on", list, [])
     command = section.get("command", list, [])
@@ -418,10 +422,22 @@ def _hook(item: object, path: Path) -> Hook:
         events=on,
         command=command,
         timeout=section.positive("timeout_seconds", 300),
+        vmcatcher_env=section.get("vmcatcher_env", bool, False),
     )
 
 
-def make_hook(*, name: str, events: list[Any], command: list[Any], timeout: float) -> Hook:
+VMCATCHER_EVENTS = ("image.new", "image.available", "image.withdrawn")
+"""The events a vmcatcher handler understands (ImageNew, AvailablePostfix, ExpirePosfix)."""
+
+
+def make_hook(
+    *,
+    name: str,
+    events: list[Any],
+    command: list[Any],
+    timeout: float,
+    vmcatcher_env: bool = False,
+) -> Hook:
     """A checked hook (from config.toml or from `vmic hooks add`)."""
     if not _HOOK_NAME.fullmatch(name):
         raise ConfigError(f"hook name {name!r}: use letters, digits, '.', '_' or '-'")
@@ -436,9 +452,15 @@ def make_hook(*, name: str, events: list[Any], command: list[Any], timeout: floa
         )
     if timeout <= 0:
         raise ConfigError(f"hook {name}: timeout must be positive")
+    if vmcatcher_env and not all(e in VMCATCHER_EVENTS for e in events):
+        raise ConfigError(
+            f"hook {name}: a vmcatcher handler only knows {', '.join(VMCATCHER_EVENTS)}",
+            hint="give those events explicitly with --on",
+        )
     return Hook(
         name=name,
         events=tuple(events),
         command=tuple(command),
         timeout=timeout,
+        vmcatcher_env=vmcatcher_env,
     )

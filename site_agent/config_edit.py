@@ -27,6 +27,8 @@ def add_hook(path: Path, hook: Hook) -> None:
     table["on"] = list(hook.events)
     table["command"] = list(hook.command)
     table["timeout_seconds"] = hook.timeout
+    if hook.vmcatcher_env:
+        table["vmcatcher_env"] = True
     if "hooks" not in doc:
         doc.append("hooks", tomlkit.aot())
     hooks = doc["hooks"]

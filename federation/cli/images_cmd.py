@@ -102,7 +102,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "add",
         parents=[home],
         usage="vmic hooks add [-h] [--home DIR] --on EVENT [--on EVENT ...] [--timeout S] "
-        "NAME -- COMMAND [ARGS ...]",
+        "[--vmcatcher-env] NAME -- COMMAND [ARGS ...]",
         help="add a hook",
         description=(
             "Add a hook: `vmic hooks add NAME --on EVENT [--on EVENT] [--timeout S] -- "
@@ -113,6 +113,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add.add_argument("name", metavar="NAME", help="hook name")
     add.add_argument("--on", action="append", required=True, metavar="EVENT", help="event type")
     add.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
+    add.add_argument(
+        "--vmcatcher-env",
+        action="store_true",
+        help="also set the VMCATCHER_* variables vmcatcher's handlers read (image.new, "
+        "image.available, image.withdrawn only)",
+    )
     add.set_defaults(func=_hooks_add, takes_command=True)
     listing = hooks_sub.add_parser(
         "list", parents=[home], help="list hooks", description="List the configured hooks."
@@ -227,7 +233,11 @@ def _cache_verify(args: argparse.Namespace) -> int:
 
 def _hooks_add(args: argparse.Namespace) -> int:
     hook = site_config.make_hook(
-        name=args.name, events=args.on, command=args.command_argv, timeout=args.timeout
+        name=args.name,
+        events=args.on,
+        command=args.command_argv,
+        timeout=args.timeout,
+        vmcatcher_env=args.vmcatcher_env,
     )
     home = site_home(args)
     home.require_initialised()
@@ -248,6 +258,7 @@ def _hooks_list(args: argparse.Namespace) -> int:
                     "on": list(h.events),
                     "command": list(h.command),
                     "timeout": h.timeout,
+                    "vmcatcher_env": h.vmcatcher_env,
                 }
                 for h in hooks
             ]

@@ -1,0 +1,94 @@
+"""Hooks with vmcatcher's environment: an existing vmcatcher event handler runs unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from federation.cli.common import ExitCode
+from site_agent import config as site_config
+from tests.support.site import World, image_bytes, image_uuid
+
+# Written the way vmcatcher's handlers (glancepush and others) read their environment:
+# act on *Postfix events, find the image as $VMCATCHER_CACHE_DIR_CACHE$VMCATCHER_EVENT_FILENAME,
+# check it against $VMCATCHER_EVENT_SL_CHECKSUM_SHA512, and use the dc:/hv:/sl: fields.
+HANDLER = """#!/bin/sh
+log="$1"
+case "$VMCATCHER_EVENT_TYPE" in
+  AvailablePostfix)
+    image="${VMCATCHER_CACHE_DIR_CACHE}${VMCATCHER_EVENT_FILENAME}"
+    sum=$(sha512sum "$image" | cut -d' ' -f1)
+    if [ "$sum" != "$VMCATCHER_EVENT_SL_CHECKSUM_SHA512" ]; then echo "bad image" >&2; exit 1; fi
+    echo "upload $VMCATCHER_EVENT_DC_IDENTIFIER '$VMCATCHER_EVENT_DC_TITLE'" \\
+         "size=$VMCATCHER_EVENT_HV_SIZE format=$VMCATCHER_EVENT_HV_FORMAT" \\
+         "os=$VMCATCHER_EVENT_SL_OS $VMCATCHER_EVENT_SL_OSVERSION arch=$VMCATCHER_EVENT_SL_ARCH" \\
+         "list=$VMCATCHER_EVENT_IL_DC_IDENTIFIER" >> "$log" ;;
+  ExpirePosfix)
+    echo "delete $VMCATCHER_EVENT_DC_IDENTIFIER" >> "$log" ;;
+  ImageNew)
+    echo "new $VMCATCHER_EVENT_DC_IDENTIFIER" >> "$log" ;;
+  *) echo "ignored $VMCATCHER_EVENT_TYPE" >> "$log" ;;
+esac
+"""
+
+
+def test_a_vmcatcher_handler_uploads_available_images_and_deletes_withdrawn_ones(
+    world: World, tmp_path: Path
+) -> None:
+    handler = tmp_path / "glancepush-like.sh"
+    handler.write_text(HANDLER)
+    handler.chmod(0o755)
+    log = tmp_path / "glance.log"
+    assert (
+        world.vmic(
+            "hooks",
+            "add",
+            "glance",
+            "--vmcatcher-env",
+            "--on",
+            "image.new",
+            "--on",
+            "image.available",
+            "--on",
+            "image.withdrawn",
+            "--",
+            handler,
+            log,
+        )
+        == 0
+    )
+    world.publish(version=1, images=(1,))
+    assert world.subscribe(auto=True) == 0
+    assert world.vmic("sync") == 0
+    world.publish(version=2, images=(), revoked=(1,))
+    assert world.vmic("sync") == 0
+
+    list_id = world.make_list(version=1).id
+    assert log.read_text().splitlines() == [
+        f"new {image_uuid(1)}",
+        (
+            f"upload {image_uuid(1)} 'Test image 1' size=4096 format=qcow2"
+            f" os=Linux 9.4 arch=x86_64 list={list_id}"
+        ),
+        f"delete {image_uuid(1)}",
+    ]
+    assert hashlib.sha512(image_bytes(1)).hexdigest() not in {
+        p.name for p in world.home.images.iterdir()
+    }
+
+
+def test_vmcatcher_hooks_take_only_the_events_vmcatcher_knows(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = world.home.config.read_bytes()
+
+    code = world.vmic(
+        "hooks", "add", "x", "--vmcatcher-env", "--on", "list.rejected", "--", "/bin/true"
+    )
+
+    assert code == ExitCode.CONFIG
+    assert "vmcatcher handler only knows" in capsys.readouterr().err
+    assert world.home.config.read_bytes() == before
+    assert site_config.load(world.home.config).hooks == ()
