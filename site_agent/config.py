@@ -25,6 +25,7 @@ from keys.fileio import read_file, write_atomic
 from keys.limits import DEFAULT_LIMITS, Limits
 from keys.trust import CrlPolicy
 from keys.xmlsig import SignerPin
+from site_agent import vmcatcher
 
 EVENT_TYPES = (
     "image.new",
@@ -426,7 +427,7 @@ def _hook(item: object, path: Path) -> Hook:
     )
 
 
-VMCATCHER_EVENTS = ("image.new", "image.available", "image.withdrawn")
+VMCATCHER_EVENTS = tuple(vmcatcher.TYPES)
 """The events a vmcatcher handler understands (ImageNew, AvailablePostfix, ExpirePosfix)."""
 
 

@@ -21,15 +21,13 @@ import re
 import signal
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from site_agent.config import Hook
-from site_agent.home import SiteHome
 from site_agent.records import EventRecord, iso
+from site_agent.vmcatcher import vmcatcher_environment
 
 _NOT_NAME = re.compile(r"[^A-Z0-9]+")
 _OUTPUT_TAIL = 2000
@@ -74,64 +72,18 @@ def event_environment(event: EventRecord, *, home: str) -> dict[str, str]:
     return env
 
 
-# vmcatcher's event types, as its handlers test them ("ExpirePosfix" is vmcatcher's spelling).
-_VMCATCHER_TYPES = {
-    "image.new": "ImageNew",
-    "image.available": "AvailablePostfix",
-    "image.withdrawn": "ExpirePosfix",
-}
-# VMCATCHER_EVENT_<NAME> <- the image's stored entry (HEPiX key in the comment).
-_VMCATCHER_FIELDS = {
-    "DC_IDENTIFIER": "id",  # dc:identifier
-    "DC_TITLE": "title",  # dc:title
-    "DC_DESCRIPTION": "summary",  # dc:description
-    "HV_URI": "url",  # hv:uri
-    "HV_SIZE": "size",  # hv:size
-    "HV_HYPERVISOR": "hypervisor",  # hv:hypervisor
-    "HV_VERSION": "version",  # hv:version
-    "HV_FORMAT": "format",  # hv:format
-    "SL_CHECKSUM_SHA512": "sha512",  # sl:checksum:sha512
-    "SL_ARCH": "arch",  # sl:arch
-    "SL_OS": "os",  # sl:os
-    "SL_OSVERSION": "osversion",  # sl:osversion
-    "IL_DC_IDENTIFIER": "list_id",  # the list's dc:identifier
-    "VO": "vo",  # ad:vo (AppDB)
-}
-
-
-def vmcatcher_environment(event: EventRecord, *, home: str) -> dict[str, str]:
-    """The variables vmcatcher gives its event handlers (glancepush and the like).
-
-    The image is ``$VMCATCHER_CACHE_DIR_CACHE/$VMCATCHER_EVENT_FILENAME`` (vmic
-    names cached files by their SHA-512); withdrawn files are moved under
-    ``$VMCATCHER_CACHE_DIR_EXPIRE``.
-    """
-    paths = SiteHome(Path(home))
-    env = {
-        "VMCATCHER_EVENT_TYPE": _VMCATCHER_TYPES.get(event.type, event.type),
-        "VMCATCHER_CACHE_DIR_CACHE": f"{paths.images}/",
-        "VMCATCHER_CACHE_DIR_DOWNLOAD": f"{paths.partial}/",
-        "VMCATCHER_CACHE_DIR_EXPIRE": f"{paths.expired}/",
-        "VMCATCHER_EVENT_UUID_SESSION": str(uuid.uuid4()),
-        "VMCATCHER_EVENT_SL_COMMENTS": "",
-    }
-    data = event.data
-    for name, key in _VMCATCHER_FIELDS.items():
-        value = data.get("image_id" if key == "id" else key)
-        if value is not None and not isinstance(value, dict | list):
-            env["VMCATCHER_EVENT_" + name] = str(value)
-    if data.get("sha512"):
-        env["VMCATCHER_EVENT_FILENAME"] = str(data["sha512"])
-    return env
-
-
 def run_hook(
     hook: Hook, event: EventRecord, *, home: str, base_env: Mapping[str, str] | None = None
 ) -> HookOutcome:
     env = dict(os.environ if base_env is None else base_env)
     env.update(event_environment(event, home=home))
     if hook.vmcatcher_env:
-        env.update(vmcatcher_environment(event, home=home))
+        try:
+            env.update(vmcatcher_environment(event, home=home))
+        except OSError as exc:
+            return HookOutcome(
+                ok=False, error=f"cannot link the image for vmcatcher: {exc.strerror}"
+            )
     payload = json.dumps(event_json(event), sort_keys=True).encode("utf-8")
     with tempfile.TemporaryFile() as output:
         try:

@@ -12,21 +12,28 @@ from site_agent import config as site_config
 from tests.support.site import World, image_bytes, image_uuid
 
 # Written the way vmcatcher's handlers (glancepush and others) read their environment:
-# act on *Postfix events, find the image as $VMCATCHER_CACHE_DIR_CACHE$VMCATCHER_EVENT_FILENAME,
-# check it against $VMCATCHER_EVENT_SL_CHECKSUM_SHA512, and use the dc:/hv:/sl: fields.
+# act on *Postfix events, find the image under $VMCATCHER_CACHE_DIR_CACHE by
+# $VMCATCHER_EVENT_FILENAME or by $VMCATCHER_EVENT_DC_IDENTIFIER, check it against
+# $VMCATCHER_EVENT_SL_CHECKSUM_SHA512, and use the dc:/hv:/sl: fields.
 HANDLER = """#!/bin/sh
 log="$1"
 case "$VMCATCHER_EVENT_TYPE" in
   AvailablePostfix)
-    image="${VMCATCHER_CACHE_DIR_CACHE}${VMCATCHER_EVENT_FILENAME}"
-    sum=$(sha512sum "$image" | cut -d' ' -f1)
-    if [ "$sum" != "$VMCATCHER_EVENT_SL_CHECKSUM_SHA512" ]; then echo "bad image" >&2; exit 1; fi
+    image="${VMCATCHER_CACHE_DIR_CACHE}/${VMCATCHER_EVENT_FILENAME}"
+    by_uuid="${VMCATCHER_CACHE_DIR_CACHE}/${VMCATCHER_EVENT_DC_IDENTIFIER}"
+    for f in "$image" "$by_uuid"; do
+      sum=$(sha512sum "$f" | cut -d' ' -f1)
+      if [ "$sum" != "$VMCATCHER_EVENT_SL_CHECKSUM_SHA512" ]; then echo "bad $f" >&2; exit 1; fi
+    done
     echo "upload $VMCATCHER_EVENT_DC_IDENTIFIER '$VMCATCHER_EVENT_DC_TITLE'" \\
          "size=$VMCATCHER_EVENT_HV_SIZE format=$VMCATCHER_EVENT_HV_FORMAT" \\
          "os=$VMCATCHER_EVENT_SL_OS $VMCATCHER_EVENT_SL_OSVERSION arch=$VMCATCHER_EVENT_SL_ARCH" \\
          "list=$VMCATCHER_EVENT_IL_DC_IDENTIFIER" >> "$log" ;;
   ExpirePosfix)
-    echo "delete $VMCATCHER_EVENT_DC_IDENTIFIER" >> "$log" ;;
+    kept=gone; cached=uncached
+    [ -f "${VMCATCHER_CACHE_DIR_EXPIRE}/${VMCATCHER_EVENT_FILENAME}" ] && kept=kept
+    [ -e "${VMCATCHER_CACHE_DIR_CACHE}/${VMCATCHER_EVENT_DC_IDENTIFIER}" ] && cached=cached
+    echo "delete $VMCATCHER_EVENT_DC_IDENTIFIER $kept $cached" >> "$log" ;;
   ImageNew)
     echo "new $VMCATCHER_EVENT_DC_IDENTIFIER" >> "$log" ;;
   *) echo "ignored $VMCATCHER_EVENT_TYPE" >> "$log" ;;
@@ -72,11 +79,18 @@ def test_a_vmcatcher_handler_uploads_available_images_and_deletes_withdrawn_ones
             f"upload {image_uuid(1)} 'Test image 1' size=4096 format=qcow2"
             f" os=Linux 9.4 arch=x86_64 list={list_id}"
         ),
-        f"delete {image_uuid(1)}",
+        f"delete {image_uuid(1)} kept uncached",
     ]
     assert hashlib.sha512(image_bytes(1)).hexdigest() not in {
         p.name for p in world.home.images.iterdir()
     }
+    # vmic purges the expired file; the next vmcatcher event prunes the link that dangles
+    (expired_link,) = (world.home.root / "vmcatcher" / "expired").iterdir()
+    expired_link.resolve().unlink()
+    world.publish(version=3, images=(2,))
+    assert world.vmic("sync") == 0
+    assert list((world.home.root / "vmcatcher" / "expired").iterdir()) == []
+    assert [p.name for p in (world.home.root / "vmcatcher" / "cache").iterdir()] == [image_uuid(2)]
 
 
 def test_vmcatcher_hooks_take_only_the_events_vmcatcher_knows(
