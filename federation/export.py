@@ -66,10 +66,15 @@ def _entries(site: Site, identity: Identity) -> tuple[ImageEntry, ...]:
                     url=f"{identity.base_url}/images/sha512/{image.sha512}",
                     source_list=list_id(image.list_id),
                     source_version=current.version,
-                    source_url=f"{identity.base_url}/lists/{image.list_id}.atom",
+                    source_url=f"{identity.base_url}/lists/{image.list_id}{_suffix(current.path)}",
                 )
             )
     return tuple(sorted(entries, key=lambda e: e.id))
+
+
+def _suffix(stored: str) -> str:
+    """``.atom`` or ``.smime``: the served name of a list says its format."""
+    return ".smime" if stored.endswith(".smime") else ".atom"
 
 
 def _digest(entries: tuple[ImageEntry, ...], identity: Identity, subject: str) -> str:

@@ -5,6 +5,7 @@ Routes, all GET (and HEAD), nothing else:
     /                         the catalogue page          (federation.catalogue)
     /image/<uuid>             one image's page            (federation.catalogue)
     /lists/<list-id>.atom     the original bytes of the list version in force
+                              (``.smime`` for a HEPiX list)
     /export.atom              the site's signed export (exports/export.atom)
     /images/sha512/<hex>      image bytes, with ranges    (federation.serve_images)
     /healthz, /metrics        health and Prometheus text  (federation.serve_metrics)
@@ -54,6 +55,7 @@ from federation.serve_state import (
     utcnow,
 )
 from feeds.model import Sha512Hex, list_id
+from feeds.verify import ListFormat
 from keys.errors import ConfigError, ListFormatError, StoreError
 from site_agent import config as site_config
 from site_agent.config import ServeSettings, SiteConfig
@@ -82,7 +84,12 @@ def _not_modified(request: web.Request, sha256: str, modified: datetime) -> bool
 
 
 def _document(
-    request: web.Request, body: bytes | None, *, sha256: str, modified: datetime
+    request: web.Request,
+    body: bytes | None,
+    *,
+    sha256: str,
+    modified: datetime,
+    content_type: str = ATOM,
 ) -> web.Response:
     headers = {
         hdrs.ETAG: f'"{sha256}"',
@@ -93,7 +100,7 @@ def _document(
         return web.Response(status=304, headers=headers)
     if request.method == hdrs.METH_GET:
         state_of(request).counters.bytes_served += len(body)
-    return web.Response(body=body, content_type=ATOM, headers=headers)
+    return web.Response(body=body, content_type=content_type, headers=headers)
 
 
 def _read_list(home: SiteHome, current: ListVersion) -> bytes:
@@ -118,19 +125,27 @@ def _read_list(home: SiteHome, current: ListVersion) -> bytes:
 async def list_document(request: web.Request) -> web.Response:
     state = state_of(request)
     name = request.match_info["name"]
-    if not name.endswith(".atom"):
+    stem, dot, suffix = name.rpartition(".")
+    kind = {"atom": ListFormat.ATOM, "smime": ListFormat.HEPIX}.get(suffix)
+    if not dot or kind is None:
         raise web.HTTPNotFound
     try:
-        wanted = list_id(name.removesuffix(".atom"))
+        wanted = list_id(stem)
     except ListFormatError:
         raise web.HTTPNotFound from None
     current = await state.reader.run(lambda store: store.current_list(wanted))
-    if current is None:
+    if current is None or not current.path.endswith(kind.suffix):
         raise web.HTTPNotFound
     body = None
     if not _not_modified(request, current.sha256, current.accepted_at):
         body = await asyncio.to_thread(_read_list, state.home, current)
-    return _document(request, body, sha256=current.sha256, modified=current.accepted_at)
+    return _document(
+        request,
+        body,
+        sha256=current.sha256,
+        modified=current.accepted_at,
+        content_type=kind.media_type,
+    )
 
 
 def _read_export(home: SiteHome) -> tuple[bytes, datetime] | None:

@@ -138,6 +138,8 @@ class ImageEntry:
     source_list: ListId | None = None
     source_version: int | None = None
     source_url: str | None = None
+    extra: tuple[tuple[str, str], ...] = ()
+    """Keys of a HEPiX list that vmic does not read (``ad:mpuri``, ...), kept for hooks."""
 
     def expired_at(self, now: datetime) -> bool:
         return self.expires is not None and now >= self.expires
@@ -169,6 +171,8 @@ class ImageList:
     subtitle: str | None = None
     entries: tuple[ImageEntry, ...] = ()
     tombstones: tuple[Tombstone, ...] = ()
+    extra: tuple[tuple[str, str], ...] = ()
+    """List-level keys of a HEPiX list that vmic does not read (``ad:vo``, ...)."""
     _by_id: dict[str, ImageEntry] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )

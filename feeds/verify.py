@@ -19,6 +19,14 @@ given). It applies, in this order, and stops at the first failure:
 
 Rollback state is per list id (the caller keeps it), never per source, so a
 list fetched from a peer or a mirror is judged exactly as from its endorser.
+
+A HEPiX list (JSON signed as S/MIME, told apart by its first bytes) goes
+through the same steps with its own first half: the S/MIME signature
+(keys/smime.py), then the JSON (feeds/hepix.py), then the signer against the
+``hv:dn``/``hv:ca`` the list names, then the chain, then the pins; steps 7-9
+are shared, except the fast-forward bound (AppDB versions are timestamps).
+So a HEPiX list that was altered is reported as altered, and one signed by
+someone else than it names as such, before any question of trust.
 """
 
 from __future__ import annotations
@@ -27,16 +35,61 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 
 from feeds.atom import FEED_TAG
+from feeds.hepix import read_hepix
 from feeds.model import ImageList, ListId
 from feeds.reader import read_list
 from keys.certs import fingerprint
 from keys.dn import DistinguishedName
-from keys.errors import FreshnessError, RollbackError, UntrustedSignerError, WrongListError
+from keys.errors import (
+    FreshnessError,
+    ListFormatError,
+    RollbackError,
+    UntrustedSignerError,
+    WrongListError,
+)
 from keys.limits import DEFAULT_LIMITS, Limits
-from keys.trust import CrlPolicy, TrustStore
-from keys.xmlsig import SignerPin, VerifiedXml, verify_enveloped
+from keys.smime import looks_like_smime, verify_smime
+from keys.trust import CrlPolicy, TrustStore, ValidatedChain
+from keys.xmlsig import SignerPin, verify_enveloped
+
+
+class ListFormat(StrEnum):
+    """How a list is written and signed."""
+
+    ATOM = "atom"
+    """Atom with an enveloped XML signature (vmic's own format)."""
+    HEPIX = "hepix"
+    """HEPiX JSON signed as S/MIME (vmcaster, the EGI AppDB, vmcatcher)."""
+
+    @property
+    def suffix(self) -> str:
+        return ".atom" if self is ListFormat.ATOM else ".smime"
+
+    @property
+    def media_type(self) -> str:
+        return "application/atom+xml" if self is ListFormat.ATOM else "application/pkcs7-mime"
+
+
+def detect_format(raw: bytes) -> ListFormat:
+    """Atom or HEPiX, from the first bytes; unsigned JSON and anything else is refused."""
+    head = raw.lstrip()[:64]
+    if head.startswith(b"<"):
+        return ListFormat.ATOM
+    if head.startswith((b"{", b"[")):
+        raise ListFormatError(
+            "an unsigned HEPiX list (JSON without an S/MIME signature)",
+            hint="vmic takes signed lists only; the endorser must sign it "
+            "(vmcaster, or vmic endorse sign --format hepix)",
+        )
+    if looks_like_smime(raw):
+        return ListFormat.HEPIX
+    raise ListFormatError(
+        "neither a signed Atom list (XML) nor a signed HEPiX list (S/MIME)",
+        hint="check the URL: it may point at an HTML page or an error document",
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -73,13 +126,14 @@ class VerifiedList:
     ``dataclasses.replace`` cannot make a copy with other content.
     """
 
-    __slots__ = ("image_list", "raw", "sha256", "signer", "verified_at")
+    __slots__ = ("image_list", "list_format", "raw", "sha256", "signer", "verified_at")
 
     image_list: ImageList
     raw: bytes
     sha256: str
     signer: Signer
     verified_at: datetime
+    list_format: ListFormat
 
     def __init__(self, *_args: object, **_kwargs: object) -> None:
         raise TypeError("VerifiedList is made by feeds.verify.verify_list only")
@@ -93,6 +147,7 @@ class VerifiedList:
         sha256: str,
         signer: Signer,
         verified_at: datetime,
+        list_format: ListFormat,
     ) -> VerifiedList:
         made = object.__new__(cls)
         for name, value in (
@@ -101,6 +156,7 @@ class VerifiedList:
             ("sha256", sha256),
             ("signer", signer),
             ("verified_at", verified_at),
+            ("list_format", list_format),
         ):
             object.__setattr__(made, name, value)
         return made
@@ -126,46 +182,87 @@ def verify_list(
     expect: Expectation | None = None,
     previous: PreviousState | None = None,
     limits: Limits = DEFAULT_LIMITS,
+    list_format: ListFormat | None = None,
 ) -> VerifiedList:
-    """Verify a signed image list; ``pins=None`` accepts any signer the trust store accepts."""
-    verified = verify_enveloped(
-        raw, trust=trust, pins=pins, at=now, root_tag=FEED_TAG, crl=crl, limits=limits
-    )
-    image_list = read_list(verified.root, limits=limits)
-    _check_named_signer(image_list, verified)
+    """Verify a signed image list; ``pins=None`` accepts any signer the trust store accepts.
+
+    ``list_format=None`` tells Atom from HEPiX by the first bytes.
+    """
+    kind = detect_format(raw) if list_format is None else list_format
+    if kind is ListFormat.HEPIX:
+        image_list, chain, signature_method, digest_method = _verify_hepix(
+            raw, trust=trust, pins=pins, now=now, crl=crl, limits=limits
+        )
+    else:
+        verified = verify_enveloped(
+            raw, trust=trust, pins=pins, at=now, root_tag=FEED_TAG, crl=crl, limits=limits
+        )
+        image_list = read_list(verified.root, limits=limits)
+        _check_named_signer(image_list, verified.signer_subject, verified.signer_issuer)
+        chain = verified.chain
+        signature_method, digest_method = verified.signature_method, verified.digest_method
     if expect is not None:
         _check_expected(image_list, expect)
     _check_fresh(image_list, now, limits)
     digest = hashlib.sha256(raw).hexdigest()
     if previous is not None:
-        _check_versions(image_list, digest, previous, limits)
-    leaf = verified.signer
+        step = limits.max_version_step if kind is ListFormat.ATOM else None
+        _check_versions(image_list, digest, previous, step)
+    leaf = chain.leaf
     return VerifiedList._issue(
         image_list=image_list,
         raw=raw,
         sha256=digest,
         signer=Signer(
-            subject=verified.signer_subject,
-            issuer=verified.signer_issuer,
+            subject=DistinguishedName.from_x509(leaf.subject),
+            issuer=DistinguishedName.from_x509(leaf.issuer),
             fingerprint=fingerprint(leaf),
             not_after=leaf.not_valid_after_utc,
-            signature_method=verified.signature_method,
-            digest_method=verified.digest_method,
+            signature_method=signature_method,
+            digest_method=digest_method,
         ),
         verified_at=now,
+        list_format=kind,
     )
 
 
-def _check_named_signer(image_list: ImageList, verified: VerifiedXml) -> None:
-    if image_list.endorser_dn != verified.signer_subject:
+def _verify_hepix(
+    raw: bytes,
+    *,
+    trust: TrustStore,
+    pins: Sequence[SignerPin] | None,
+    now: datetime,
+    crl: CrlPolicy,
+    limits: Limits,
+) -> tuple[ImageList, ValidatedChain, str, str]:
+    """Signature, content, named signer, chain, pins: the first half for a HEPiX list."""
+    signed = verify_smime(raw, limits=limits)
+    image_list = read_hepix(signed.content, limits=limits)
+    _check_named_signer(
+        image_list,
+        DistinguishedName.from_x509(signed.signer.subject),
+        DistinguishedName.from_x509(signed.signer.issuer),
+    )
+    chain = trust.validate(signed.signer, signed.others, at=now, crl=crl)
+    if pins is not None and not any(pin.matches(chain.leaf) for pin in pins):
         raise UntrustedSignerError(
-            f"the list names endorser {image_list.endorser_dn} "
-            f"but was signed by {verified.signer_subject}"
+            f"signed by {image_list.endorser_dn} (issuer {image_list.issuer_dn}), "
+            "which is not a pinned endorser"
         )
-    if image_list.issuer_dn != verified.signer_issuer:
+    return image_list, chain, f"{signed.signature}-{signed.digest} (S/MIME)", signed.digest
+
+
+def _check_named_signer(
+    image_list: ImageList, subject: DistinguishedName, issuer: DistinguishedName
+) -> None:
+    if image_list.endorser_dn != subject:
+        raise UntrustedSignerError(
+            f"the list names endorser {image_list.endorser_dn} but was signed by {subject}"
+        )
+    if image_list.issuer_dn != issuer:
         raise UntrustedSignerError(
             f"the list names issuer {image_list.issuer_dn} "
-            f"but the signer's certificate was issued by {verified.signer_issuer}"
+            f"but the signer's certificate was issued by {issuer}"
         )
 
 
@@ -195,7 +292,7 @@ def _check_fresh(image_list: ImageList, now: datetime, limits: Limits) -> None:
 
 
 def _check_versions(
-    image_list: ImageList, digest: str, previous: PreviousState, limits: Limits
+    image_list: ImageList, digest: str, previous: PreviousState, max_step: int | None
 ) -> None:
     version = image_list.version
     if version < previous.version:
@@ -209,10 +306,10 @@ def _check_versions(
                 hint="an endorser must raise the version for every new signing; report this",
             )
         return
-    if version - previous.version > limits.max_version_step:
+    if max_step is not None and version - previous.version > max_step:
         raise RollbackError(
             f"version jumps from {previous.version} to {version}, more than the "
-            f"allowed step of {limits.max_version_step}",
+            f"allowed step of {max_step}",
             hint="a fast-forward attack or an endorser mistake; ask the endorser",
         )
     if image_list.updated < previous.updated:

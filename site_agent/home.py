@@ -4,7 +4,7 @@ Layout (DESIGN §5)::
 
     config.toml              the site's settings (commented; `vmic hooks` edits it)
     vmic.db                  SQLite: subscriptions, accepted lists, images, events
-    lists/<list-id>/<version>-<sha256>.atom
+    lists/<list-id>/<version>-<sha256>.atom (or .smime for a HEPiX list)
                              the exact bytes of every list version accepted
     cache/partial/           downloads in progress (with .resume sidecars)
     cache/images/sha512/<hex>

@@ -260,6 +260,7 @@ def entry_data(entry: ImageEntry) -> dict[str, Any]:
     for key in ("updated", "endorsed", "produced", "expires"):
         data[key] = iso(data[key])
     data["tags"] = list(entry.tags)
+    data["extra"] = dict(entry.extra)
     return data
 
 
@@ -270,4 +271,5 @@ def entry_from_data(data: dict[str, Any]) -> ImageEntry:
     for key in ("updated", "endorsed", "produced", "expires"):
         values[key] = parse_iso(values.get(key))
     values["tags"] = tuple(values.get("tags") or ())
+    values["extra"] = tuple(sorted((values.get("extra") or {}).items()))
     return ImageEntry(**values)

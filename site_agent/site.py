@@ -138,7 +138,7 @@ class Site:
         lst = verified.image_list
         folder = self.home.lists / lst.id
         folder.mkdir(mode=0o750, exist_ok=True)
-        path = folder / f"{lst.version}-{verified.sha256}.atom"
+        path = folder / f"{lst.version}-{verified.sha256}{verified.list_format.suffix}"
         write_atomic(path, verified.raw)
         return path
 
