@@ -22,6 +22,7 @@ from cryptography import x509
 
 from feeds.atom import render_list, to_bytes
 from feeds.formats import guess_format
+from feeds.hepix import render_hepix
 from feeds.manifest import Manifest
 from feeds.model import (
     ImageEntry,
@@ -34,11 +35,12 @@ from feeds.model import (
     new_uuid,
     sha512_hex,
 )
-from feeds.verify import verify_list
+from feeds.verify import ListFormat, verify_list
 from keys.certs import PrivateKey, cert_label, check_key_strength, is_ca, public_keys_equal
 from keys.dn import DistinguishedName
 from keys.errors import CertificateError, ConfigError, ListFormatError
 from keys.fileio import sha512_file, write_atomic
+from keys.smime import sign_smime
 from keys.trust import CrlPolicy, TrustStore
 from keys.xmlsig import SignerPin, add_signature_template, sign_enveloped
 
@@ -301,8 +303,17 @@ def sign(
     digest: str = "sha256",
     trust: TrustStore | None = None,
     crl: CrlPolicy = CrlPolicy.REQUIRE,
+    list_format: ListFormat = ListFormat.ATOM,
+    hepix_out: Path | None = None,
 ) -> ImageList:
-    """Render and sign the next version; with ``trust``, verify the result as a site would."""
+    """Render and sign the next version; with ``trust``, verify the result as a site would.
+
+    ``list_format`` says how ``out`` is written; ``hepix_out`` writes the same
+    version as a HEPiX list as well (for vmcatcher subscribers). Nothing is
+    written unless every output signed (and, with ``trust``, verified).
+    """
+    if hepix_out is not None and list_format is ListFormat.HEPIX:
+        raise ConfigError("--hepix-out goes with --format atom (--out is the HEPiX list already)")
     check_signer(cert, key, intermediates, now=now, until=now + valid_for, trust=trust, crl=crl)
     manifest = Manifest.load(path)
     image_list = issue_next(
@@ -312,11 +323,25 @@ def sign(
         endorser_dn=DistinguishedName.from_x509(cert.subject),
         issuer_dn=DistinguishedName.from_x509(cert.issuer),
     )
-    signed = sign_enveloped(
-        render_list(image_list), key=key, cert=cert, intermediates=intermediates, digest=digest
-    )
-    if trust is not None:
-        pin = SignerPin(subject=image_list.endorser_dn, issuer=image_list.issuer_dn)
-        verify_list(signed, trust=trust, pins=[pin], now=now, crl=crl)
-    write_atomic(out, signed)
+    outputs = [(out, list_format)]
+    if hepix_out is not None:
+        outputs.append((hepix_out, ListFormat.HEPIX))
+    documents = []
+    for target, kind in outputs:
+        if kind is ListFormat.HEPIX:
+            signed = sign_smime(render_hepix(image_list), key=key, cert=cert, chain=intermediates)
+        else:
+            signed = sign_enveloped(
+                render_list(image_list),
+                key=key,
+                cert=cert,
+                intermediates=intermediates,
+                digest=digest,
+            )
+        if trust is not None:
+            pin = SignerPin(subject=image_list.endorser_dn, issuer=image_list.issuer_dn)
+            verify_list(signed, trust=trust, pins=[pin], now=now, crl=crl, list_format=kind)
+        documents.append((target, signed))
+    for target, signed in documents:
+        write_atomic(target, signed)
     return image_list

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from feeds.verify import PreviousState, VerifiedList, verify_list
+from feeds.verify import ListFormat, PreviousState, VerifiedList, verify_list
 from keys.errors import ConfigError
 from keys.trust import TrustStore
 from keys.xmlsig import SignerPin
@@ -103,6 +103,7 @@ def subscribe(
     name: str | None,
     auto_approve: bool,
     now: datetime,
+    list_format: ListFormat | None = None,
 ) -> tuple[Subscription, VerifiedList, list[Change]]:
     """Fetch and verify the list once; only a list that verifies is subscribed to."""
     if not pins:
@@ -124,6 +125,7 @@ def subscribe(
                 crl=site.config.crl,
                 previous=previous,
                 limits=site.config.limits,
+                list_format=list_format,
             )
 
         verified = verify(None)

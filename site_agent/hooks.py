@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import subprocess
 import tempfile
@@ -26,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from site_agent.config import Hook
+from site_agent.hook_env import add_extra, env_name
 from site_agent.records import EventRecord, iso
 from site_agent.vmcatcher import vmcatcher_environment
 
-_NOT_NAME = re.compile(r"[^A-Z0-9]+")
 _OUTPUT_TAIL = 2000
 _KILL_GRACE = 5.0
 
@@ -66,9 +65,10 @@ def event_environment(event: EventRecord, *, home: str) -> dict[str, str]:
         env["VMIC_IMAGE_ID"] = event.image_id
     for key, value in event.data.items():
         if isinstance(value, str | int | float) and not isinstance(value, bool):
-            env["VMIC_" + _NOT_NAME.sub("_", key.upper()).strip("_")] = str(value)
+            env[env_name("VMIC_", key)] = str(value)
         elif isinstance(value, bool):
-            env["VMIC_" + _NOT_NAME.sub("_", key.upper()).strip("_")] = "1" if value else "0"
+            env[env_name("VMIC_", key)] = "1" if value else "0"
+    add_extra(env, "VMIC_", event.data)
     return env
 
 

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 from site_agent.home import SiteHome
+from site_agent.hook_env import add_extra
 from site_agent.records import EventRecord
 
 TYPES = {
@@ -44,11 +45,11 @@ _FIELDS = {
     "SL_ARCH": "arch",  # sl:arch
     "SL_OS": "os",  # sl:os
     "SL_OSVERSION": "osversion",  # sl:osversion
-    "SL_COMMENTS": "comments",  # sl:comments
     "IL_DC_IDENTIFIER": "list_id",  # the image list's dc:identifier
-    "AD_MPURI": "ad:mpuri",  # AppDB marketplace URI
-    "VO": "ad:vo",  # AppDB virtual organisation
+    "VO": "vo",  # ad:vo, the AppDB virtual organisation (the image's, else the list's)
 }
+# Other keys of a HEPiX image (sl:comments, ad:mpuri, ...) follow as VMCATCHER_EVENT_SL_COMMENTS,
+# VMCATCHER_EVENT_AD_MPURI, ... (see site_agent.hook_env.add_extra).
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _SHA512 = re.compile(r"[0-9a-f]{128}")
 
@@ -63,7 +64,6 @@ def vmcatcher_environment(event: EventRecord, *, home: str) -> dict[str, str]:
         "VMCATCHER_CACHE_DIR_DOWNLOAD": str(paths.partial),
         "VMCATCHER_CACHE_DIR_EXPIRE": str(view.expired),
         "VMCATCHER_EVENT_UUID_SESSION": str(uuid.uuid4()),
-        "VMCATCHER_EVENT_SL_COMMENTS": "",
     }
     data = event.data
     for name, key in _FIELDS.items():
@@ -73,6 +73,7 @@ def vmcatcher_environment(event: EventRecord, *, home: str) -> dict[str, str]:
     image_id = str(data.get("image_id", ""))
     sha512 = str(data.get("sha512", ""))
     if not (_UUID.fullmatch(image_id) and _SHA512.fullmatch(sha512)):
+        add_extra(env, "VMCATCHER_EVENT_", data)
         return env  # not an image event: no file to name
     env["VMCATCHER_EVENT_FILENAME"] = image_id
     view.prune()
@@ -82,6 +83,7 @@ def vmcatcher_environment(event: EventRecord, *, home: str) -> dict[str, str]:
         expired = view.show_expired(image_id, sha512)
         if expired:
             env["VMCATCHER_EVENT_FILENAME"] = expired
+    add_extra(env, "VMCATCHER_EVENT_", data)
     return env
 
 

@@ -7,6 +7,7 @@ a bad signature from an expired list without reading messages.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any, TextIO
 
+from feeds.verify import ListFormat
 from keys.errors import (
     CertificateError,
     ConfigError,
@@ -183,3 +185,18 @@ class Progress:
     @property
     def callback(self) -> Callable[[int], None]:
         return self.update
+
+
+def add_format_option(parser: argparse.ArgumentParser) -> None:
+    """``--format auto|atom|hepix``: which kind of signed list to expect."""
+    parser.add_argument(
+        "--format",
+        choices=["auto", *(f.value for f in ListFormat)],
+        default="auto",
+        help="atom (XML signature) or hepix (JSON signed as S/MIME); default: told from "
+        "the first bytes",
+    )
+
+
+def format_from(args: argparse.Namespace) -> ListFormat | None:
+    return None if args.format == "auto" else ListFormat(args.format)

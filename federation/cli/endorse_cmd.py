@@ -18,6 +18,7 @@ from federation.cli.common import (
 from feeds import endorse
 from feeds.manifest import Manifest
 from feeds.model import ImageEntry
+from feeds.verify import ListFormat
 from keys.certs import load_certificate, load_certificates, load_private_key
 from keys.trust import CrlPolicy, TrustStore
 
@@ -129,8 +130,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "sign",
         help="render and sign the next version of the list",
         description=(
-            "Render the next version of the list and sign it with an enveloped XML "
-            "signature. The version goes up by one at every signing. Refuses a "
+            "Render the next version of the list and sign it: an Atom list with an "
+            "enveloped XML signature, or with --format hepix a HEPiX list (JSON signed "
+            "as S/MIME) that vmcatcher and other HEPiX subscribers accept; --hepix-out "
+            "writes the same version in both. HEPiX cannot carry revocations: a revoked "
+            "image is simply left out, which HEPiX subscribers treat as withdrawn. "
+            "The version goes up by one at every signing. Refuses a "
             "certificate with which sites could not verify the list (expired, expiring "
             "before the list, no digitalSignature, key not matching); with --trust, also "
             "checks the chain and CRLs and verifies the result as a site would."
@@ -149,7 +154,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--valid-for", default=DEFAULT_VALIDITY, help=f"list validity (default {DEFAULT_VALIDITY})"
     )
     sign.add_argument(
-        "--digest", choices=("sha256", "sha512"), default="sha256", help="default sha256"
+        "--digest",
+        choices=("sha256", "sha512"),
+        default="sha256",
+        help="digest of the XML signature (default sha256; S/MIME uses SHA-256)",
     )
     sign.add_argument("--trust", type=Path, help="trust directory to check the result against")
     sign.add_argument(
@@ -159,7 +167,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="with --trust: require current CRLs (default) or use them if present",
     )
     sign.add_argument(
-        "--out", required=True, type=Path, metavar="LIST.atom", help="signed list to write"
+        "--out", required=True, type=Path, metavar="LIST", help="signed list to write"
+    )
+    sign.add_argument(
+        "--format",
+        choices=[f.value for f in ListFormat],
+        default="atom",
+        help="how --out is written: atom (default) or hepix (JSON signed as S/MIME)",
+    )
+    sign.add_argument(
+        "--hepix-out",
+        type=Path,
+        metavar="LIST.smime",
+        help="also write this version as a HEPiX list (with --format atom)",
     )
     sign.set_defaults(func=_sign)
 
@@ -299,10 +319,13 @@ def _sign(args: argparse.Namespace) -> int:
         digest=args.digest,
         trust=TrustStore.from_directory(args.trust) if args.trust else None,
         crl=CrlPolicy(args.crl),
+        list_format=ListFormat(args.format),
+        hepix_out=args.hepix_out,
     )
     checked = " and verified against " + str(args.trust) if args.trust else ""
+    written = f"{args.out} and {args.hepix_out}" if args.hepix_out else str(args.out)
     print(
-        f"signed {args.out}{checked}: version {image_list.version}, "
+        f"signed {written}{checked}: version {image_list.version}, "
         f"{len(image_list.entries)} images, {len(image_list.tombstones)} revoked, "
         f"expires {iso(image_list.expires)}"
     )

@@ -8,7 +8,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from federation.cli.common import ExitCode, Progress, iso, print_json, utcnow
+from federation.cli.common import (
+    ExitCode,
+    Progress,
+    add_format_option,
+    format_from,
+    iso,
+    print_json,
+    utcnow,
+)
 from federation.peers import SiteFederation
 from feeds.endorse import check_signer
 from keys.certs import load_certificate, load_certificates, load_private_key
@@ -93,7 +101,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=(
             "Fetch and verify an image list once, then subscribe to it: a list that would "
             "fail verification is refused with the reason. Pin the endorser's full subject "
-            "DN and issuer DN; repeat the pair to accept several signers (e.g. a renewed DN)."
+            "DN and issuer DN; repeat the pair to accept several signers (e.g. a renewed DN). "
+            "Atom lists and HEPiX lists (JSON signed as S/MIME, as vmcaster and the EGI "
+            "AppDB publish) are both accepted, told apart by their content on every fetch."
         ),
     )
     subscribe.add_argument("url", metavar="URL", help="where the signed list is published")
@@ -117,6 +127,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="store_true",
         help="approve this list's new images without an admin",
     )
+    add_format_option(subscribe)
     subscribe.set_defaults(func=_subscribe)
 
     unsubscribe = commands.add_parser(
@@ -233,9 +244,13 @@ def _subscribe(args: argparse.Namespace) -> int:
         name=args.name,
         auto_approve=args.auto_approve,
         now=utcnow(),
+        list_format=format_from(args),
     )
     lst = verified.image_list
-    print(f"subscribed {sub.name}: list {lst.id} version {lst.version} ({lst.title})")
+    print(
+        f"subscribed {sub.name}: {verified.list_format.value} list {lst.id} "
+        f"version {lst.version} ({lst.title})"
+    )
     print(f"  endorser {verified.signer.subject}; expires {iso(lst.expires)}")
     print_changes(changes)
     held = sum(1 for c in changes if c.what == "new")

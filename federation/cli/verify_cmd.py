@@ -9,8 +9,10 @@ from typing import Any
 
 from federation.cli.common import (
     ExitCode,
+    add_format_option,
     classify,
     error_json,
+    format_from,
     human_size,
     iso,
     parse_time_arg,
@@ -38,7 +40,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "trusted; otherwise one line naming the reason and a distinct exit code."
         ),
     )
-    parser.add_argument("list", type=Path, metavar="LIST.atom", help="signed list file")
+    parser.add_argument(
+        "list", type=Path, metavar="LIST", help="signed list file (Atom, or HEPiX S/MIME)"
+    )
     parser.add_argument("--trust", required=True, type=Path, help="trust directory (CApath)")
     parser.add_argument(
         "--endorser-dn", action="append", default=[], help="pinned signer subject DN"
@@ -53,6 +57,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default="require",
         help="require a current CRL for every CA (default), or use CRLs only if present",
     )
+    add_format_option(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=_verify)
 
@@ -82,6 +87,7 @@ def _verify(args: argparse.Namespace) -> int:
             now=now,
             crl=CrlPolicy(args.crl),
             expect=Expectation(list_id=expected_id, self_url=args.self_url),
+            list_format=format_from(args),
         )
     except VmicError as error:
         if not args.json:
@@ -101,6 +107,7 @@ def verified_json(verified: VerifiedList, now: datetime) -> dict[str, Any]:
     return {
         "ok": True,
         "verified_at": iso(now),
+        "format": verified.list_format.value,
         "list_id": lst.id,
         "title": lst.title,
         "self_url": lst.self_url,
@@ -136,6 +143,7 @@ def verified_json(verified: VerifiedList, now: datetime) -> dict[str, Any]:
                 "produced": iso(e.produced),
                 "expires": iso(e.expires),
                 "expired": e.expired_at(now),
+                "extra": dict(e.extra),
             }
             for e in lst.entries
         ],
@@ -149,7 +157,7 @@ def _print_summary(verified: VerifiedList, now: datetime) -> None:
     lst = verified.image_list
     signer = verified.signer
     days = (lst.expires - now).days
-    print(f"OK: list {lst.id} version {lst.version} is trusted")
+    print(f"OK: list {lst.id} version {lst.version} is trusted ({verified.list_format.value})")
     print(f"  title:    {lst.title}")
     print(f"  endorser: {signer.subject}")
     print(f"  issuer:   {signer.issuer}")

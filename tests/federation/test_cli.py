@@ -36,6 +36,11 @@ def run(*args: object) -> int:
 
 @pytest.fixture
 def endorser(tmp_path: Path) -> Endorser:
+    return make_endorser(tmp_path)
+
+
+def make_endorser(tmp_path: Path) -> Endorser:
+    """A CA, two endorsers (Jane, Joe), a manifest with two images, signed once by Jane."""
     e = Endorser(
         root=tmp_path,
         ca=tmp_path / "ca",

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from federation.cli.common import ExitCode
 from site_agent import config as site_config
+from site_agent.hooks import event_environment
+from site_agent.records import EventRecord
+from site_agent.vmcatcher import vmcatcher_environment
 from tests.support.site import World, image_bytes, image_uuid
 
 # Written the way vmcatcher's handlers (glancepush and others) read their environment:
@@ -106,3 +110,39 @@ def test_vmcatcher_hooks_take_only_the_events_vmcatcher_knows(
     assert "vmcatcher handler only knows" in capsys.readouterr().err
     assert world.home.config.read_bytes() == before
     assert site_config.load(world.home.config).hooks == ()
+
+
+def test_unread_hepix_keys_become_variables_but_never_replace_vmics_own(tmp_path: Path) -> None:
+    sha512 = "ab" * 64
+    event = EventRecord(
+        id=7,
+        at=datetime(2026, 1, 1, tzinfo=UTC),
+        type="image.available",
+        subscription="appdb",
+        image_id=image_uuid(1),
+        data={
+            "image_id": image_uuid(1),
+            "sha512": sha512,
+            "title": "Real title",
+            "extra": {
+                "ad:mpuri": "https://appdb.example.org/x",
+                "sha512": "00" * 64,
+                "dc:title": "Forged title",
+                "type": "ImageNew",
+                "filename": "../../etc/passwd",
+            },
+        },
+    )
+
+    own = event_environment(event, home=str(tmp_path))
+    vmc = vmcatcher_environment(event, home=str(tmp_path))
+
+    assert own["VMIC_AD_MPURI"] == "https://appdb.example.org/x"
+    assert own["VMIC_SHA512"] == sha512
+    assert own["VMIC_DC_TITLE"] == "Forged title"  # a name of its own: it replaces nothing
+    assert own["VMIC_TITLE"] == "Real title"
+    assert vmc["VMCATCHER_EVENT_AD_MPURI"] == "https://appdb.example.org/x"
+    assert vmc["VMCATCHER_EVENT_DC_TITLE"] == "Real title"
+    assert vmc["VMCATCHER_EVENT_SL_CHECKSUM_SHA512"] == sha512
+    assert vmc["VMCATCHER_EVENT_TYPE"] == "AvailablePostfix"
+    assert vmc["VMCATCHER_EVENT_FILENAME"] == image_uuid(1)
