@@ -1,7 +1,7 @@
 """HEPiX image lists: the JSON that vmcaster, the EGI AppDB and vmcatcher exchange.
 
 A HEPiX list is one JSON object ``{"hv:imagelist": {...}}`` (the keys are
-listed in feeds/SCHEMA.md, section 13), signed as S/MIME (keys/smime.py).
+listed in feeds/SCHEMA.md, section 10), signed as S/MIME (keys/smime.py).
 :func:`read_hepix` maps it onto the same :class:`ImageList` an Atom list
 gives, so the site agent treats both alike; :func:`render_hepix` writes one
 for `vmic endorse sign --format hepix`.
