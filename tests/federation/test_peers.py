@@ -28,6 +28,7 @@ from site_agent.peerstore import PeerStore
 from site_agent.store import Store
 from site_agent.sync import run_sync
 from tests.sim.server import Simulator
+from tests.support import hepix
 from tests.support.ca import Identity, write_identity, write_trust_dir
 from tests.support.lists import sign
 from tests.support.serving import ServeThread
@@ -361,3 +362,33 @@ def test_an_expired_peer_export_offers_nothing(world: World, hostile: HostilePee
     assert any(p.kind == "peer" and "expired" in p.message for p in report.problems)
     with Store.open(world.home.database) as store:
         assert PeerStore(store).offers() == []
+
+
+def test_a_hepix_list_and_its_images_travel_to_a_peer(
+    world: World, stack: ExitStack, tmp_path: Path
+) -> None:
+    path = "/store/vo/dteam/image.list"
+    made = world.make_list(version=20260101000000, images=(1,))
+    hepix_list = replace(
+        made,
+        self_url=world.sim.url(path),
+        entries=tuple(replace(e, tags=(), produced=None) for e in made.entries),
+    )
+    signed = hepix.sign(hepix_list, world.endorser)
+    world.sim.publish(path, signed)
+    a = make_site(world, stack, tmp_path, "a", first=True)
+    assert world.subscribe(path=path, auto=True) == 0
+    assert a.vmic("sync") == 0
+    world.sim.remove(path)  # the endorser goes offline
+    world.sim.remove("/images/img-1.raw")
+
+    b = make_site(world, stack, tmp_path, "b")
+    b.follow(a)
+    assert b.vmic("sync") == 0
+
+    assert b.states() == {image_uuid(1): "available"}
+    stored = list(b.home.lists.rglob("*.smime"))  # beside A's export, an Atom list
+    assert [p.name for p in stored] == [
+        f"20260101000000-{hashlib.sha256(signed).hexdigest()}.smime"
+    ]
+    assert stored[0].read_bytes() == signed  # the endorser's bytes, by way of site A
