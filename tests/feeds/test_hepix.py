@@ -6,12 +6,10 @@ rollback state handed to the verifier is unchanged.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
 import shutil
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,6 @@ from keys.errors import (
     RollbackError,
     SignatureError,
     UntrustedSignerError,
-    VmicError,
     WrongListError,
 )
 from keys.trust import CrlPolicy, TrustStore
@@ -45,21 +42,7 @@ from keys.xmlsig import SignerPin
 from tests.support import hepix, lists
 from tests.support.ca import Identity, TestCA, store
 from tests.support.hepix import INTEROP
-
-
-@pytest.fixture(scope="module")
-def trust(root_ca: TestCA) -> TrustStore:
-    return store([root_ca])
-
-
-@pytest.fixture(scope="module")
-def pin(endorser: Identity) -> SignerPin:
-    return SignerPin(subject=endorser.subject, issuer=endorser.issuer)
-
-
-@pytest.fixture
-def previous(now: datetime) -> PreviousState:
-    return PreviousState(version=4, sha256="ab" * 32, updated=now - timedelta(days=7))
+from tests.support.lists import rejects
 
 
 def make(endorser: Identity, now: datetime, **changes: Any) -> ImageList:
@@ -84,24 +67,6 @@ def json_of(image_list: ImageList) -> dict[str, Any]:
 
 def signed_json(document: dict[str, Any], signer: Identity) -> bytes:
     return hepix.sign_bytes(json.dumps(document, indent=2).encode(), signer)
-
-
-def rejects(
-    error: type[VmicError],
-    raw: bytes,
-    trust: TrustStore,
-    pins: Sequence[SignerPin] | None,
-    now: datetime,
-    *,
-    previous: PreviousState,
-    match: str | None = None,
-    **kwargs: Any,
-) -> None:
-    snapshot = copy.deepcopy(previous)
-    with pytest.raises(error, match=match) as caught:
-        verify_list(raw, trust=trust, pins=pins, now=now, previous=previous, **kwargs)
-    assert type(caught.value) is error, type(caught.value)
-    assert previous == snapshot
 
 
 # -- reading ----------------------------------------------------------------------------
@@ -287,12 +252,17 @@ def test_format_is_told_from_the_first_bytes(endorser: Identity, now: datetime) 
         detect_format(b"hello")
 
 
+@pytest.fixture
+def sample_trust(tmp_path: Path) -> TrustStore:
+    """The cloudkeeper samples' test CA, as a CApath entry."""
+    shutil.copy(INTEROP / "cloudkeeper_test_ca_9da13359.0", tmp_path / "9da13359.0")
+    return TrustStore.from_directory(tmp_path)
+
+
 def test_cloudkeeper_sample_is_refused_for_its_dn_mismatch(
-    tmp_path: Path, previous: PreviousState
+    sample_trust: TrustStore, previous: PreviousState
 ) -> None:
     """The signature is good and the signer chains to the sample CA, but it is not hv:dn."""
-    shutil.copy(INTEROP / "cloudkeeper_test_ca_9da13359.0", tmp_path / "9da13359.0")
-    sample_trust = TrustStore.from_directory(tmp_path)
     raw = (INTEROP / "cloudkeeper_imagelist01.signed.smime").read_bytes()
 
     rejects(
@@ -309,10 +279,8 @@ def test_cloudkeeper_sample_is_refused_for_its_dn_mismatch(
 
 
 def test_cloudkeeper_invalid_sample_is_refused_for_its_bad_signature(
-    tmp_path: Path, previous: PreviousState
+    sample_trust: TrustStore, previous: PreviousState
 ) -> None:
-    shutil.copy(INTEROP / "cloudkeeper_test_ca_9da13359.0", tmp_path / "9da13359.0")
-    sample_trust = TrustStore.from_directory(tmp_path)
     raw = (INTEROP / "cloudkeeper_imagelist_invalid.signed.smime").read_bytes()
 
     rejects(

@@ -6,7 +6,6 @@ rollback state handed to the verifier is unchanged afterwards.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 from collections.abc import Sequence
@@ -27,33 +26,17 @@ from keys.errors import (
     RollbackError,
     SignatureError,
     UntrustedSignerError,
-    VmicError,
     WrongListError,
 )
 from keys.limits import DEFAULT_LIMITS, Limits
 from keys.trust import TrustStore
 from keys.xmlsig import SignerPin
 from tests.support import lists
-from tests.support.ca import Identity, TestCA, store
+from tests.support.ca import Identity, TestCA
+from tests.support.lists import rejects
 
 SKEW = DEFAULT_LIMITS.clock_skew
 OTHER_LIST = list_id("0b6a3e7c-1d2f-4a5b-8c9d-0e1f2a3b4c5d")
-
-
-@pytest.fixture(scope="module")
-def trust(root_ca: TestCA) -> TrustStore:
-    return store([root_ca])
-
-
-@pytest.fixture(scope="module")
-def pin(endorser: Identity) -> SignerPin:
-    return SignerPin(subject=endorser.subject, issuer=endorser.issuer)
-
-
-@pytest.fixture
-def previous(now: datetime) -> PreviousState:
-    """Rollback state of an earlier, lower version; harmless to the default list (version 5)."""
-    return PreviousState(version=4, sha256="ab" * 32, updated=now - timedelta(days=7))
 
 
 def make(endorser: Identity, now: datetime, **changes: Any) -> ImageList:
@@ -78,26 +61,6 @@ def accept(
     **kwargs: Any,
 ) -> VerifiedList:
     return verify_list(raw, trust=trust, pins=pins, now=now, **kwargs)
-
-
-def rejects(
-    error: type[VmicError],
-    raw: bytes,
-    trust: TrustStore,
-    pins: Sequence[SignerPin] | None,
-    now: datetime,
-    *,
-    previous: PreviousState,
-    match: str | None = None,
-    **kwargs: Any,
-) -> None:
-    """Expect ``error`` (exactly that class) and an untouched rollback state."""
-    snapshot = copy.deepcopy(previous)
-    with pytest.raises(error, match=match) as caught:
-        verify_list(raw, trust=trust, pins=pins, now=now, previous=previous, **kwargs)
-    assert type(caught.value) is error, type(caught.value)
-    assert previous == snapshot
-    assert dataclasses.asdict(previous) == dataclasses.asdict(snapshot)
 
 
 # -- acceptance -----------------------------------------------------------------

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import hashlib
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import Any
 
+import pytest
 from lxml import etree
 
 from feeds.atom import render_list
 from feeds.model import ImageEntry, ImageList, Tombstone, image_id, list_id, sha512_hex
-from keys.xmlsig import sign_enveloped
+from feeds.verify import PreviousState, verify_list
+from keys.errors import VmicError
+from keys.trust import TrustStore
+from keys.xmlsig import SignerPin, sign_enveloped
 from tests.support.ca import Identity
 
 LIST_ID = list_id("6f1c1e0e-8a7b-4c55-9d3e-0a1b2c3d4e5f")
@@ -88,3 +96,23 @@ def sign_root(root: etree._Element, signer: Identity) -> bytes:
     return sign_enveloped(
         root, key=signer.key, cert=signer.cert, intermediates=signer.intermediates
     )
+
+
+def rejects(
+    error: type[VmicError],
+    raw: bytes,
+    trust: TrustStore,
+    pins: Sequence[SignerPin] | None,
+    now: datetime,
+    *,
+    previous: PreviousState,
+    match: str | None = None,
+    **kwargs: Any,
+) -> None:
+    """Expect ``error`` (exactly that class) and an untouched rollback state."""
+    snapshot = copy.deepcopy(previous)
+    with pytest.raises(error, match=match) as caught:
+        verify_list(raw, trust=trust, pins=pins, now=now, previous=previous, **kwargs)
+    assert type(caught.value) is error, type(caught.value)
+    assert previous == snapshot
+    assert dataclasses.asdict(previous) == dataclasses.asdict(snapshot)
