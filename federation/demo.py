@@ -260,6 +260,8 @@ def _sign(folder: Path) -> None:
         "28d",
         "--out",
         str(folder / "www" / "demo.atom"),
+        "--hepix-out",
+        str(folder / "www" / "demo.smime"),
     )
 
 
@@ -411,6 +413,30 @@ def federation(folder: Path) -> None:
         _run("peers", *h)
 
 
+def hepix(folder: Path, base_url: str) -> None:
+    """The same list for vmcatcher sites: HEPiX JSON signed as S/MIME."""
+    home = folder / "site-hepix"
+    h = ["--home", str(home)]
+    _step(18, "For vmcatcher sites, each signing also wrote the list as HEPiX (S/MIME JSON)")
+    _run("verify", str(folder / "www" / "demo.smime"), "--trust", str(folder / "ca"))
+    _step(19, "A site subscribes to the HEPiX copy exactly as to the Atom list")
+    _run("site", "init", *h, "--trust", str(folder / "site-trust"))
+    _run(
+        "subscribe",
+        *h,
+        f"{base_url}/demo.smime",
+        "--name",
+        "demo-hepix",
+        "--auto-approve",
+        "--endorser-dn",
+        ENDORSER_DN,
+        "--ca-dn",
+        CA_DN,
+    )
+    _run("sync", *h, "-v")
+    _run("images", *h)
+
+
 def _subscription_url(home: Path) -> str:
     with Store.open(SiteHome(home).database) as store:
         return store.subscriptions()[0].url
@@ -425,6 +451,7 @@ def demo(folder: Path) -> int:
         endorse(folder, base_url)
         site(folder, base_url)
         federation(folder)
+        hepix(folder, base_url)
     print(f"\nDone. Everything is in {folder}/ (the site home is {folder}/site).")
     return 0
 

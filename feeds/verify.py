@@ -249,7 +249,7 @@ def _verify_hepix(
             f"signed by {image_list.endorser_dn} (issuer {image_list.issuer_dn}), "
             "which is not a pinned endorser"
         )
-    return image_list, chain, f"{signed.signature}-{signed.digest} (S/MIME)", signed.digest
+    return image_list, chain, f"{signed.signature} (S/MIME)", signed.digest
 
 
 def _check_named_signer(
