@@ -104,7 +104,7 @@ def read_hepix(content: bytes, *, limits: Limits = DEFAULT_LIMITS) -> ImageList:
         self_url=top.optional("hv:uri", _url) or "",
         updated=created,
         expires=top.required("dc:date:expires", _time),
-        version=top.required("hv:version", _list_version),
+        version=top.required("hv:version", lambda text: _list_version(text, limits)),
         endorser_dn=x509.required("hv:dn", _dn),
         issuer_dn=x509.required("hv:ca", _dn),
         author_name=x509.optional("dc:creator", str) or "",
@@ -246,12 +246,14 @@ def _size(text: str) -> int:
     return int(text)
 
 
-def _list_version(text: str) -> int:
+def _list_version(text: str, limits: Limits) -> int:
     if not _WHOLE.fullmatch(text) or int(text) == 0:
         raise ListFormatError(
             f"{text!r} is not a positive whole number; vmic orders list versions as numbers "
             "(AppDB's timestamps such as 20150618211400 are)"
         )
+    if int(text) > limits.max_version:
+        raise ListFormatError(f"{text} is above the highest list version, {limits.max_version}")
     return int(text)
 
 

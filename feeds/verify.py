@@ -51,7 +51,7 @@ from keys.errors import (
     WrongListError,
 )
 from keys.limits import DEFAULT_LIMITS, Limits
-from keys.smime import looks_like_smime, verify_smime
+from keys.smime import SignedContent, looks_like_smime, verify_smime
 from keys.trust import CrlPolicy, TrustStore, ValidatedChain
 from keys.xmlsig import SignerPin, verify_enveloped
 
@@ -70,7 +70,8 @@ class ListFormat(StrEnum):
 
     @property
     def media_type(self) -> str:
-        return "application/atom+xml" if self is ListFormat.ATOM else "application/pkcs7-mime"
+        # A stored HEPiX list is a MIME message, or DER, or PEM: bytes to pass on unchanged.
+        return "application/atom+xml" if self is ListFormat.ATOM else "application/octet-stream"
 
 
 def detect_format(raw: bytes) -> ListFormat:
@@ -107,6 +108,9 @@ class PreviousState:
     version: int
     sha256: str
     updated: datetime
+    content_sha256: str | None = None
+    """SHA-256 of what the signature covered; the same version may come again with other
+    unsigned bytes (an S/MIME message's headers or base64 wrapping) but not other content."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,11 +130,20 @@ class VerifiedList:
     ``dataclasses.replace`` cannot make a copy with other content.
     """
 
-    __slots__ = ("image_list", "list_format", "raw", "sha256", "signer", "verified_at")
+    __slots__ = (
+        "content_sha256",
+        "image_list",
+        "list_format",
+        "raw",
+        "sha256",
+        "signer",
+        "verified_at",
+    )
 
     image_list: ImageList
     raw: bytes
     sha256: str
+    content_sha256: str
     signer: Signer
     verified_at: datetime
     list_format: ListFormat
@@ -145,6 +158,7 @@ class VerifiedList:
         image_list: ImageList,
         raw: bytes,
         sha256: str,
+        content_sha256: str,
         signer: Signer,
         verified_at: datetime,
         list_format: ListFormat,
@@ -154,6 +168,7 @@ class VerifiedList:
             ("image_list", image_list),
             ("raw", raw),
             ("sha256", sha256),
+            ("content_sha256", content_sha256),
             ("signer", signer),
             ("verified_at", verified_at),
             ("list_format", list_format),
@@ -189,10 +204,14 @@ def verify_list(
     ``list_format=None`` tells Atom from HEPiX by the first bytes.
     """
     kind = detect_format(raw) if list_format is None else list_format
+    digest = hashlib.sha256(raw).hexdigest()
+    content_digest = digest  # an Atom list is signed as a whole (§9)
     if kind is ListFormat.HEPIX:
-        image_list, chain, signature_method, digest_method = _verify_hepix(
+        image_list, chain, signed = _verify_hepix(
             raw, trust=trust, pins=pins, now=now, crl=crl, limits=limits
         )
+        signature_method, digest_method = f"{signed.signature} (S/MIME)", signed.digest
+        content_digest = hashlib.sha256(signed.content).hexdigest()
     else:
         verified = verify_enveloped(
             raw, trust=trust, pins=pins, at=now, root_tag=FEED_TAG, crl=crl, limits=limits
@@ -204,15 +223,15 @@ def verify_list(
     if expect is not None:
         _check_expected(image_list, expect)
     _check_fresh(image_list, now, limits)
-    digest = hashlib.sha256(raw).hexdigest()
     if previous is not None:
         step = limits.max_version_step if kind is ListFormat.ATOM else None
-        _check_versions(image_list, digest, previous, step)
+        _check_versions(image_list, (digest, content_digest), previous, step)
     leaf = chain.leaf
     return VerifiedList._issue(
         image_list=image_list,
         raw=raw,
         sha256=digest,
+        content_sha256=content_digest,
         signer=Signer(
             subject=DistinguishedName.from_x509(leaf.subject),
             issuer=DistinguishedName.from_x509(leaf.issuer),
@@ -234,7 +253,7 @@ def _verify_hepix(
     now: datetime,
     crl: CrlPolicy,
     limits: Limits,
-) -> tuple[ImageList, ValidatedChain, str, str]:
+) -> tuple[ImageList, ValidatedChain, SignedContent]:
     """Signature, content, named signer, chain, pins: the first half for a HEPiX list."""
     signed = verify_smime(raw, limits=limits)
     image_list = read_hepix(signed.content, limits=limits)
@@ -249,7 +268,7 @@ def _verify_hepix(
             f"signed by {image_list.endorser_dn} (issuer {image_list.issuer_dn}), "
             "which is not a pinned endorser"
         )
-    return image_list, chain, f"{signed.signature} (S/MIME)", signed.digest
+    return image_list, chain, signed
 
 
 def _check_named_signer(
@@ -292,15 +311,21 @@ def _check_fresh(image_list: ImageList, now: datetime, limits: Limits) -> None:
 
 
 def _check_versions(
-    image_list: ImageList, digest: str, previous: PreviousState, max_step: int | None
+    image_list: ImageList,
+    digests: tuple[str, str],
+    previous: PreviousState,
+    max_step: int | None,
 ) -> None:
+    """``digests``: of the bytes, and of what the signature covers."""
+    digest, content_digest = digests
     version = image_list.version
     if version < previous.version:
         raise RollbackError(
             f"version {version} is older than version {previous.version} already accepted"
         )
     if version == previous.version:
-        if digest != previous.sha256:
+        same = digest == previous.sha256 or content_digest == previous.content_sha256
+        if not same:
             raise RollbackError(
                 f"version {version} was already accepted with different content",
                 hint="an endorser must raise the version for every new signing; report this",

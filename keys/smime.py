@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import email.message
 import email.parser
 import email.policy
 import hashlib
 import hmac
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,7 +49,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
 from keys.certs import PrivateKey
-from keys.errors import ConfigError, ListFormatError, SignatureError
+from keys.errors import ConfigError, ListFormatError, SignatureError, VmicError
 from keys.limits import DEFAULT_LIMITS, Limits
 
 MAX_CERTIFICATES = 10
@@ -78,7 +80,13 @@ _ECDSA_ALGORITHMS = {
 _SIGNATURE_TYPES = {"application/pkcs7-signature", "application/x-pkcs7-signature"}
 _OPAQUE_TYPES = {"application/pkcs7-mime", "application/x-pkcs7-mime"}
 _HEADER_LINE = re.compile(rb"^[A-Za-z0-9][A-Za-z0-9-]*:")
-_PEM = re.compile(rb"-----BEGIN (?:PKCS7|CMS)-----(.*?)-----END (?:PKCS7|CMS)-----", re.S)
+_PEM_MARKERS = (
+    (b"-----BEGIN PKCS7-----", b"-----END PKCS7-----"),
+    (b"-----BEGIN CMS-----", b"-----END CMS-----"),
+)
+_MAX_HEADERS = 16 * 1024
+"""Bytes of MIME headers accepted (a real S/MIME header block is a few hundred)."""
+_MAX_BOUNDARY = 70  # RFC 2046
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,31 +115,42 @@ def looks_like_smime(raw: bytes) -> bool:
 
 
 def verify_smime(raw: bytes, *, limits: Limits = DEFAULT_LIMITS) -> SignedContent:
-    """Check an S/MIME signed message; its content and signer (not yet trusted)."""
+    """Check an S/MIME signed message; its content and signer (not yet trusted).
+
+    Raises ListFormatError or SignatureError, and nothing else: whatever a
+    parser makes of hostile bytes (deep nesting, unknown curves, duplicate
+    extensions in a certificate no one has vouched for yet) is a rejection.
+    """
     if len(raw) > limits.max_list_bytes:
         raise ListFormatError(
             f"the signed list is {len(raw)} bytes, more than the limit of {limits.max_list_bytes}"
         )
+    try:
+        return _verify_message(raw)
+    except VmicError:
+        raise
+    except Exception as exc:  # any library failure on untrusted input rejects it
+        raise SignatureError(
+            f"the signed message cannot be checked ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _verify_message(raw: bytes) -> SignedContent:
     stripped = raw.lstrip()
     if _is_der(stripped):
         return _verify_cms(stripped, candidates=None)
     if stripped.startswith(b"-----BEGIN"):
-        pem = _PEM.search(stripped)
-        if pem is None:
-            raise ListFormatError("a PEM block that is not one PKCS7 signed message")
-        return _verify_cms(_base64(pem.group(1), what="the PEM PKCS7 block"), candidates=None)
+        return _verify_cms(_pem_body(stripped), candidates=None)
     headers, body = _split_message(raw)
-    message = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(headers)
+    message = _parse_headers(headers)
     content_type = message.get_content_type()
     if content_type == "multipart/signed":
         boundary = message.get_param("boundary")
-        if not isinstance(boundary, str) or not boundary:
-            raise ListFormatError("multipart/signed without a boundary")
+        if not isinstance(boundary, str) or not 0 < len(boundary) <= _MAX_BOUNDARY:
+            raise ListFormatError("multipart/signed needs a boundary of 1 to 70 characters")
         content, signature_part = _two_parts(body, boundary.encode("ascii", "replace"))
         sig_headers, sig_body = _split_message(signature_part)
-        sig_message = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(
-            sig_headers
-        )
+        sig_message = _parse_headers(sig_headers)
         if sig_message.get_content_type() not in _SIGNATURE_TYPES:
             raise ListFormatError(
                 f"the second part is {sig_message.get_content_type()}, "
@@ -175,12 +194,28 @@ def _is_der(data: bytes) -> bool:
 
 
 # -- MIME -------------------------------------------------------------------------
+def _pem_body(data: bytes) -> bytes:
+    for begin, end in _PEM_MARKERS:
+        if data.startswith(begin):
+            stop = data.find(end, len(begin))
+            if stop < 0:
+                raise ListFormatError("the PEM PKCS7 block is not terminated")
+            return _base64(data[len(begin) : stop], what="the PEM PKCS7 block")
+    raise ListFormatError("a PEM block that is not a PKCS7 signed message")
+
+
 def _split_message(raw: bytes) -> tuple[bytes, bytes]:
     """Headers and body, split at the first empty line (CRLF or LF)."""
-    match = re.search(rb"\r?\n\r?\n", raw)
+    match = re.search(rb"\r?\n\r?\n", raw[: _MAX_HEADERS + 4])
     if match is None:
+        if len(raw) > _MAX_HEADERS:
+            raise ListFormatError(f"MIME headers longer than {_MAX_HEADERS} bytes")
         raise ListFormatError("not a MIME message (no empty line after the headers)")
     return raw[: match.start()] + b"\n", raw[match.end() :]
+
+
+def _parse_headers(headers: bytes) -> email.message.Message:
+    return email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(headers)
 
 
 def _two_parts(body: bytes, boundary: bytes) -> tuple[bytes, bytes]:
@@ -188,25 +223,20 @@ def _two_parts(body: bytes, boundary: bytes) -> tuple[bytes, bytes]:
 
     The line end before each delimiter belongs to the delimiter, not to the part.
     """
-    lines = body.splitlines(keepends=True)
-    delimiter, closing = b"--" + boundary, b"--" + boundary + b"--"
-    marks: list[int] = []
-    closed = False
-    for index, line in enumerate(lines):
-        text = line.rstrip(b"\r\n").rstrip(b" \t")
-        if text == closing:
-            marks.append(index)
-            closed = True
+    delimiter = re.compile(rb"^--" + re.escape(boundary) + rb"(--)?[ \t]*\r?$", re.MULTILINE)
+    marks: list[re.Match[bytes]] = []
+    for match in delimiter.finditer(body):
+        marks.append(match)
+        if match.group(1) or len(marks) > 3:
             break
-        if text == delimiter:
-            marks.append(index)
-    if not closed or len(marks) != 3:
+    if len(marks) != 3 or not marks[2].group(1) or any(m.group(1) for m in marks[:2]):
         raise ListFormatError(
             "a multipart/signed body must hold exactly two parts and a closing boundary"
         )
     parts = []
-    for start, end in ((marks[0], marks[1]), (marks[1], marks[2])):
-        part = b"".join(lines[start + 1 : end])
+    for opening, closing in itertools.pairwise(marks):
+        start = opening.end() + 1  # past the LF that ends the delimiter line
+        part = body[start : closing.start()]
         parts.append(part[:-2] if part.endswith(b"\r\n") else part.removesuffix(b"\n"))
     return parts[0], parts[1]
 
@@ -237,7 +267,7 @@ def _strip_text_headers(content: bytes) -> bytes:
     if not _HEADER_LINE.match(content):
         return content
     headers, body = _split_message(content)
-    message = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(headers)
+    message = _parse_headers(headers)
     if message.get_content_type() != "text/plain":
         raise ListFormatError(
             f"the signed content is {message.get_content_type()}, expected text/plain or JSON"
@@ -293,7 +323,6 @@ def _signed_data(der: bytes) -> Any:
         if info["content_type"].native != "signed_data":
             raise SignatureError(f"the CMS message is {info['content_type'].native}, not signed")
         signed_data = info["content"]
-        signed_data.native  # noqa: B018 - parse the whole structure now, inside this try
     except (ValueError, TypeError, KeyError) as exc:
         raise SignatureError(f"the CMS signature does not parse: {exc}") from exc
     return signed_data
@@ -301,7 +330,7 @@ def _signed_data(der: bytes) -> Any:
 
 def _certificates(signed_data: Any) -> list[x509.Certificate]:
     choices = signed_data["certificates"]
-    if choices.native is None or len(choices) == 0:
+    if not isinstance(choices, cms.CertificateSet) or len(choices) == 0:
         raise SignatureError("the signature carries no certificate")
     if len(choices) > MAX_CERTIFICATES:
         raise SignatureError(

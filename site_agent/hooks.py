@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from site_agent.config import Hook
-from site_agent.hook_env import add_extra, env_name
+from site_agent.hook_env import EXTRA_PREFIX, env_name, extra_variables
 from site_agent.records import EventRecord, iso
-from site_agent.vmcatcher import vmcatcher_environment
+from site_agent.vmcatcher import vmcatcher_environment, vmcatcher_extra_variables
 
 _OUTPUT_TAIL = 2000
 _KILL_GRACE = 5.0
@@ -68,22 +68,33 @@ def event_environment(event: EventRecord, *, home: str) -> dict[str, str]:
             env[env_name("VMIC_", key)] = str(value)
         elif isinstance(value, bool):
             env[env_name("VMIC_", key)] = "1" if value else "0"
-    add_extra(env, "VMIC_", event.data)
+    return env
+
+
+def hook_environment(
+    hook: Hook, event: EventRecord, *, home: str, base_env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Everything a hook's process gets: the agent's environment, the event's variables
+    (and vmcatcher's, when the hook asks), then the list's unread keys where no variable
+    is set already. Raises OSError when vmcatcher's cache links cannot be made."""
+    env = dict(os.environ if base_env is None else base_env)
+    env.update(event_environment(event, home=home))
+    extras = extra_variables(event.data, EXTRA_PREFIX)
+    if hook.vmcatcher_env:
+        env.update(vmcatcher_environment(event, home=home))
+        extras.update(vmcatcher_extra_variables(event))
+    for name, value in extras.items():
+        env.setdefault(name, value)
     return env
 
 
 def run_hook(
     hook: Hook, event: EventRecord, *, home: str, base_env: Mapping[str, str] | None = None
 ) -> HookOutcome:
-    env = dict(os.environ if base_env is None else base_env)
-    env.update(event_environment(event, home=home))
-    if hook.vmcatcher_env:
-        try:
-            env.update(vmcatcher_environment(event, home=home))
-        except OSError as exc:
-            return HookOutcome(
-                ok=False, error=f"cannot link the image for vmcatcher: {exc.strerror}"
-            )
+    try:
+        env = hook_environment(hook, event, home=home, base_env=base_env)
+    except OSError as exc:
+        return HookOutcome(ok=False, error=f"cannot link the image for vmcatcher: {exc.strerror}")
     payload = json.dumps(event_json(event), sort_keys=True).encode("utf-8")
     with tempfile.TemporaryFile() as output:
         try:

@@ -115,6 +115,8 @@ class ListVersion:
     subscription: str
     signer: str
     expired_reported: bool = False
+    content_sha256: str | None = None
+    """SHA-256 of what the signature covers (None for versions accepted before schema 3)."""
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ListVersion:
@@ -129,6 +131,7 @@ class ListVersion:
             subscription=row["subscription"],
             signer=row["signer"],
             expired_reported=bool(row["expired_reported"]),
+            content_sha256=row.get("content_sha256"),
         )
 
 

@@ -92,7 +92,10 @@ class Site:
         if current is None:
             return None
         return PreviousState(
-            version=current.version, sha256=current.sha256, updated=current.updated
+            version=current.version,
+            sha256=current.sha256,
+            updated=current.updated,
+            content_sha256=current.content_sha256,
         )
 
     def accept_list(self, sub: Subscription, verified: VerifiedList) -> tuple[bool, list[Change]]:
@@ -155,6 +158,7 @@ class Site:
                 path=str(path.relative_to(self.home.root)),
                 subscription=sub.name,
                 signer=verified.signer.subject.slash(),
+                content_sha256=verified.content_sha256,
             )
         )
         self.store.add_history(

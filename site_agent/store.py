@@ -99,6 +99,11 @@ SCHEMA = [
     CREATE INDEX peer_images_by_sha512 ON peer_images (sha512);
     CREATE INDEX peer_images_by_list ON peer_images (source_list);
     """,
+    # 3: the digest of what a list's signature covers, for the same-version rule: the
+    # unsigned bytes of an S/MIME message (headers, base64 wrapping) may differ in transit
+    """
+    ALTER TABLE lists ADD COLUMN content_sha256 TEXT;
+    """,
 ]
 SCHEMA_VERSION = len(SCHEMA)
 
@@ -275,7 +280,7 @@ class Store:
     def add_list_version(self, record: ListVersion) -> None:
         self._run(
             "INSERT INTO lists (list_id, version, sha256, updated, expires, accepted_at, path,"
-            " subscription, signer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " subscription, signer, content_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.list_id,
                 record.version,
@@ -286,6 +291,7 @@ class Store:
                 record.path,
                 record.subscription,
                 record.signer,
+                record.content_sha256,
             ),
         )
 

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 from site_agent.home import SiteHome
-from site_agent.hook_env import add_extra
+from site_agent.hook_env import extra_variables
 from site_agent.records import EventRecord
 
 TYPES = {
@@ -49,7 +49,10 @@ _FIELDS = {
     "VO": "vo",  # ad:vo, the AppDB virtual organisation (the image's, else the list's)
 }
 # Other keys of a HEPiX image (sl:comments, ad:mpuri, ...) follow as VMCATCHER_EVENT_SL_COMMENTS,
-# VMCATCHER_EVENT_AD_MPURI, ... (see site_agent.hook_env.add_extra).
+# VMCATCHER_EVENT_AD_MPURI, ... (vmcatcher_extra_variables), never under these names:
+RESERVED = frozenset(
+    "VMCATCHER_EVENT_" + name for name in (*_FIELDS, "TYPE", "FILENAME", "UUID_SESSION")
+)
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _SHA512 = re.compile(r"[0-9a-f]{128}")
 
@@ -73,7 +76,6 @@ def vmcatcher_environment(event: EventRecord, *, home: str) -> dict[str, str]:
     image_id = str(data.get("image_id", ""))
     sha512 = str(data.get("sha512", ""))
     if not (_UUID.fullmatch(image_id) and _SHA512.fullmatch(sha512)):
-        add_extra(env, "VMCATCHER_EVENT_", data)
         return env  # not an image event: no file to name
     env["VMCATCHER_EVENT_FILENAME"] = image_id
     view.prune()
@@ -83,8 +85,12 @@ def vmcatcher_environment(event: EventRecord, *, home: str) -> dict[str, str]:
         expired = view.show_expired(image_id, sha512)
         if expired:
             env["VMCATCHER_EVENT_FILENAME"] = expired
-    add_extra(env, "VMCATCHER_EVENT_", data)
     return env
+
+
+def vmcatcher_extra_variables(event: EventRecord) -> dict[str, str]:
+    """``VMCATCHER_EVENT_AD_MPURI`` and the like, from the HEPiX keys vmic does not read."""
+    return extra_variables(event.data, "VMCATCHER_EVENT_", reserved=RESERVED, namespaced=True)
 
 
 class _View:

@@ -497,3 +497,37 @@ def test_tombstones_cannot_be_written_in_hepix(endorser: Identity, now: datetime
 
     assert again.tombstones == ()
     assert len(again.entries) == 2
+
+
+def test_the_same_version_with_other_unsigned_bytes_is_the_same_list(
+    endorser: Identity, trust: TrustStore, now: datetime
+) -> None:
+    """Headers, preamble and epilogue of the MIME message are not signed: a copy whose
+    unsigned bytes differ is the same version, not a rollback blamed on the endorser."""
+    raw = hepix.sign(make(endorser, now), endorser)
+    first = verify_list(raw, trust=trust, pins=None, now=now)
+    state = PreviousState(
+        version=first.image_list.version,
+        sha256=first.sha256,
+        updated=first.image_list.updated,
+        content_sha256=first.content_sha256,
+    )
+    boundary = raw.split(b'boundary="', 1)[1].split(b'"', 1)[0]
+    copy = (b"X-Relayed-By: a mirror\r\n" + raw).replace(
+        b"\r\n\r\n--" + boundary, b"\r\n\r\na preamble\r\n--" + boundary, 1
+    ) + b"an epilogue\r\n"
+    assert copy != raw
+
+    again = verify_list(copy, trust=trust, pins=None, now=now, previous=state)
+
+    assert again.sha256 != first.sha256
+    assert again.content_sha256 == first.content_sha256
+    assert again.image_list == first.image_list
+
+
+def test_a_version_above_the_highest_is_a_format_error(endorser: Identity, now: datetime) -> None:
+    document = json_of(make(endorser, now))
+    document["hv:imagelist"]["hv:version"] = "9999999999999999999"
+
+    with pytest.raises(ListFormatError, match="above the highest list version"):
+        read_hepix(json.dumps(document).encode())

@@ -9,11 +9,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from asn1crypto import cms, core
+from asn1crypto import keys as asn1_keys
 from cryptography.hazmat.primitives import serialization
 
 from keys.errors import ListFormatError, SignatureError
 from keys.limits import Limits
-from keys.smime import looks_like_smime, sign_smime, verify_smime
+from keys.smime import MAX_CERTIFICATES, looks_like_smime, sign_smime, verify_smime
 from tests.support import hepix
 from tests.support.ca import Identity, TestCA
 from tests.support.hepix import INTEROP
@@ -311,3 +313,63 @@ def test_cloudkeeper_signed_sample_has_a_valid_signature_by_its_test_ca() -> Non
 def test_cloudkeeper_invalid_sample_is_refused_as_altered() -> None:
     with pytest.raises(SignatureError, match="differs from what was signed"):
         verify_smime((INTEROP / "cloudkeeper_imagelist_invalid.signed.smime").read_bytes())
+
+
+# -- hostile input: rejected, never a crash or a stall ----------------------------------
+
+
+def test_deep_nesting_in_a_signed_attribute_is_a_rejection(rsa_endorser: Identity) -> None:
+    info = cms.ContentInfo.load(hepix.sign_bytes(CONTENT, rsa_endorser, der=True))
+    nested = b"\x05\x00"
+    for _ in range(3000):
+        nested = b"\x30" + _der_length(len(nested)) + nested
+    attribute = cms.CMSAttribute({"type": "1.2.3.4", "values": [core.Any.load(nested)]})
+    info["content"]["signer_infos"][0]["signed_attrs"].append(attribute)
+
+    with pytest.raises(SignatureError, match="RecursionError"):
+        verify_smime(info.dump(force=True))
+
+
+def test_a_signer_certificate_on_an_unsupported_curve_is_a_rejection(
+    rsa_endorser: Identity, root_ca: TestCA
+) -> None:
+    """The certificate is the attacker's own until the chain is checked: it may be anything."""
+    info = cms.ContentInfo.load(hepix.sign_bytes(CONTENT, rsa_endorser, der=True))
+    choice = info["content"]["certificates"][0]
+    spki = choice.chosen["tbs_certificate"]["subject_public_key_info"]
+    spki["algorithm"] = asn1_keys.PublicKeyAlgorithm(
+        {"algorithm": "ec", "parameters": asn1_keys.ECDomainParameters("named", "1.3.132.0.6")}
+    )
+    spki["public_key"] = b"\x04" + b"\x01" * 28
+
+    with pytest.raises(SignatureError, match="UnsupportedAlgorithm"):
+        verify_smime(info.dump(force=True))
+
+
+def test_more_certificates_than_allowed_are_refused(
+    rsa_endorser: Identity, root_ca: TestCA
+) -> None:
+    crowd = [root_ca.issue(f"/DC=org/CN=Extra {n}").cert for n in range(MAX_CERTIFICATES)]
+    many = Identity(cert=rsa_endorser.cert, key=rsa_endorser.key, intermediates=crowd)
+
+    with pytest.raises(SignatureError, match="certificates, more than"):
+        verify_smime(hepix.sign_bytes(CONTENT, many))
+
+
+def test_an_unterminated_pem_block_is_refused_at_once() -> None:
+    with pytest.raises(ListFormatError, match="not terminated"):
+        verify_smime(b"-----BEGIN PKCS7-----" * 20_000)
+
+
+def test_endless_mime_headers_are_refused_before_they_are_parsed() -> None:
+    hostile = b'Content-Type: multipart/signed; a="' + b";" * 160_000 + b"\r\n\r\nbody"
+
+    with pytest.raises(ListFormatError, match="headers longer than"):
+        verify_smime(hostile)
+
+
+def _der_length(n: int) -> bytes:
+    if n < 0x80:
+        return bytes([n])
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(raw)]) + raw

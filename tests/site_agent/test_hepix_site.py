@@ -71,7 +71,7 @@ def test_a_site_subscribes_to_a_hepix_list_and_mirrors_it(world: World, tmp_path
     assert stored[0].endswith(".smime")
     own = [(dump / name).read_text() for name in sorted(p.name for p in dump.iterdir())]
     assert len(own) == 2
-    assert f"VMIC_AD_MPURI={MPURI.format(image_uuid(1))}" in own[0] + own[1]
+    assert f"VMIC_X_AD_MPURI={MPURI.format(image_uuid(1))}" in own[0] + own[1]
     vmc = "".join(p.read_text() for p in (tmp_path / "vmcatcher").iterdir())
     assert f"VMCATCHER_EVENT_AD_MPURI={MPURI.format(image_uuid(2))}" in vmc
     assert "VMCATCHER_EVENT_TYPE=AvailablePostfix" in vmc

@@ -29,8 +29,9 @@ from site_agent.records import (
     ImageRecord,
     ListVersion,
     Subscription,
+    iso,
 )
-from site_agent.store import SCHEMA_VERSION, Store
+from site_agent.store import SCHEMA, SCHEMA_VERSION, Store
 
 LIST_ID = "6f2a7a52-2a36-4c57-9c52-3c1f5d1f3d51"
 OTHER_LIST = "0b7e7c0e-58a5-4a8b-8a43-6a3c2d1f0e99"
@@ -148,6 +149,31 @@ def test_reopening_keeps_the_rows_and_does_not_migrate_again(db_path: Path, now:
         assert current.version == 3
         assert len(store.images()) == 3
         assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_a_schema_2_database_is_migrated_and_keeps_its_rollback_state(
+    db_path: Path, now: datetime
+) -> None:
+    """A site from before schema 3: its list versions stay, without a content digest."""
+    conn = sqlite3.connect(db_path)
+    try:
+        for step in SCHEMA[:2]:
+            conn.executescript(step)
+        conn.execute(
+            "INSERT INTO lists (list_id, version, sha256, updated, expires, accepted_at, path,"
+            " subscription, signer) VALUES (?, 7, ?, ?, ?, ?, 'lists/x', 'egi', '/CN=J')",
+            (LIST_ID, "ab" * 32, iso(now), iso(now), iso(now)),
+        )
+        conn.execute("PRAGMA user_version = 2")
+        conn.commit()
+    finally:
+        conn.close()
+
+    with Store.open(db_path) as store:
+        current = store.current_list(LIST_ID)
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert current is not None
+    assert (current.version, current.sha256, current.content_sha256) == (7, "ab" * 32, None)
 
 
 def test_open_without_create_refuses_a_missing_file_and_creates_nothing(db_path: Path) -> None:

@@ -10,10 +10,9 @@ import pytest
 
 from federation.cli.common import ExitCode
 from site_agent import config as site_config
-from site_agent.hooks import event_environment
+from site_agent.hooks import hook_environment
 from site_agent.records import EventRecord
-from site_agent.vmcatcher import vmcatcher_environment
-from tests.support.site import World, image_bytes, image_uuid
+from tests.support.site import LIST_UUID, World, image_bytes, image_uuid
 
 # Written the way vmcatcher's handlers (glancepush and others) read their environment:
 # act on *Postfix events, find the image under $VMCATCHER_CACHE_DIR_CACHE by
@@ -112,37 +111,57 @@ def test_vmcatcher_hooks_take_only_the_events_vmcatcher_knows(
     assert site_config.load(world.home.config).hooks == ()
 
 
-def test_unread_hepix_keys_become_variables_but_never_replace_vmics_own(tmp_path: Path) -> None:
+def test_unread_hepix_keys_become_variables_but_never_replace_any_other(tmp_path: Path) -> None:
     sha512 = "ab" * 64
     event = EventRecord(
         id=7,
         at=datetime(2026, 1, 1, tzinfo=UTC),
-        type="image.available",
+        type="image.new",
         subscription="appdb",
         image_id=image_uuid(1),
         data={
             "image_id": image_uuid(1),
+            "list_id": LIST_UUID,
             "sha512": sha512,
             "title": "Real title",
+            "vo": None,
+            "policy_override": None,
             "extra": {
                 "ad:mpuri": "https://appdb.example.org/x",
                 "sha512": "00" * 64,
                 "dc:title": "Forged title",
-                "type": "ImageNew",
-                "filename": "../../etc/passwd",
+                "il:dc:identifier": "forged",
+                "type": "AvailablePostfix",
+                "vo": "forged-vo",
+                "policy_override": "site-approved",
+                "path": "/etc/shadow",
+                "key_passphrase": "from the list",
+                "": "nameless",
             },
         },
     )
+    hook = site_config.make_hook(
+        name="h", events=["image.new"], command=["/bin/true"], timeout=5, vmcatcher_env=True
+    )
+    base = {"PATH": "/usr/bin", "VMIC_KEY_PASSPHRASE": "the operator's"}
 
-    own = event_environment(event, home=str(tmp_path))
-    vmc = vmcatcher_environment(event, home=str(tmp_path))
+    env = hook_environment(hook, event, home=str(tmp_path), base_env=base)
 
-    assert own["VMIC_AD_MPURI"] == "https://appdb.example.org/x"
-    assert own["VMIC_SHA512"] == sha512
-    assert own["VMIC_DC_TITLE"] == "Forged title"  # a name of its own: it replaces nothing
-    assert own["VMIC_TITLE"] == "Real title"
-    assert vmc["VMCATCHER_EVENT_AD_MPURI"] == "https://appdb.example.org/x"
-    assert vmc["VMCATCHER_EVENT_DC_TITLE"] == "Real title"
-    assert vmc["VMCATCHER_EVENT_SL_CHECKSUM_SHA512"] == sha512
-    assert vmc["VMCATCHER_EVENT_TYPE"] == "AvailablePostfix"
-    assert vmc["VMCATCHER_EVENT_FILENAME"] == image_uuid(1)
+    assert env["VMIC_X_AD_MPURI"] == "https://appdb.example.org/x"
+    assert env["VMCATCHER_EVENT_AD_MPURI"] == "https://appdb.example.org/x"
+    # what vmic, vmcatcher or the agent's environment set is never replaced by list data
+    assert env["VMIC_SHA512"] == sha512
+    assert env["VMIC_TITLE"] == "Real title"
+    assert env["VMIC_KEY_PASSPHRASE"] == base["VMIC_KEY_PASSPHRASE"]
+    assert env["PATH"] == "/usr/bin"
+    assert env["VMCATCHER_EVENT_DC_TITLE"] == "Real title"
+    assert env["VMCATCHER_EVENT_IL_DC_IDENTIFIER"] == LIST_UUID
+    assert env["VMCATCHER_EVENT_SL_CHECKSUM_SHA512"] == sha512
+    assert env["VMCATCHER_EVENT_TYPE"] == "ImageNew"
+    assert env["VMCATCHER_EVENT_FILENAME"] == image_uuid(1)
+    # fields vmic left empty stay empty: a list cannot fill them in
+    for name in ("VMIC_VO", "VMIC_POLICY_OVERRIDE", "VMIC_PATH", "VMCATCHER_EVENT_VO"):
+        assert name not in env, name
+    assert env["VMIC_X_POLICY_OVERRIDE"] == "site-approved"  # in its own namespace only
+    assert "VMIC_X_" not in env
+    assert "VMCATCHER_EVENT_" not in env
