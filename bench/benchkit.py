@@ -14,19 +14,22 @@ import hashlib
 import multiprocessing
 import os
 import socket
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 
 from aiohttp import web
 from cryptography import x509
 
+from feeds.atom import render_list
+from feeds.model import ImageEntry, ImageList, image_id, list_id, sha512_hex
 from keys.certs import PrivateKey, load_private_key
 from keys.dn import DistinguishedName
 from keys.pki import create_ca, issue
-from keys.xmlsig import SignerPin
+from keys.xmlsig import SignerPin, sign_enveloped
 
 STARTUP_TIMEOUT = 60.0
 CHUNK = 4 * 1024 * 1024
@@ -114,6 +117,43 @@ def make_endorser(workdir: Path, now: datetime) -> Endorser:
         key_type="ec",
     )
     return Endorser(ca_dir=ca_dir, key=load_private_key(endorser_dir / "key.pem"), cert=cert)
+
+
+IMAGE_NAME = "image.raw"
+LIST_NAME = "list.atom"
+
+
+def write_one_image_list(
+    served: Path, base: str, endorser: Endorser, *, what: str, sha512: str, size: int
+) -> None:
+    """The endorser's signed list (``served``/LIST_NAME), naming one image at
+    ``base``/IMAGE_NAME; ``what`` names the benchmark in the titles."""
+    now = datetime.now(UTC)
+    entry = ImageEntry(
+        id=image_id(str(uuid.uuid4())),
+        title=f"vmic {what} benchmark image",
+        summary="Random bytes served on the loopback interface",
+        url=f"{base}/{IMAGE_NAME}",
+        size=size,
+        sha512=sha512_hex(sha512),
+        format="raw",
+        updated=now - timedelta(hours=1),
+        endorsed=now - timedelta(hours=1),
+    )
+    image_list = ImageList(
+        id=list_id(str(uuid.uuid4())),
+        title=f"vmic {what} benchmark list",
+        self_url=f"{base}/{LIST_NAME}",
+        updated=now - timedelta(minutes=10),
+        expires=now + timedelta(days=28),
+        version=1,
+        endorser_dn=DistinguishedName.from_x509(endorser.cert.subject),
+        issuer_dn=DistinguishedName.from_x509(endorser.cert.issuer),
+        author_name="Bench Endorser",
+        entries=(entry,),
+    )
+    signed = sign_enveloped(render_list(image_list), key=endorser.key, cert=endorser.cert)
+    (served / LIST_NAME).write_bytes(signed)
 
 
 def make_image(path: Path, size: int) -> str:

@@ -80,6 +80,8 @@ import tomlkit
 from benchkit import (  # bench/benchkit.py
     CA_DN,
     ENDORSER_DN,
+    IMAGE_NAME,
+    LIST_NAME,
     Endorser,
     make_endorser,
     make_image,
@@ -116,8 +118,6 @@ MiB = 1024**2
 GiB = 1024**3
 MB = 1_000_000
 CHUNK = 4 * MiB
-IMAGE_NAME = "image.raw"
-LIST_NAME = "list.atom"
 PREFIX = "/files"
 BYTES_TARGET = 2.0
 """With peers on, the endorser serves at most this many times the image size."""

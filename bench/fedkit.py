@@ -18,22 +18,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
-from benchkit import Endorser  # bench/benchkit.py
+from benchkit import IMAGE_NAME, LIST_NAME, Endorser, write_one_image_list  # bench/benchkit.py
 
-from feeds.atom import render_list
-from feeds.model import ImageEntry, ImageList, image_id, list_id, sha512_hex
-from keys.dn import DistinguishedName
-from keys.xmlsig import sign_enveloped
 from site_agent.home import SiteHome
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,8 +36,6 @@ MiB = 1024**2
 GiB = 1024**3
 MB = 1_000_000
 CHUNK = 4 * MiB
-IMAGE_NAME = "image.raw"
-LIST_NAME = "list.atom"
 PREFIX = "/files"
 BYTES_TARGET = 2.0
 """With peers on, the endorser serves at most this many times the image size."""
@@ -64,32 +56,7 @@ class BenchError(Exception):
 
 def write_list(served: Path, base: str, endorser: Endorser, *, sha512: str, size: int) -> None:
     """The endorser's signed list, naming the image at ``base``."""
-    now = datetime.now(UTC)
-    entry = ImageEntry(
-        id=image_id(str(uuid.uuid4())),
-        title="vmic federation benchmark image",
-        summary="Random bytes served on the loopback interface",
-        url=f"{base}/{IMAGE_NAME}",
-        size=size,
-        sha512=sha512_hex(sha512),
-        format="raw",
-        updated=now - timedelta(hours=1),
-        endorsed=now - timedelta(hours=1),
-    )
-    image_list = ImageList(
-        id=list_id(str(uuid.uuid4())),
-        title="vmic federation benchmark list",
-        self_url=f"{base}/{LIST_NAME}",
-        updated=now - timedelta(minutes=10),
-        expires=now + timedelta(days=28),
-        version=1,
-        endorser_dn=DistinguishedName.from_x509(endorser.cert.subject),
-        issuer_dn=DistinguishedName.from_x509(endorser.cert.issuer),
-        author_name="Bench Endorser",
-        entries=(entry,),
-    )
-    signed = sign_enveloped(render_list(image_list), key=endorser.key, cert=endorser.cert)
-    (served / LIST_NAME).write_bytes(signed)
+    write_one_image_list(served, base, endorser, what="federation", sha512=sha512, size=size)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

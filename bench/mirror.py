@@ -46,19 +46,23 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from benchkit import make_endorser, make_image, serving  # bench/benchkit.py, next to this script
+from benchkit import (  # bench/benchkit.py, next to this script
+    IMAGE_NAME,
+    LIST_NAME,
+    make_endorser,
+    make_image,
+    serving,
+    write_one_image_list,
+)
 
-from feeds.atom import render_list
-from feeds.model import ImageEntry, ImageList, image_id, list_id, sha512_hex
 from keys.dn import DistinguishedName
 from keys.errors import VmicError
-from keys.xmlsig import SignerPin, sign_enveloped
+from keys.xmlsig import SignerPin
 from site_agent import admin
 from site_agent.cache import Cache
 from site_agent.fetch import Fetcher
@@ -71,8 +75,6 @@ CHUNK = 4 * MiB
 BASELINE_RATIO_TARGET = 0.8
 HASH_RATIO_TARGET = 1.3
 RSS_TARGET_MB = 150.0
-IMAGE_NAME = "image.raw"
-LIST_NAME = "list.atom"
 
 
 class BenchError(Exception):
@@ -313,31 +315,8 @@ def build_sync_site(workdir: Path, served: Path, base: str, *, sha512: str, size
     --auto-approve (so the image is approved and the next sync downloads it)."""
     now = datetime.now(UTC)
     endorser = make_endorser(workdir, now)
-    ca_dir, cert, key = endorser.ca_dir, endorser.cert, endorser.key
-    entry = ImageEntry(
-        id=image_id(str(uuid.uuid4())),
-        title="vmic mirror benchmark image",
-        summary="Random bytes served on the loopback interface",
-        url=f"{base}/{IMAGE_NAME}",
-        size=size,
-        sha512=sha512_hex(sha512),
-        format="raw",
-        updated=now - timedelta(hours=1),
-        endorsed=now - timedelta(hours=1),
-    )
-    image_list = ImageList(
-        id=list_id(str(uuid.uuid4())),
-        title="vmic mirror benchmark list",
-        self_url=f"{base}/{LIST_NAME}",
-        updated=now - timedelta(minutes=10),
-        expires=now + timedelta(days=28),
-        version=1,
-        endorser_dn=DistinguishedName.from_x509(cert.subject),
-        issuer_dn=DistinguishedName.from_x509(cert.issuer),
-        author_name="Bench Endorser",
-        entries=(entry,),
-    )
-    (served / LIST_NAME).write_bytes(sign_enveloped(render_list(image_list), key=key, cert=cert))
+    ca_dir, cert = endorser.ca_dir, endorser.cert
+    write_one_image_list(served, base, endorser, what="mirror", sha512=sha512, size=size)
     home = SiteHome(workdir / "site")
     admin.init_site(home, trust=ca_dir)
     pin = SignerPin(
