@@ -17,6 +17,11 @@ counts the whole-document parse/serialize passes inside signxml's
 vmic < 1 s. Missing them is reported, not fatal: the exit code is non-zero only
 when verification fails. Everything is local; nothing touches the network.
 
+The same list is also signed as a HEPiX list (JSON, S/MIME) and vmic's
+verify_list on it is timed against ``openssl smime -verify`` (signature and
+chain, no CRL, no model; process start included), for information: no
+target was set for it.
+
     .venv/bin/python bench/verify.py [--entries N] [--repeat N] [--key-type rsa|ec]
     .venv/bin/python bench/verify.py --profile   # adds a cProfile of one verify_list
 """
@@ -44,6 +49,7 @@ from cryptography import x509
 from lxml import etree
 
 from feeds.atom import FEED_TAG, render_list
+from feeds.hepix import render_hepix
 from feeds.model import ImageEntry, ImageList, image_id, list_id, sha512_hex
 from feeds.reader import read_list
 from feeds.verify import VerifiedList, verify_list
@@ -53,6 +59,7 @@ from keys.dn import DistinguishedName
 from keys.errors import VmicError
 from keys.limits import DEFAULT_LIMITS
 from keys.pki import CA_CERT, create_ca, issue
+from keys.smime import sign_smime
 from keys.trust import TrustStore
 from keys.xmlsig import SignerPin, sign_enveloped
 
@@ -82,6 +89,8 @@ class Fixture:
     raw: bytes
     tiny_path: Path
     now: datetime
+    hepix_path: Path
+    hepix_raw: bytes
 
 
 def _entry(n: int, *, now: datetime) -> ImageEntry:
@@ -151,6 +160,11 @@ def build_fixture(workdir: Path, *, entries: int, key_type: str) -> Fixture:
     signed_path.write_bytes(raw)
     tiny_path = workdir / "tiny.atom"
     tiny_path.write_bytes(_sign(_image_list(1, now=now, signer=cert), key=key, cert=cert))
+    hepix_raw = sign_smime(
+        render_hepix(_image_list(entries, now=now, signer=cert)), key=key, cert=cert
+    )
+    hepix_path = workdir / "list.smime"
+    hepix_path.write_bytes(hepix_raw)
 
     return Fixture(
         ca_dir=ca_dir,
@@ -165,6 +179,8 @@ def build_fixture(workdir: Path, *, entries: int, key_type: str) -> Fixture:
         raw=raw,
         tiny_path=tiny_path,
         now=at,
+        hepix_path=hepix_path,
+        hepix_raw=hepix_raw,
     )
 
 
@@ -197,6 +213,30 @@ def repeat(fn: Callable[[], object], times: int) -> Timings:
 def run_vmic(fx: Fixture) -> VerifiedList:
     """The full vmic verification; the caller's later free of the result is not timed."""
     return verify_list(fx.raw, trust=fx.trust, pins=[fx.pin], now=fx.now)
+
+
+def run_vmic_hepix(fx: Fixture) -> VerifiedList:
+    return verify_list(fx.hepix_raw, trust=fx.trust, pins=[fx.pin], now=fx.now)
+
+
+def run_openssl_smime(fx: Fixture) -> None:
+    subprocess.run(
+        [
+            "openssl",
+            "smime",
+            "-verify",
+            "-in",
+            str(fx.hepix_path),
+            "-CAfile",
+            str(fx.ca_pem),
+            "-purpose",
+            "any",
+            "-out",
+            "/dev/null",
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
 def run_xmlsec1(fx: Fixture, path: Path) -> None:
@@ -351,7 +391,30 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {label:<44} {seconds:.4f} s  {_pct(seconds, b.total)}")
         if args.profile:
             print_profile(fx, top=25)
+        if shutil.which("openssl") is not None:
+            try:
+                _hepix_section(fx, args.repeat)
+            except (VmicError, subprocess.CalledProcessError) as exc:
+                print(f"HEPiX verification failed: {exc}", file=sys.stderr)
+                return 1
     return 0
+
+
+def _hepix_section(fx: Fixture, times: int) -> None:
+    listed = len(run_vmic_hepix(fx).image_list.entries)
+    run_openssl_smime(fx)  # warm up; both must verify
+    vmic_t = repeat(lambda: run_vmic_hepix(fx), times)
+    openssl_t = repeat(lambda: run_openssl_smime(fx), times)
+    print(f"\nHEPiX list (S/MIME JSON, {len(fx.hepix_raw) / MB:.2f} MB, {listed} entries):")
+    print(
+        f"  vmic verify_list (signature+chain+CRL+model): best {vmic_t.best:.3f} s, "
+        f"median {vmic_t.median:.3f} s"
+    )
+    print(
+        f"  openssl smime -verify (signature+chain, incl. process start): "
+        f"best {openssl_t.best:.3f} s, median {openssl_t.median:.3f} s"
+    )
+    print(f"  ratio vmic/openssl (best vs best): {vmic_t.best / openssl_t.best:.2f}x (no target)")
 
 
 if __name__ == "__main__":
