@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from importlib import metadata
 
 from federation.cli import (
+    context_cmd,
     endorse_cmd,
     images_cmd,
     keys_cmd,
@@ -53,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     images_cmd.register(commands)
     serve_cmd.register(commands)
     peer_cmd.register(commands)
+    context_cmd.register(commands)
     return parser
 
 
