@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,11 +75,31 @@ def _run(*args: str, expect: int = 0) -> int:
     return code
 
 
-def _image(path: Path, header: bytes, size: int) -> None:
-    """A small deterministic file that starts with a format's magic bytes."""
+_PASSWD = b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/nonexistent:/sbin/nologin\n"
+_SHADOW = b"root:*:19000:0:99999:7:::\nnobody:!:19000:0:99999:7:::\n"
+
+
+def _image(path: Path, pretty_name: str, size: int, extra: dict[str, bytes] | None = None) -> None:
+    """A tiny root file system as a tar archive (gzip or xz by the name), deterministic."""
+    blocks: list[bytes] = []
     block = hashlib.sha512(path.name.encode()).digest()
-    body = (block * (size // len(block) + 1))[: size - len(header)]
-    path.write_bytes(header + body)
+    while len(blocks) * len(block) < size:  # a chain of digests: bytes that do not compress
+        blocks.append(block)
+        block = hashlib.sha512(block).digest()
+    files = {
+        "etc/os-release": f'PRETTY_NAME="{pretty_name}"\n'.encode(),
+        "etc/passwd": _PASSWD,
+        "etc/shadow": _SHADOW,
+        "etc/machine-id": b"",
+        "usr/share/demo/payload.bin": b"".join(blocks)[:size],
+        **(extra or {}),
+    }
+    mode = "w:xz" if path.name.endswith(".xz") else "w:gz"
+    with tarfile.open(path, mode) as archive:  # type: ignore[call-overload]
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 1_767_225_600, 0o644
+            archive.addfile(info, io.BytesIO(data))
 
 
 def _prepare(folder: Path) -> None:
@@ -133,12 +155,20 @@ def endorse(folder: Path, base_url: str) -> None:
     _run("keys", "show", str(jane / "cert.pem"))
 
     _step(3, f"Two small images, published on the endorser's web server ({base_url})")
-    _image(www / "tiny-alma9.qcow2", b"QFI\xfb\x00\x00\x00\x03", 64 * 1024)
-    _image(www / "tiny-debian12.img", b"\x00" * 510 + b"\x55\xaa", 96 * 1024)
+    _image(www / "tiny-alma9.tar.gz", "AlmaLinux 9.4 (Seafoam Ocelot)", 64 * 1024)
+    _image(www / "tiny-debian12.tar.xz", "Debian GNU/Linux 12 (bookworm)", 96 * 1024)
     for image in sorted(www.iterdir()):
         print(f"wrote {image.name} ({image.stat().st_size} bytes)")
+    leaky = folder / "leaky.tar.gz"
+    _image(
+        leaky,
+        "Leaky Linux 1",
+        1024,
+        {"root/.ssh/authorized_keys": b"ssh-ed25519 AAAAC3Nza builder@laptop\n"},
+    )
 
-    _step(4, "A manifest for a new list, and the two images (hashed with SHA-512)")
+    _step(4, "Images pass the trusted-image policy check, then are hashed (SHA-512)")
+    _run("policy", "check", str(leaky), expect=17)
     _run(
         "endorse",
         "init",
@@ -156,9 +186,9 @@ def endorse(folder: Path, base_url: str) -> None:
         "endorse",
         "add",
         str(manifest),
-        str(www / "tiny-alma9.qcow2"),
+        str(www / "tiny-alma9.tar.gz"),
         "--url",
-        f"{base_url}/tiny-alma9.qcow2",
+        f"{base_url}/tiny-alma9.tar.gz",
         "--title",
         "Tiny AlmaLinux 9",
         "--os",
@@ -178,9 +208,9 @@ def endorse(folder: Path, base_url: str) -> None:
         "endorse",
         "add",
         str(manifest),
-        str(www / "tiny-debian12.img"),
+        str(www / "tiny-debian12.tar.xz"),
         "--url",
-        f"{base_url}/tiny-debian12.img",
+        f"{base_url}/tiny-debian12.tar.xz",
         "--title",
         "Tiny Debian 12",
         "--os",

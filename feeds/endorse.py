@@ -35,10 +35,11 @@ from feeds.model import (
     new_uuid,
     sha512_hex,
 )
+from feeds.policy.model import Report
 from feeds.verify import ListFormat, verify_list
 from keys.certs import PrivateKey, cert_label, check_key_strength, is_ca, public_keys_equal
 from keys.dn import DistinguishedName
-from keys.errors import CertificateError, ConfigError, ListFormatError
+from keys.errors import CertificateError, ConfigError, ListFormatError, PolicyError
 from keys.fileio import sha512_file, write_atomic
 from keys.smime import sign_smime
 from keys.trust import CrlPolicy, TrustStore
@@ -114,7 +115,10 @@ def add_image(
     *,
     now: datetime,
     progress: Callable[[int], None] | None = None,
+    policy: Callable[[Path], str | None] | None = None,
 ) -> ImageEntry:
+    """Hash and add one image. ``policy`` (the policy check of `vmic endorse add`) runs once
+    the arguments are known to be good, may refuse the image, and says what to record."""
     manifest = Manifest.load(path)
     if not image_file.is_file():
         raise ConfigError(f"{image_file} is not a file")
@@ -129,6 +133,7 @@ def add_image(
         _reword(lambda: check_url(meta.info_url or "", what="--info-url"))
     if meta.expires is not None and meta.expires <= now:
         raise ConfigError("--expires is in the past")
+    override = policy(image_file) if policy is not None else meta.policy_override
     digest, size = sha512_file(image_file, progress=progress)
     entry = ImageEntry(
         id=image_id(new_uuid()),
@@ -151,11 +156,30 @@ def add_image(
         vo=meta.vo or None,
         tags=tuple(meta.tags),
         info_url=meta.info_url or None,
-        policy_override=meta.policy_override or None,
+        policy_override=override or None,
     )
     manifest.add_image(entry, filename=image_file.name)
     manifest.save()
     return entry
+
+
+def policy_override(report: Report, override: str | None) -> str | None:
+    """What an image's entry records after its policy check (``vmic endorse add``).
+
+    A clean image records nothing. An image with errors is refused
+    (:class:`PolicyError`) unless the endorser gives a reason, which is then
+    recorded with the rules it overrides and published in the signed list.
+    """
+    if report.clean:
+        return None
+    if override is None or not override.strip():
+        listed = "; ".join(f"{f.rule} {f.path}" for f in report.errors[:5])
+        more = f" and {len(report.errors) - 5} more" if len(report.errors) > 5 else ""
+        raise PolicyError(
+            f"{Path(report.image).name} breaks the trusted-image policy: {listed}{more}"
+        )
+    rules = sorted({f.rule for f in report.errors})
+    return f"{override.strip()} (overrides: {', '.join(rules)})"
 
 
 def revoke_image(path: Path, image: str, *, reason: str, now: datetime) -> ImageEntry:

@@ -27,7 +27,8 @@ an exit code. Other libraries' exceptions are wrapped at the boundary
     │   └── SizeMismatchError       size differs
     ├── StoreError                  the site's local state cannot be used
     │   └── DiskFullError           no room for a download or a write
-    └── LockedError                 another vmic run holds the site's lock
+    ├── LockedError                 another vmic run holds the site's lock
+    └── PolicyError                 an image breaks the trusted-image policy
 """
 
 from __future__ import annotations
@@ -122,3 +123,10 @@ class DiskFullError(StoreError):
 
 class LockedError(VmicError):
     default_hint = "another `vmic` run is working on this site; this one did nothing"
+
+
+class PolicyError(VmicError):
+    default_hint = (
+        "remove what the findings name from the image and build it again, or endorse it "
+        'with --policy-override "why" (the reason is published in the signed list)'
+    )

@@ -19,6 +19,7 @@ from federation.cli import (
     images_cmd,
     keys_cmd,
     peer_cmd,
+    policy_cmd,
     serve_cmd,
     site_cmd,
     verify_cmd,
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     keys_cmd.register(commands)
     endorse_cmd.register(commands)
+    policy_cmd.register(commands)
     verify_cmd.register(commands)
     site_cmd.register(commands)
     images_cmd.register(commands)

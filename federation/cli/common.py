@@ -25,6 +25,7 @@ from keys.errors import (
     IntegrityError,
     ListFormatError,
     LockedError,
+    PolicyError,
     RevokedError,
     RollbackError,
     SignatureError,
@@ -54,6 +55,7 @@ class ExitCode(IntEnum):
     STORE = 14
     LOCKED = 15
     PROBLEMS = 16
+    POLICY = 17
     INTERRUPTED = 130
 
 
@@ -73,6 +75,7 @@ _ERROR_CODES: tuple[tuple[type[VmicError], ExitCode, str], ...] = (
     (IntegrityError, ExitCode.INTEGRITY, "integrity"),
     (StoreError, ExitCode.STORE, "store"),
     (LockedError, ExitCode.LOCKED, "locked"),
+    (PolicyError, ExitCode.POLICY, "policy"),
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 from federation.cli.common import (
@@ -15,9 +16,11 @@ from federation.cli.common import (
     print_json,
     utcnow,
 )
+from federation.cli.policy_cmd import print_report, run_check
 from feeds import endorse
 from feeds.manifest import Manifest
 from feeds.model import ImageEntry
+from feeds.policy.model import Severity
 from feeds.verify import ListFormat
 from keys.certs import load_certificate, load_certificates, load_private_key
 from keys.trust import CrlPolicy, TrustStore
@@ -55,7 +58,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=(
             "Add an image file to the list: computes its SHA-512 and size while reading it "
             "(with a progress bar on a terminal), guesses its format unless --format is "
-            "given, and gives it a new image UUID."
+            "given, and gives it a new image UUID. First the image is checked against the "
+            "trusted-image policy (as `vmic policy check`); an image with errors is refused "
+            "unless --policy-override gives the reason, which is published in the signed list."
         ),
     )
     add.add_argument("manifest", type=Path, metavar="MANIFEST", help="the list's manifest")
@@ -75,6 +80,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add.add_argument("--vo", help="virtual organisation the image is for")
     add.add_argument("--tag", action="append", default=[], help="a tag (repeatable)")
     add.add_argument("--info-url", help="web page describing the image")
+    add.add_argument(
+        "--policy-override",
+        metavar="REASON",
+        help="endorse although the policy check found errors, for this published reason",
+    )
+    add.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="a policy rule whose findings do not count (repeatable; see `vmic policy rules`)",
+    )
     add.add_argument("--json", action="store_true", help="print the new entry as JSON")
     add.set_defaults(func=_add)
 
@@ -198,6 +215,17 @@ def _init(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _policy_gate(args: argparse.Namespace, image: Path) -> str | None:
+    """The policy check of `endorse add`: findings on stderr, refusal or what to record."""
+    report = run_check(image, args.allow)
+    if any(f.severity is not Severity.INFO for f in report.findings):
+        print_report(report, stream=sys.stderr)
+    override = endorse.policy_override(report, args.policy_override)
+    if report.clean and args.policy_override:
+        print("the image passed the policy check; --policy-override is not recorded")
+    return override
+
+
 def _add(args: argparse.Namespace) -> int:
     size = args.image.stat().st_size if args.image.is_file() else 0
     progress = Progress(size, f"hashing {args.image.name}")
@@ -224,6 +252,7 @@ def _add(args: argparse.Namespace) -> int:
             ),
             now=utcnow(),
             progress=progress.callback,
+            policy=lambda image: _policy_gate(args, image),
         )
     finally:
         progress.close()

@@ -138,6 +138,7 @@ def verified_json(verified: VerifiedList, now: datetime) -> dict[str, Any]:
                 "osversion": e.osversion,
                 "version": e.version,
                 "vo": e.vo,
+                "policy_override": e.policy_override,
                 "tags": list(e.tags),
                 "endorsed": iso(e.endorsed),
                 "produced": iso(e.produced),

@@ -15,6 +15,7 @@ from federation.cli.common import ExitCode, utcnow
 CA_DN = "/DC=org/DC=vmic-cli/CN=CLI Test CA"
 JANE = "/DC=org/DC=vmic-cli/OU=Users/CN=Jane Endorser"
 JOE = "/DC=org/DC=vmic-cli/OU=Users/CN=Joe Endorser"
+POLICY_OVERRIDE = "test bytes, not a bootable image"
 
 
 @dataclass
@@ -98,6 +99,8 @@ def make_endorser(tmp_path: Path) -> Endorser:
                 f"https://example.org/{name}",
                 "--arch",
                 "x86_64",
+                "--policy-override",
+                POLICY_OVERRIDE,
             )
             == 0
         )

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from federation.cli.common import human_size
 from federation.demo import main
 
 
@@ -22,7 +23,10 @@ def test_the_demo_runs_the_whole_loop(tmp_path: Path, capsys: pytest.CaptureFixt
     assert " revoked " in revoke_sync.split("$ vmic images")[-1]
     peer_sync = next(s for s in steps if s.startswith("17."))
     assert "downloaded 1" in peer_sync
-    assert "received 64.0 KiB" in peer_sync  # the bytes came from site A
+    served = (tmp_path / "demo" / "www" / "tiny-alma9.tar.gz").stat().st_size
+    assert f"received {human_size(served)}" in peer_sync  # the bytes came from site A
+    policy = next(s for s in steps if s.startswith("4."))
+    assert "authorized-keys" in policy
 
 
 def test_the_demo_refuses_a_folder_it_did_not_make(tmp_path: Path) -> None:
