@@ -64,7 +64,6 @@ import contextlib
 import hashlib
 import http.client
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -87,9 +86,17 @@ from benchkit import (  # bench/benchkit.py
     make_image,
 )
 from fedkit import (  # bench/fedkit.py
+    BYTES_TARGET,
+    COMMAND_TIMEOUT,
+    MB,
+    ROOT,
+    SITE_DN,
+    STARTUP_TIMEOUT,
     BenchError,
     EndorserServer,
     Finished,
+    GiB,
+    MiB,
     Served,
     SiteServer,
     check_finished,
@@ -111,23 +118,6 @@ from site_agent.home import SiteHome
 from site_agent.peerstore import PeerStore
 from site_agent.records import AVAILABLE
 from site_agent.store import Store
-
-ROOT = Path(__file__).resolve().parent.parent
-"""The repository root: ``python -m federation`` runs from here."""
-MiB = 1024**2
-GiB = 1024**3
-MB = 1_000_000
-CHUNK = 4 * MiB
-PREFIX = "/files"
-BYTES_TARGET = 2.0
-"""With peers on, the endorser serves at most this many times the image size."""
-STARTUP_TIMEOUT = 60.0
-COMMAND_TIMEOUT = 120.0
-STOP_TIMEOUT = 15.0
-POLL_SECONDS = 0.01
-SITE_DN = "/DC=org/DC=example/O=vmic bench/OU=Sites/CN=bench site {n:02d}"
-_LISTENING = re.compile(r"listening on (http://127\.0\.0\.1:\d+)")
-
 
 # -- the tree ------------------------------------------------------------------------------
 
