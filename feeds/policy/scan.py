@@ -48,7 +48,8 @@ _PACKAGE_MARKS = (
     ("pacman", ("/var/lib/pacman/local",)),
 )
 _MARKS = {mark for _, marks in _PACKAGE_MARKS for mark in marks}
-_TESTS_OR_DOCS = re.compile(r"^/usr/(?:share/doc/|.*/(?:tests?|testdata|test-data|examples?)/)")
+_PACKAGED = re.compile(r"^/usr/(?!local/)")
+"""Files under /usr come from packages (test vectors, templates, docs), not from the builder."""
 
 
 @dataclass
@@ -141,7 +142,7 @@ class Scan:
                 "cloud-init's state of a previous boot is kept",
             )
         if name.lower().endswith((".p12", ".pfx")) and size > 0:
-            self.add("private-key", path, "a PKCS#12 file (holds a private key)")
+            self._key(path, "a PKCS#12 file (holds a private key)")
         if content is None and size > 0 and keyish(name):
             self.add(
                 "private-key", path, "named like a key but too large to read", Severity.WARNING
@@ -150,14 +151,20 @@ class Scan:
     # -- content rules ------------------------------------------------------------------
     def _by_content(self, entry: Entry, content: bytes) -> None:
         kind = key_kind(content)
-        if kind is None:
-            return
-        if _TESTS_OR_DOCS.match(entry.path):
+        if kind is not None:
+            self._key(entry.path, kind)
+
+    def _key(self, path: str, kind: str) -> None:
+        if _PACKAGED.match(path):
             self.add(
-                "private-key", entry.path, f"{kind}, in a package's tests or docs", Severity.WARNING
+                "private-key",
+                path,
+                f"{kind} under /usr, where packages put their files (test keys, templates); "
+                "make sure it is not yours",
+                Severity.WARNING,
             )
         else:
-            self.add("private-key", entry.path, kind)
+            self.add("private-key", path, kind)
 
     def _kernel(self, entry: Entry) -> None:
         path = entry.path

@@ -482,6 +482,8 @@ def test_keys_are_found_where_a_weaker_rule_matched_first_or_the_file_is_large(
     tree["/root/test/deploy.key"] = Node(data=key)
     tree["/opt/big.pem"] = Node(data=key + b"\n" + bytes(3 * MIB))
     tree["/opt/keystore"] = Node(data=b"\xfe\xed\xfe\xed" + bytes(60))
+    tree["/usr/local/share/site.key"] = Node(data=key)
+    tree["/usr/share/tool/Templates/Temporary.pfx"] = Node(data=pkcs12_bundle())
 
     found = by_path(check_image(write_tar(tree, tmp_path / "keys.tar.gz", "gz")))
 
@@ -489,6 +491,8 @@ def test_keys_are_found_where_a_weaker_rule_matched_first_or_the_file_is_large(
     assert found["/root/test/deploy.key"] == ("private-key", Severity.ERROR)
     assert found["/opt/big.pem"] == ("private-key", Severity.ERROR)
     assert found["/opt/keystore"] == ("private-key", Severity.ERROR)
+    assert found["/usr/local/share/site.key"] == ("private-key", Severity.ERROR)
+    assert found["/usr/share/tool/Templates/Temporary.pfx"] == ("private-key", Severity.WARNING)
 
 
 def test_a_huge_pax_header_is_refused_quickly(tmp_path: Path) -> None:
