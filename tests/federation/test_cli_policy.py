@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -139,3 +141,24 @@ def test_a_clean_image_is_added_without_an_override(
     (entry,) = [i for i in images if i["title"] == "clean.tar.xz"]
     assert entry["format"] == "tar.xz"
     assert entry.get("policy_override") is None
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`vmic policy check IMAGE | head -1` on an image with thousands of findings."""
+    root = tmp_path / "root"
+    for n in range(3000):
+        home = root / "home" / f"u{n:04d}"
+        home.mkdir(parents=True)
+        (home / ".bash_history").write_text("ls\n")
+    command = [sys.executable, "-c", "from federation.cli import run; run()", "policy", "check"]
+    process = subprocess.Popen(
+        [*command, str(root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT
+    )
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    process.stdout.close()
+    _, err = process.communicate(timeout=120)
+
+    assert b"3000 error(s)" in first
+    assert process.returncode != 0
+    assert b"Traceback" not in err
