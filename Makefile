@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo lint typecheck pytest bench readme clean
+.PHONY: test demo lint typecheck pytest fuzz bench readme clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+
+# Many more generated hostile inputs than `make test` runs (minutes, not seconds).
+fuzz: $(STAMP)
+	VMIC_HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q -m fuzz -p no:cacheprovider
 
 demo: $(STAMP)
 	$(BIN)/python -m federation.demo

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.sim.server import Simulator
 from tests.support.ca import Identity, TestCA
@@ -14,6 +16,22 @@ from tests.support.site import CA_DN, World, make_world
 from tests.support.site import ENDORSER_DN as SITE_ENDORSER_DN
 
 ENDORSER = "/DC=org/DC=vmic-test/OU=Users/CN=Jane Endorser"
+
+# Generated hostile inputs: a few fixed examples in `make test` (the same on every run, so
+# CI never flakes), many random ones in `make fuzz` (VMIC_HYPOTHESIS_PROFILE=fuzz).
+_SLOW = [HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large]
+settings.register_profile(
+    "ci",
+    max_examples=20,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=_SLOW,
+)
+settings.register_profile(
+    "fuzz", max_examples=1500, deadline=None, database=None, suppress_health_check=_SLOW
+)
+settings.load_profile(os.environ.get("VMIC_HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")
