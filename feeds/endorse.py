@@ -25,8 +25,8 @@ from feeds.formats import guess_format
 from feeds.hepix import render_hepix
 from feeds.manifest import Manifest
 from feeds.model import (
+    URN_UUID,
     ImageEntry,
-    ImageId,
     ImageList,
     check_token,
     check_url,
@@ -186,8 +186,9 @@ def revoke_image(path: Path, image: str, *, reason: str, now: datetime) -> Image
     if not reason.strip():
         raise ConfigError("--reason must say why the image is revoked")
     manifest = Manifest.load(path)
-    text = image.removeprefix("urn:uuid:").lower()
-    revoked = manifest.revoke(ImageId(_reword(lambda: image_id(text))), reason=reason, when=now)
+    text = image.removeprefix(URN_UUID)
+    wanted = _reword(lambda: image_id(text, any_case=True))
+    revoked = manifest.revoke(wanted, reason=reason, when=now)
     manifest.save()
     return revoked
 

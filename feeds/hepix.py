@@ -35,7 +35,7 @@ from feeds.model import (
     sha512_hex,
 )
 from keys.dn import DistinguishedName
-from keys.errors import ConfigError, ListFormatError
+from keys.errors import ConfigError, ListFormatError, outside_bytes
 from keys.limits import DEFAULT_LIMITS, Limits
 
 _TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
@@ -75,7 +75,13 @@ _IMAGE_KEYS = {
 
 
 def read_hepix(content: bytes, *, limits: Limits = DEFAULT_LIMITS) -> ImageList:
-    """The image list a HEPiX JSON document describes (its signature checked elsewhere)."""
+    """The image list a HEPiX JSON document describes (its signature checked elsewhere);
+    ListFormatError, and nothing else, for anything that is not one."""
+    with outside_bytes("the HEPiX list cannot be read", ListFormatError):
+        return _read_hepix(content, limits)
+
+
+def _read_hepix(content: bytes, limits: Limits) -> ImageList:
     try:
         document = json.loads(
             content.decode("utf-8-sig"),
@@ -229,15 +235,15 @@ def _time(text: str) -> datetime:
 
 
 def _list_id(text: str) -> Any:
-    return list_id(text.strip().lower())
+    return list_id(text.strip(), any_case=True)
 
 
 def _image_id(text: str) -> Any:
-    return image_id(text.strip().lower())
+    return image_id(text.strip(), any_case=True)
 
 
 def _sha512(text: str) -> Any:
-    return sha512_hex(text.strip().lower(), what="sl:checksum:sha512")
+    return sha512_hex(text.strip(), what="sl:checksum:sha512", any_case=True)
 
 
 def _size(text: str) -> int:

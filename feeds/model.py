@@ -29,6 +29,7 @@ Sha512Hex = NewType("Sha512Hex", str)
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _SHA512 = re.compile(r"^[0-9a-f]{128}$")
 URN_UUID = "urn:uuid:"
+_QUOTED_CHARS = 60  # of a value quoted in an error message
 
 # Image formats vmic knows by name; others are accepted if they are simple tokens.
 KNOWN_FORMATS = (
@@ -55,25 +56,46 @@ def new_uuid() -> str:
     return str(uuid.uuid4())
 
 
-def check_uuid(text: str, *, what: str) -> str:
-    """A canonical UUID string, or ListFormatError."""
-    if not _UUID.fullmatch(text):
-        raise ListFormatError(f"{what}: {text!r} is not a canonical lower-case UUID")
-    return text
+def check_uuid(text: str, *, what: str, any_case: bool = False) -> str:
+    """A canonical UUID string, or ListFormatError.
+
+    Strict by default (vmic's own lists write UUIDs lower-case only); ``any_case``
+    also takes upper-case hex digits, as HEPiX lists and people write them, and
+    returns the canonical lower-case form. The error quotes ``text`` as given.
+    """
+    canonical = text.lower() if any_case else text
+    if not _UUID.fullmatch(canonical):
+        form = "any case" if any_case else "lower-case"
+        raise ListFormatError(
+            f"{what}: {quoted(text)} is not a UUID "
+            f"(expected 32 hex digits, {form}, grouped 8-4-4-4-12 by hyphens)"
+        )
+    return canonical
 
 
-def image_id(text: str) -> ImageId:
-    return ImageId(check_uuid(text, what="image id"))
+def image_id(text: str, *, any_case: bool = False) -> ImageId:
+    return ImageId(check_uuid(text, what="image id", any_case=any_case))
 
 
-def list_id(text: str) -> ListId:
-    return ListId(check_uuid(text, what="list id"))
+def list_id(text: str, *, any_case: bool = False) -> ListId:
+    return ListId(check_uuid(text, what="list id", any_case=any_case))
 
 
-def sha512_hex(text: str, *, what: str = "sha512") -> Sha512Hex:
-    if not _SHA512.fullmatch(text):
-        raise ListFormatError(f"{what}: expected 128 lower-case hex digits")
-    return Sha512Hex(text)
+def quoted(text: str, *, limit: int = _QUOTED_CHARS) -> str:
+    """``text`` in an error message: ``repr`` (so control characters are escaped),
+    cut to ``limit`` characters with the full length said."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def sha512_hex(text: str, *, what: str = "sha512", any_case: bool = False) -> Sha512Hex:
+    """128 lower-case hex digits, or ListFormatError; ``any_case`` as for :func:`check_uuid`."""
+    canonical = text.lower() if any_case else text
+    if not _SHA512.fullmatch(canonical):
+        form = "any case" if any_case else "lower-case"
+        raise ListFormatError(f"{what}: expected 128 hex digits, {form}")
+    return Sha512Hex(canonical)
 
 
 def check_token(text: str, *, what: str) -> str:

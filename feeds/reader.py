@@ -44,7 +44,7 @@ from feeds.model import (
     sha512_hex,
 )
 from keys.dn import DistinguishedName
-from keys.errors import ConfigError, ListFormatError
+from keys.errors import ConfigError, ListFormatError, outside_bytes
 from keys.limits import DEFAULT_LIMITS, Limits
 
 T = TypeVar("T")
@@ -154,7 +154,12 @@ class _Fields:
 
 
 def read_list(root: etree._Element, *, limits: Limits = DEFAULT_LIMITS) -> ImageList:
-    """The list in a verified ``atom:feed`` element, or ListFormatError."""
+    """The list in a verified ``atom:feed`` element, or ListFormatError (and nothing else)."""
+    with outside_bytes("the list cannot be read", ListFormatError):
+        return _read_list(root, limits)
+
+
+def _read_list(root: etree._Element, limits: Limits) -> ImageList:
     if root.tag != FEED_TAG:
         raise ListFormatError(f"the document root is {root.tag}, expected atom:feed")
     feed = _Fields(root, "feed", limits)

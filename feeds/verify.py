@@ -32,6 +32,7 @@ someone else than it names as such, before any question of trust.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,6 +50,7 @@ from keys.errors import (
     RollbackError,
     UntrustedSignerError,
     WrongListError,
+    outside_bytes,
 )
 from keys.limits import DEFAULT_LIMITS, Limits
 from keys.smime import SignedContent, looks_like_smime, verify_smime
@@ -75,7 +77,14 @@ class ListFormat(StrEnum):
 
 
 def detect_format(raw: bytes) -> ListFormat:
-    """Atom or HEPiX, from the first bytes; unsigned JSON and anything else is refused."""
+    """Atom or HEPiX, from the first bytes; HTML, unsigned JSON and anything else is refused."""
+    if looks_like_html(raw):
+        raise ListFormatError(
+            "got an HTML page (a web page), not a signed image list",
+            hint="give the address of the list itself, not of a web page about it "
+            "(a vmic site's export is at /export.atom; `vmic peer add` finds it from the "
+            "site's address)",
+        )
     head = raw.lstrip()[:64]
     if head.startswith(b"<"):
         return ListFormat.ATOM
@@ -91,6 +100,21 @@ def detect_format(raw: bytes) -> ListFormat:
         "neither a signed Atom list (XML) nor a signed HEPiX list (S/MIME)",
         hint="check the URL: it may point at an HTML page or an error document",
     )
+
+
+_HTML_SNIFF_BYTES = 4096  # an HTML page says so before this, after any prolog
+# Whitespace, the XML declaration and other processing instructions, comments.
+_PROLOG = re.compile(rb"\A(?:\s+|<\?.*?\?>|<!--.*?-->)*", re.DOTALL)
+_HTML_START = re.compile(rb"<!doctype\s+html[\s>]|<html[\s>/]", re.IGNORECASE)
+
+
+def looks_like_html(raw: bytes) -> bool:
+    """True when ``raw`` is an HTML page: after a BOM, whitespace, an XML declaration and
+    comments it starts with ``<!DOCTYPE html`` or ``<html`` (any case)."""
+    head = raw[:_HTML_SNIFF_BYTES].removeprefix(b"\xef\xbb\xbf")
+    prolog = _PROLOG.match(head)
+    start = prolog.end() if prolog else 0
+    return _HTML_START.match(head, start) is not None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,11 +225,37 @@ def verify_list(
 ) -> VerifiedList:
     """Verify a signed image list; ``pins=None`` accepts any signer the trust store accepts.
 
-    ``list_format=None`` tells Atom from HEPiX by the first bytes.
+    ``list_format=None`` tells Atom from HEPiX by the first bytes. Raises a
+    :class:`~keys.errors.VmicError` and nothing else, whatever ``raw`` holds.
     """
+    with outside_bytes("the list cannot be checked", ListFormatError):
+        return _verify_list(
+            raw,
+            trust=trust,
+            pins=pins,
+            now=now,
+            crl=crl,
+            expect=expect,
+            previous=previous,
+            limits=limits,
+            list_format=list_format,
+        )
+
+
+def _verify_list(
+    raw: bytes,
+    *,
+    trust: TrustStore,
+    pins: Sequence[SignerPin] | None,
+    now: datetime,
+    crl: CrlPolicy,
+    expect: Expectation | None,
+    previous: PreviousState | None,
+    limits: Limits,
+    list_format: ListFormat | None,
+) -> VerifiedList:
     kind = detect_format(raw) if list_format is None else list_format
     digest = hashlib.sha256(raw).hexdigest()
-    content_digest = digest  # an Atom list is signed as a whole (§9)
     if kind is ListFormat.HEPIX:
         image_list, chain, signed = _verify_hepix(
             raw, trust=trust, pins=pins, now=now, crl=crl, limits=limits
@@ -220,6 +270,7 @@ def verify_list(
         _check_named_signer(image_list, verified.signer_subject, verified.signer_issuer)
         chain = verified.chain
         signature_method, digest_method = verified.signature_method, verified.digest_method
+        content_digest = verified.content_sha256
     if expect is not None:
         _check_expected(image_list, expect)
     _check_fresh(image_list, now, limits)

@@ -4,14 +4,32 @@ Everything here is about one certificate or one key at a time; chains and
 revocation are in :mod:`keys.trust`. Key strength follows the signature
 profile: RSA of at least 2048 bits or EC on a curve of at least 256 bits;
 nothing else may sign an image list.
+
+Certificates and CRLs from outside (a list's KeyInfo, a CMS certificate set,
+the trust directory, a file given on the command line) are *read whole* when
+loaded: cryptography parses names, extensions and keys lazily, and on
+malformed-but-parseable input raises whatever it meets (``ValueError``,
+``DuplicateExtension``, ``UnsupportedAlgorithm``, ``InvalidVersion``,
+``TypeError``) at the first access, deep inside some later check.
+:func:`load_der_certificate`, :func:`parse_certificates` and
+:func:`check_crl` touch every part once, so a bad one becomes a vmic error
+naming its source, at the place it came in; afterwards the object is safe
+to use. A certificate that makes the library warn (a non-positive serial, a
+name attribute of an illegal length) is malformed too: it is refused where
+it came with a list, and kept with a note where it came from the site's own
+trust directory (:func:`read_warnings` tells which).
 """
 
 from __future__ import annotations
 
 import stat
+import threading
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -19,7 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from keys.dn import DistinguishedName
-from keys.errors import CertificateError, ConfigError
+from keys.errors import CertificateError, ConfigError, VmicError, describe
 from keys.fileio import read_file
 
 MIN_RSA_BITS = 2048
@@ -27,18 +45,89 @@ MIN_EC_BITS = 256
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+T = TypeVar("T")
+
+_WARNINGS = threading.RLock()
+"""``warnings.catch_warnings`` swaps process-wide state: one reader at a time."""
+
+
+def read_outside(read: Callable[[], T]) -> tuple[T, list[str]]:
+    """Run ``read`` (a parse of outside bytes): its value and what the library warned about.
+
+    Whatever ``read`` raises becomes a ``ValueError`` with a readable reason;
+    only cryptography's kinds of warnings (``UserWarning`` and its
+    ``CryptographyDeprecationWarning``) are returned, and nothing is printed.
+    """
+    with _WARNINGS, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            value = read()
+        except Exception as exc:  # a library may raise anything on such bytes
+            raise ValueError(describe(exc)) from exc
+    said = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    return value, list(dict.fromkeys(said))
+
+
+def whole(cert: x509.Certificate) -> x509.Certificate:
+    """Touch every part a check may read later (names, extensions, key, dates)."""
+    DistinguishedName.from_x509(cert.subject)
+    DistinguishedName.from_x509(cert.issuer)
+    for extension in cert.extensions:
+        _ = extension.value
+    cert.public_key()
+    _ = (cert.serial_number, cert.not_valid_before_utc, cert.not_valid_after_utc)
+    _ = (cert.signature_algorithm_oid, cert.signature, cert.tbs_certificate_bytes)
+    return cert
+
+
+def whole_crl(crl: x509.CertificateRevocationList) -> x509.CertificateRevocationList:
+    """Touch every part of a CRL a check may read later (issuer, extensions, every entry)."""
+    DistinguishedName.from_x509(crl.issuer)
+    for extension in crl.extensions:
+        _ = extension.value
+    _ = (crl.last_update_utc, crl.next_update_utc, crl.signature_algorithm_oid)
+    for revoked in crl:
+        _ = (revoked.serial_number, revoked.revocation_date_utc)
+        for extension in revoked.extensions:
+            _ = extension.value
+    return crl
+
+
+def load_der_certificate(
+    der: bytes, *, what: str, error: type[VmicError] = CertificateError
+) -> x509.Certificate:
+    """One certificate that came with a list (DER), read whole; ``error`` if unusable.
+
+    A certificate the library only warns about is refused as well: no
+    trustworthy signer needs a malformed certificate.
+    """
+    try:
+        cert, said = read_outside(lambda: whole(x509.load_der_x509_certificate(der)))
+    except ValueError as exc:
+        raise error(f"{what} is not a well-formed certificate ({exc})") from exc
+    if said:
+        raise error(f"{what} is not a well-formed certificate ({said[0]})")
+    return cert
+
+
+def parse_certificate_data(data: bytes, *, source: str) -> tuple[list[x509.Certificate], list[str]]:
+    """All certificates in PEM data (or one DER certificate), read whole, and the library's
+    warnings about them; ConfigError naming ``source`` if any is unusable."""
+
+    def read() -> list[x509.Certificate]:
+        if b"-----BEGIN" in data:
+            return [whole(c) for c in x509.load_pem_x509_certificates(data)]
+        return [whole(x509.load_der_x509_certificate(data))]
+
+    try:
+        return read_outside(read)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: not a usable PEM or DER certificate ({exc})") from exc
 
 
 def parse_certificates(data: bytes, *, source: str) -> list[x509.Certificate]:
-    """All certificates in PEM data (or one DER certificate)."""
-    try:
-        if b"-----BEGIN" in data:
-            certs = x509.load_pem_x509_certificates(data)
-        else:
-            certs = [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
-        raise ConfigError(f"{source}: not a PEM or DER certificate ({exc})") from exc
-    return certs
+    """All certificates in PEM data (or one DER certificate), read whole."""
+    return parse_certificate_data(data, source=source)[0]
 
 
 def load_certificates(path: Path) -> list[x509.Certificate]:

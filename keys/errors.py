@@ -5,7 +5,9 @@
 package raises from it. Each error carries a short ``hint`` for the person at
 the terminal; the CLI prints the message and the hint and maps the class to
 an exit code. Other libraries' exceptions are wrapped at the boundary
-(``raise SignatureError(...) from exc``), never parsed.
+(``raise SignatureError(...) from exc``), never parsed; where bytes from
+outside meet a parser, :func:`outside_bytes` turns *whatever* it raises
+into the vmic error of that place (THREATS 33).
 
     VmicError
     ├── ConfigError                 bad arguments, configuration, manifest, key files
@@ -32,6 +34,9 @@ an exit code. Other libraries' exceptions are wrapped at the boundary
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class VmicError(Exception):
@@ -130,3 +135,31 @@ class PolicyError(VmicError):
         "remove what the findings name from the image and build it again, or endorse it "
         'with --policy-override "why" (the reason is published in the signed list)'
     )
+
+
+def describe(exc: BaseException) -> str:
+    """How a message names what a library raised: its text, with the type when not obvious."""
+    if isinstance(exc, VmicError):
+        return exc.message
+    if isinstance(exc, ValueError) and str(exc):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+@contextmanager
+def outside_bytes(what: str, error: type[VmicError]) -> Iterator[None]:
+    """Run a parse or check of outside bytes; any failure that is not already a vmic
+    error leaves as ``error`` ("``what``: reason"), with the original as its cause.
+
+    Bytes from a list, an export, a peer, an HTTP answer or the trust directory
+    may be anything; a library meeting them may raise anything. No such
+    exception may end a sync: it is a rejection of that input.
+    """
+    try:
+        yield
+    except VmicError:
+        raise
+    except Exception as exc:  # a library may raise anything on such bytes
+        raise error(f"{what}: {describe(exc)}") from exc

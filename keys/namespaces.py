@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keys.dn import DistinguishedName
-from keys.errors import ConfigError
+from keys.errors import ConfigError, describe
 
 _TO_ISSUER = re.compile(r'^TO\s+Issuer\s+"((?:[^"\\]|\\.)*)"\s*(.*)$', re.IGNORECASE | re.DOTALL)
 _RULE = re.compile(
@@ -151,4 +151,6 @@ def load(directory: Path) -> Namespaces:
             result.problems.append(exc.message)  # names the file already
         except OSError as exc:
             result.problems.append(f"{path.name}: unreadable ({exc.strerror})")
+        except Exception as exc:  # noqa: BLE001 - one odd file must not stop the trust store
+            result.problems.append(f"{path.name}: cannot be read ({describe(exc)})")
     return result

@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
 
-from keys.certs import PrivateKey
+from keys.certs import PrivateKey, load_der_certificate
 from keys.errors import ConfigError, ListFormatError, SignatureError, VmicError
 from keys.limits import DEFAULT_LIMITS, Limits
 
@@ -337,13 +337,11 @@ def _certificates(signed_data: Any) -> list[x509.Certificate]:
             f"the signature carries {len(choices)} certificates, more than {MAX_CERTIFICATES}"
         )
     out = []
-    for choice in choices:
+    for index, choice in enumerate(choices, start=1):
         if choice.name != "certificate":
             raise SignatureError(f"a {choice.name} certificate in the signature is not accepted")
-        try:
-            out.append(x509.load_der_x509_certificate(choice.chosen.dump()))
-        except ValueError as exc:
-            raise SignatureError(f"a certificate in the signature does not parse: {exc}") from exc
+        what = f"certificate #{index} of the signature"
+        out.append(load_der_certificate(choice.chosen.dump(), what=what, error=SignatureError))
     return out
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from lxml import etree
 
-from keys.errors import ListFormatError
+from keys.errors import ListFormatError, outside_bytes
 from keys.limits import Limits
 
 
@@ -47,7 +47,12 @@ def hardened_parser() -> etree.XMLParser:
 
 
 def parse_untrusted(raw: bytes, *, limits: Limits, what: str = "document") -> etree._Element:
-    """Parse ``raw`` into an element tree or raise ListFormatError."""
+    """Parse ``raw`` into an element tree or raise ListFormatError (and nothing else)."""
+    with outside_bytes(f"{what} cannot be parsed", ListFormatError):
+        return _parse(raw, limits, what)
+
+
+def _parse(raw: bytes, limits: Limits, what: str) -> etree._Element:
     if len(raw) > limits.max_list_bytes:
         raise ListFormatError(
             f"{what} is {len(raw)} bytes, over the limit of {limits.max_list_bytes}",

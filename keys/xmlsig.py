@@ -44,7 +44,13 @@ from lxml import etree
 from signxml.algorithms import SignatureConstructionMethod
 from signxml.signer import XMLSigner
 
-from keys.certs import PrivateKey, check_key_strength, is_ca, public_keys_equal
+from keys.certs import (
+    PrivateKey,
+    check_key_strength,
+    is_ca,
+    load_der_certificate,
+    public_keys_equal,
+)
 from keys.dn import DistinguishedName
 from keys.errors import ConfigError, SignatureError, UntrustedSignerError
 from keys.limits import DEFAULT_LIMITS, Limits
@@ -92,6 +98,9 @@ class VerifiedXml:
     chain: ValidatedChain
     signature_method: str
     digest_method: str
+    content_sha256: str
+    """SHA-256 of the canonical signed content (the document without its signature, in
+    exclusive C14N): the same for every copy of one signing, whatever its unsigned bytes."""
 
     @property
     def signer(self) -> x509.Certificate:
@@ -123,7 +132,9 @@ def verify_enveloped(
     signature = _profile_signature(root)
     leaf, others = _keyinfo_certificates(signature)
     chain = trust.validate(leaf, others, at=at, crl=crl)
-    signed_root, method, digest = _check_signature(root, signature, chain.leaf, limits=limits)
+    content, method, digest = _check_signature(root, signature, chain.leaf)
+    del root, signature  # free the input tree before the signed content is parsed again
+    signed_root = _reparse(content)
     if signed_root.tag != root_tag:
         raise SignatureError("the signed content is not the whole document")
     if pins is not None and not any(pin.matches(chain.leaf) for pin in pins):
@@ -137,7 +148,16 @@ def verify_enveloped(
         chain=chain,
         signature_method=SIGNATURE_METHODS[method],
         digest_method=DIGEST_METHODS[digest],
+        content_sha256=hashlib.sha256(content).hexdigest(),
     )
+
+
+def signed_content_sha256(raw: bytes, *, limits: Limits = DEFAULT_LIMITS) -> str:
+    """The ``content_sha256`` :func:`verify_enveloped` gives, for a document verified before
+    (stored bytes): the canonical document without its signature. Checks nothing else."""
+    root = parse_untrusted(raw, limits=limits, what="stored document")
+    _remove_enveloped(_profile_signature(root))
+    return hashlib.sha256(_c14n(root)).hexdigest()
 
 
 def _c14n(node: etree._Element) -> bytes:
@@ -145,24 +165,20 @@ def _c14n(node: etree._Element) -> bytes:
 
 
 def _check_signature(
-    root: etree._Element,
-    signature: etree._Element,
-    leaf: x509.Certificate,
-    *,
-    limits: Limits,
-) -> tuple[etree._Element, str, str]:
-    """Check the signature value, then the reference; return the signed content.
+    root: etree._Element, signature: etree._Element, leaf: x509.Certificate
+) -> tuple[bytes, str, str]:
+    """Check the signature value, then the reference; return the canonical signed content.
 
     ``SignedInfo`` is canonicalized and its signature checked with the
     signer's key; from then on only that canonical ``SignedInfo`` is read.
     The enveloped-signature transform removes the ``ds:Signature`` element
     (its tail text stays, as XPath sees it); exclusive C14N of what remains
-    is digested and compared. The canonical bytes, re-parsed, are the only
-    content returned. ``root`` is consumed: the signature is removed from it.
+    is digested and compared. Those canonical bytes are the only content
+    returned. ``root`` is consumed: the signature is removed from it.
     """
     signed_info_bytes = _c14n(_only(signature, "SignedInfo"))
     value = _base64(_only(signature, "SignatureValue").text, what="SignatureValue")
-    signed_info = parse_untrusted(signed_info_bytes, limits=limits, what="SignedInfo")
+    signed_info = parse_untrusted(signed_info_bytes, limits=DEFAULT_LIMITS, what="SignedInfo")
     _check_signed_info(signed_info)
     method = _algorithm(signed_info, "SignatureMethod")
     _verify_signature_value(leaf, method, value, signed_info_bytes)
@@ -174,13 +190,16 @@ def _check_signature(
     actual = hashlib.new(_HASHLIB_NAMES[digest_method], content).digest()
     if not hmac.compare_digest(actual, expected):
         raise SignatureError("the signed content was changed after signing (digest mismatch)")
-    # The canonical form of a tree that passed parse_untrusted: no DTD, entities, PIs or
-    # extra depth can appear in it, so the plain hardened parser is enough.
+    return content, method, digest_method
+
+
+def _reparse(content: bytes) -> etree._Element:
+    """The canonical form of a tree that passed parse_untrusted: no DTD, entities, PIs or
+    extra depth can appear in it, so the plain hardened parser is enough."""
     try:
-        signed = etree.fromstring(content, parser=hardened_parser())
+        return etree.fromstring(content, parser=hardened_parser())
     except etree.XMLSyntaxError as exc:  # cannot happen for canonical XML; fail closed
         raise SignatureError(f"the canonical signed content does not parse: {exc}") from exc
-    return signed, method, digest_method
 
 
 def _verify_signature_value(
@@ -319,11 +338,9 @@ def _keyinfo_certificates(
 ) -> tuple[x509.Certificate, list[x509.Certificate]]:
     certs = []
     for index, node in enumerate(signature.iter(_ds("X509Certificate")), start=1):
-        der = _base64(node.text, what=f"KeyInfo certificate #{index}")
-        try:
-            certs.append(x509.load_der_x509_certificate(der))
-        except ValueError as exc:
-            raise SignatureError(f"KeyInfo certificate #{index} is not a DER certificate") from exc
+        what = f"KeyInfo certificate #{index}"
+        der = _base64(node.text, what=what)
+        certs.append(load_der_certificate(der, what=what, error=SignatureError))
     leaves = [c for c in certs if not is_ca(c)]
     if len(leaves) != 1:
         raise SignatureError(

@@ -333,6 +333,16 @@ def test_revoke_refuses_and_leaves_the_manifest_alone(
     assert manifest.read_bytes() == before
 
 
+def test_revoke_quotes_a_bad_id_as_given(manifest: Path, tmp_path: Path, now: datetime) -> None:
+    add_image(manifest, image(tmp_path, "x", b"x"), meta(1), now=now)
+    before = manifest.read_bytes()
+    with pytest.raises(ConfigError) as caught:
+        revoke_image(manifest, "urn:uuid:ABCDEF-NOT-AN-ID", reason="typo", now=now)
+    assert "'ABCDEF-NOT-AN-ID' is not a UUID" in caught.value.message
+    assert "any case" in caught.value.message
+    assert manifest.read_bytes() == before
+
+
 def test_revoke_twice_is_refused(manifest: Path, tmp_path: Path, now: datetime) -> None:
     add_image(manifest, image(tmp_path, "keep", b"keep"), meta(1), now=now)
     entry = add_image(manifest, image(tmp_path, "x", b"x"), meta(2), now=now)

@@ -185,6 +185,58 @@ def test_malformed_lists_are_refused(
         read_hepix(json.dumps(document).encode())
 
 
+def test_uuids_and_checksums_are_read_in_any_case(endorser: Identity, now: datetime) -> None:
+    """HEPiX writers differ in case; the list reads as its lower-case form."""
+    document = json_of(make(endorser, now))
+    top = document["hv:imagelist"]
+    top["dc:identifier"] = f" {top['dc:identifier'].upper()} "
+    for item in top["hv:images"]:
+        image = item["hv:image"]
+        image["dc:identifier"] = image["dc:identifier"].upper()
+        image["sl:checksum:sha512"] = image["sl:checksum:sha512"].upper()
+
+    got = read_hepix(json.dumps(document).encode())
+
+    assert got == read_hepix(render_hepix(make(endorser, now)))
+
+
+@pytest.mark.parametrize(
+    ("value", "quoted"),
+    [
+        ("NOT-A-UUID", "'NOT-A-UUID'"),
+        ("6F1C1E0E-8A7B-4C55-9D3E-0A1B2C3D4E5G", "'6F1C1E0E-8A7B-4C55-9D3E-0A1B2C3D4E5G'"),
+        ("6f1c1e0e8a7b4c559d3e0a1b2c3d4e5f", "'6f1c1e0e8a7b4c559d3e0a1b2c3d4e5f'"),
+        ("\u202e" + "X" * 500, "'\\u202e" + "X" * 59 + "'... (501 characters)"),
+    ],
+)
+@pytest.mark.parametrize("where", ["list", "image"])
+def test_a_bad_uuid_is_quoted_as_given_and_any_case_is_said_to_be_accepted(
+    endorser: Identity, now: datetime, value: str, quoted: str, where: str
+) -> None:
+    document = json_of(make(endorser, now))
+    top = document["hv:imagelist"]
+    (top if where == "list" else top["hv:images"][0]["hv:image"])["dc:identifier"] = value
+
+    with pytest.raises(ListFormatError) as caught:
+        read_hepix(json.dumps(document).encode())
+
+    message = caught.value.message
+    assert f"{where} id: {quoted} is not a UUID" in message
+    assert "any case" in message
+    assert "lower-case" not in message
+    assert "\u202e" not in message
+    assert len(message) < 250
+
+
+def test_a_bad_checksum_says_any_case_is_accepted(endorser: Identity, now: datetime) -> None:
+    document = json_of(make(endorser, now))
+    document["hv:imagelist"]["hv:images"][0]["hv:image"]["sl:checksum:sha512"] = "AB" * 63
+
+    with pytest.raises(ListFormatError, match="128 hex digits, any case") as caught:
+        read_hepix(json.dumps(document).encode())
+    assert "lower-case" not in caught.value.message
+
+
 def test_a_key_given_twice_is_refused(endorser: Identity, now: datetime) -> None:
     """Two readers could take different values: vmic takes none."""
     rendered = render_hepix(make(endorser, now))

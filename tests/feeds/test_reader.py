@@ -133,6 +133,15 @@ def test_feed_id_must_be_a_lower_case_urn_uuid(root: etree._Element, bad_id: str
     rejected(root, "feed", "atom:id")
 
 
+def test_a_bad_uuid_is_quoted_as_given_and_the_lower_case_rule_said(
+    root: etree._Element,
+) -> None:
+    upper = lists.LIST_ID.upper()
+    child(root, a("id")).text = "urn:uuid:" + upper
+    message = rejected(root, "feed", "atom:id", f"{upper!r} is not a UUID", "lower-case")
+    assert lists.LIST_ID not in message
+
+
 @pytest.mark.parametrize(
     "bad_ref",
     ["urn:uuid:../x", "urn:uuid:ABCDEF00-0000-4000-8000-000000000009", TOMB_ID, "", "urn:uuid:"],

@@ -17,7 +17,15 @@ from lxml import etree
 
 from feeds.atom import render_list, to_bytes
 from feeds.model import ImageList, list_id
-from feeds.verify import Expectation, PreviousState, VerifiedList, verify_list
+from feeds.verify import (
+    Expectation,
+    ListFormat,
+    PreviousState,
+    VerifiedList,
+    detect_format,
+    looks_like_html,
+    verify_list,
+)
 from keys.dn import DistinguishedName
 from keys.errors import (
     CertificateError,
@@ -50,6 +58,7 @@ def state_of(verified: VerifiedList) -> PreviousState:
         version=verified.image_list.version,
         sha256=verified.sha256,
         updated=verified.image_list.updated,
+        content_sha256=verified.content_sha256,
     )
 
 
@@ -239,14 +248,49 @@ def test_same_version_with_different_content_is_rejected(
     )
 
 
-def test_same_version_resigned_is_rejected_because_the_bytes_differ(
+def test_same_version_resigned_with_the_same_content_is_the_same_list(
     endorser: Identity, trust: TrustStore, pin: SignerPin, now: datetime
 ) -> None:
+    """Same version means same signed content (SCHEMA §9), whatever the signature value."""
     image_list = make(endorser, now)
     first = accept(lists.sign(image_list, endorser), trust, [pin], now)
     again = lists.sign(image_list, endorser)  # ECDSA: a new signature value
     assert again != first.raw
-    rejects(RollbackError, again, trust, [pin], now, previous=state_of(first))
+
+    second = accept(again, trust, [pin], now, previous=state_of(first))
+
+    assert second.content_sha256 == first.content_sha256
+    assert second.sha256 != first.sha256
+
+
+def _unsigned_variants(raw: bytes) -> list[bytes]:
+    """The same signed list in other unsigned bytes: what a mirror or a peer may send."""
+    declaration, _, rest = raw.partition(b"?>")
+    value = rest.index(b"<ds:SignatureValue>") + len(b"<ds:SignatureValue>")
+    certificate = rest.index(b"<ds:X509Certificate>") + len(b"<ds:X509Certificate>")
+    return [
+        rest[:value] + b"\n  " + rest[value:],  # whitespace inside base64 values
+        rest[:certificate] + b"\r\n" + rest[certificate:],
+        raw + b"\n<!-- a comment after the root -->\n",
+        b"<!-- before -->\n" + rest.lstrip(),  # no XML declaration, a comment first
+        b'<?xml version="1.0" encoding="utf-8" standalone="yes"?>' + rest,
+        declaration + b"?>\n\n\n" + rest,
+    ]
+
+
+def test_same_version_in_other_unsigned_bytes_is_the_same_list(
+    endorser: Identity, trust: TrustStore, pin: SignerPin, now: datetime
+) -> None:
+    """THREATS 36: whichever copy arrives first, the endorser's own copy is never refused."""
+    raw = lists.sign(make(endorser, now), endorser)
+    first = accept(raw, trust, [pin], now)
+    for variant in _unsigned_variants(raw):
+        assert variant != raw
+        copy = accept(variant, trust, [pin], now, previous=state_of(first))
+        assert copy.content_sha256 == first.content_sha256
+        assert copy.image_list == first.image_list
+        # ... and the other way round: a copy first, then the endorser's bytes.
+        assert accept(raw, trust, [pin], now, previous=state_of(copy)).sha256 == first.sha256
 
 
 def test_same_version_with_the_same_bytes_is_accepted(
@@ -480,3 +524,47 @@ def test_signed_but_malformed_list_is_a_format_error(
     etree.SubElement(entry, "{urn:vmic:imagelist:1}unknown").text = "x"
     raw = lists.sign_root(root, endorser)
     rejects(ListFormatError, raw, trust, [pin], now, previous=previous, match="unknown element")
+
+
+# -- HTML where a list is expected ----------------------------------------------------
+
+HTML_PAGES = [
+    b"<!DOCTYPE html>\n<html><head><title>Images</title></head></html>",
+    b"<!doctype HTML><title>404</title>",
+    b"\xef\xbb\xbf\n  <html lang=en><body>Not found</body></html>",
+    (
+        b'<?xml version="1.0" encoding="utf-8"?>\n<!-- generated -->\n'
+        b'<html xmlns="http://www.w3.org/1999/xhtml"><head/></html>'
+    ),
+    b'<!-- a -->\n<!-- b -->\n<!DOCTYPE html PUBLIC "-//W3C//DTD HTML 4.01//EN">\n<HTML>',
+    b"<html>",
+]
+
+
+@pytest.mark.parametrize("page", HTML_PAGES)
+def test_an_html_page_is_refused_as_html(
+    page: bytes, trust: TrustStore, pin: SignerPin, now: datetime, previous: PreviousState
+) -> None:
+    assert looks_like_html(page)
+    rejects(ListFormatError, page, trust, [pin], now, previous=previous, match="an HTML page")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'<?xml version="1.0"?>\n<!-- <html> -->\n<feed xmlns="http://www.w3.org/2005/Atom"/>',
+        b"<feed><title>&lt;html&gt; in a title</title></feed>",
+        b"<htmlish/>",
+        b"<!DOCTYPE feed>",
+        b"<!-- never closed <html>",
+        b"",
+    ],
+)
+def test_what_merely_mentions_html_is_not_taken_for_a_page(text: bytes) -> None:
+    assert not looks_like_html(text)
+
+
+def test_a_signed_list_is_not_taken_for_a_page(endorser: Identity, now: datetime) -> None:
+    raw = lists.sign(lists.image_list(endorser, now=now, title="<!DOCTYPE html> <html>"), endorser)
+    assert not looks_like_html(raw)
+    assert detect_format(raw) is ListFormat.ATOM

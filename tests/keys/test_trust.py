@@ -189,8 +189,8 @@ def test_malformed_files_are_recorded_as_problems_and_loading_goes_on(
         "bad.pem",
         "broken.crl.pem",
     ]
-    assert any("not a valid CRL" in p for p in trust.problems)
-    assert any("not a valid certificate" in p for p in trust.problems)
+    assert any("not a usable CRL" in p for p in trust.problems)
+    assert any("not a usable certificate" in p for p in trust.problems)
     # The good CRL still counts.
     trust.validate(ca.issue(SIGNER).cert, [], at=now, crl=CrlPolicy.REQUIRE)
 
@@ -201,12 +201,12 @@ def test_directory_without_a_ca_certificate_is_a_config_error(tmp_path: Path, ca
     (tmp_path / "00000000.r0").write_bytes(crl_pem(ca.crl()))
     (tmp_path / "00000000.info").write_text("alias = test\n")
 
-    with pytest.raises(ConfigError, match="holds no CA certificates"):
+    with pytest.raises(ConfigError, match="holds no usable CA certificates"):
         TrustStore.from_directory(tmp_path)
 
 
 def test_empty_or_missing_directory_is_a_config_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="holds no CA certificates"):
+    with pytest.raises(ConfigError, match="holds no usable CA certificates"):
         TrustStore.from_directory(tmp_path)
     with pytest.raises(ConfigError, match="does not exist"):
         TrustStore.from_directory(tmp_path / "missing")
