@@ -11,6 +11,10 @@ architecture) and where the bytes can be had: this site's
 ``/images/sha512/<hex>`` while the image is available, the endorser's URL,
 and peers that offer it.
 
+Every page names the site's signed export in its head, by the feed
+autodiscovery link (``<link rel="alternate" type="application/atom+xml"
+href="/export.atom">``), so `vmic peer add` takes the site's address.
+
 Every value from a list goes through :mod:`federation.markup`. Each
 response carries a Content-Security-Policy that allows only the page's own
 style and script blocks, by a fresh nonce.
@@ -172,6 +176,8 @@ def _page(title: str, body: Markup, nonce: str, *, script: bool) -> Markup:
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         '<meta name="referrer" content="no-referrer">\n'
+        '<link rel="alternate" type="application/atom+xml" href="/export.atom"'
+        ' title="this site\'s signed export">\n'
         '<title>{title}</title>\n<style nonce="{nonce}">{style}</style>\n</head>\n'
         "<body>\n{body}\n{script}</body>\n</html>\n",
         title=title,

@@ -15,19 +15,28 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Callable
 
 from federation.export import write_export
 from feeds.model import ListId
 from feeds.verify import Expectation, PreviousState, VerifiedList, verify_list
-from keys.errors import ConfigError, ListFormatError, VerificationError, VmicError
+from keys.errors import (
+    ConfigError,
+    ListFormatError,
+    VerificationError,
+    VmicError,
+    WrongListError,
+)
 from keys.trust import TrustStore
+from keys.xmlsig import SignerPin
 from site_agent.admin import default_name
 from site_agent.fetch import Fetcher, Validators
 from site_agent.peering import ByteSource, ListCopy
 from site_agent.peerstore import Peer, PeerImage, PeerStore
-from site_agent.records import Subscription
+from site_agent.records import HistoryRecord, Subscription
 from site_agent.report import SyncReport
 from site_agent.site import Site
+from site_agent.units import run_unit
 
 
 def offers_of(peer: str, verified: VerifiedList) -> list[PeerImage]:
@@ -50,6 +59,23 @@ def offers_of(peer: str, verified: VerifiedList) -> list[PeerImage]:
             )
         )
     return offers
+
+
+def check_export_id(site: Site, export_id: str) -> None:
+    """Refuse an export whose id is that of a list the site knows (THREATS 35).
+
+    A peer is trusted for what it approved, never to speak for an endorser's
+    list: an export under the id of a list this site subscribes to, accepted,
+    holds images of, or that any peer carries, is refused, whichever came first.
+    """
+    carried = {offer.source_list for offer in PeerStore(site.store).offers()}
+    own = PeerStore(site.store).meta("export_list_id")
+    if export_id in site.store.known_list_ids() | carried or export_id == own:
+        raise WrongListError(
+            f"the export claims the id {export_id} of an image list this site knows; "
+            "a site's export must have an id of its own",
+            hint="the peer is misconfigured or hostile; its export is not used",
+        )
 
 
 def verify_export(
@@ -84,7 +110,7 @@ def take_export(site: Site, peer: Peer, verified: VerifiedList) -> None:
         auto_approve=False,
         created=peer.created,
     )
-    site.record_list_version(holder, verified)
+    site.record_export(holder, verified)
     with site.store.atomic():
         PeerStore(site.store).replace_offers(peer.name, offers_of(peer.name, verified))
 
@@ -96,7 +122,18 @@ class SiteFederation:
         self, site: Site, fetcher: Fetcher, trust: TrustStore, report: SyncReport
     ) -> None:
         peers = PeerStore(site.store).peers()
-        await asyncio.gather(*(self._refresh_one(site, fetcher, trust, p, report) for p in peers))
+        await asyncio.gather(
+            *(
+                run_unit(
+                    self._refresh_one(site, fetcher, trust, peer, report),
+                    report=report,
+                    source=None,
+                    what=f"peer {peer.name}",
+                    record=_peer_recorder(site, peer),
+                )
+                for peer in peers
+            )
+        )
         if site.config.federation.follow:
             await self._follow(site, fetcher, trust, report)
 
@@ -107,53 +144,84 @@ class SiteFederation:
         allowed = list(site.config.federation.follow)
         taken = {s.name for s in site.store.subscriptions()}
         for lid, copies in sorted(carried_lists(site).items()):
-            for copy in copies:
-                try:
-                    raw = (await fetcher.fetch_list(copy.url)).body
-                    verified = await asyncio.to_thread(
-                        verify_list,
-                        raw,
-                        trust=trust,
-                        pins=allowed,
-                        now=site.now,
-                        crl=site.config.crl,
-                        previous=site.previous_state(lid),
-                        limits=site.config.limits,
-                    )
-                except VmicError:
-                    continue  # not an allowed endorser, or a bad copy: try the next peer
-                lst = verified.image_list
-                signer = verified.signer
-                pins = tuple(
-                    p for p in allowed if p.subject == signer.subject and p.issuer == signer.issuer
+            await run_unit(
+                self._follow_one(
+                    site,
+                    fetcher,
+                    trust,
+                    report,
+                    allowed=allowed,
+                    taken=taken,
+                    lid=lid,
+                    copies=copies,
+                ),
+                report=report,
+                source=None,
+                what=f"following list {lid} carried by peers",
+            )
+
+    async def _follow_one(
+        self,
+        site: Site,
+        fetcher: Fetcher,
+        trust: TrustStore,
+        report: SyncReport,
+        *,
+        allowed: list[SignerPin],
+        taken: set[str],
+        lid: str,
+        copies: list[ListCopy],
+    ) -> None:
+        """Subscribe to one list from the first peer copy an allowed endorser signed."""
+        for copy in copies:
+            try:
+                raw = (await fetcher.fetch_list(copy.url)).body
+                verified = await asyncio.to_thread(
+                    verify_list,
+                    raw,
+                    trust=trust,
+                    pins=allowed,
+                    now=site.now,
+                    crl=site.config.crl,
+                    expect=Expectation(list_id=ListId(lid)),
+                    previous=site.previous_state(lid),
+                    limits=site.config.limits,
                 )
-                sub = Subscription(
-                    name=default_name(lst.title, taken),
-                    url=lst.self_url,
-                    list_id=lst.id,
-                    self_url=lst.self_url,
-                    pins=pins,
-                    auto_approve=False,
-                    created=site.now,
-                )
-                taken.add(sub.name)
-                with site.store.atomic():
-                    site.store.add_subscription(sub)
-                _accepted, changes = site.accept_list(sub, verified)
-                site.store.record_attempt(sub.name, at=site.now, ok=True)
-                report.changes.extend(changes)
-                break
+            except VmicError:
+                continue  # not an allowed endorser, or a bad copy: try the next peer
+            lst = verified.image_list
+            signer = verified.signer
+            pins = tuple(
+                p for p in allowed if p.subject == signer.subject and p.issuer == signer.issuer
+            )
+            sub = Subscription(
+                name=default_name(lst.title, taken),
+                url=lst.self_url,
+                list_id=lst.id,
+                self_url=lst.self_url,
+                pins=pins,
+                auto_approve=False,
+                created=site.now,
+            )
+            taken.add(sub.name)
+            with site.store.atomic():
+                site.store.add_subscription(sub)
+            _accepted, changes = site.accept_list(sub, verified)
+            site.store.record_attempt(sub.name, at=site.now, ok=True)
+            report.changes.extend(changes)
+            break
 
     async def _refresh_one(
         self, site: Site, fetcher: Fetcher, trust: TrustStore, peer: Peer, report: SyncReport
     ) -> None:
         store = PeerStore(site.store)
         try:
+            check_export_id(site, peer.list_id)  # a list subscribed since the peer was added
             fetched = await fetcher.fetch_list(
                 peer.url, validators=Validators(etag=peer.etag, last_modified=peer.last_modified)
             )
             if not fetched.not_modified:
-                previous = site.previous_state(peer.list_id)  # the store stays on this thread
+                previous = site.previous_export_state(peer.list_id)  # the store stays here
                 verified = await asyncio.to_thread(
                     verify_export, site, peer, fetched.body, trust, previous=previous
                 )
@@ -165,7 +233,7 @@ class SiteFederation:
             store.record_attempt(peer.name, at=site.now, error=error.message)
             report.problem(None, "peer", f"peer {peer.name}: {error.message}")
             return
-        current = site.store.current_list(peer.list_id)
+        current = site.store.current_export(peer.list_id)
         if current is None or site.now >= current.expires:
             self._drop(site, peer, report, "its export has expired")
             return
@@ -232,6 +300,26 @@ class SiteFederation:
             write_export(site)
         except VmicError as error:
             report.problem(None, "export", f"the site's export was not written: {error.message}")
+
+
+def _peer_recorder(site: Site, peer: Peer) -> Callable[[str, str], None]:
+    """Write a failed refresh into the peer's row and its export's history."""
+
+    def record(kind: str, message: str) -> None:
+        with site.store.atomic():
+            PeerStore(site.store).record_attempt(peer.name, at=site.now, error=message)
+            site.store.add_history(
+                HistoryRecord(
+                    subscription=peer.subscription,
+                    list_id=peer.list_id,
+                    at=site.now,
+                    outcome="failed",
+                    reason=message,
+                    kind=kind,
+                )
+            )
+
+    return record
 
 
 def carried_lists(site: Site) -> dict[str, list[ListCopy]]:

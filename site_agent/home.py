@@ -13,6 +13,8 @@ Layout (DESIGN §5)::
     cache/quarantine/        cached files that failed a re-hash
     exports/                 the site's export for peers (federation)
     lock                     held by the run that works on the site
+    vmic.log                 the site log: every problem of every sync, with a
+                             traceback where vmic itself failed (rotated)
 
 The home is ``--home``, else ``$VMIC_HOME``, else ``/var/lib/vmic`` for root
 and ``~/.local/share/vmic`` for others.
@@ -60,6 +62,10 @@ class SiteHome:
     @property
     def lock(self) -> Path:
         return self.root / "lock"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "vmic.log"
 
     @property
     def lists(self) -> Path:

@@ -10,6 +10,11 @@ is a failure that the sync records and retries on later runs.
 A hook added with ``--vmcatcher-env`` also gets the ``VMCATCHER_*``
 variables and event types of vmcatcher, so an existing vmcatcher handler
 (glancepush and the like) runs unchanged.
+
+The event's variables are bounded in size (:mod:`site_agent.hook_env`: a
+long title or thousands of unread HEPiX keys would otherwise stop every hook
+from starting, with ``E2BIG``); ``VMIC_TRUNCATED`` names what was cut, and
+the JSON on standard input always carries the whole event.
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from site_agent.config import Hook
-from site_agent.hook_env import EXTRA_PREFIX, env_name, extra_variables
+from site_agent.hook_env import EXTRA_PREFIX, TRUNCATED, capped, env_name, extra_variables
 from site_agent.records import EventRecord, iso
 from site_agent.vmcatcher import vmcatcher_environment, vmcatcher_extra_variables
 
 _OUTPUT_TAIL = 2000
 _KILL_GRACE = 5.0
+_BOOKKEEPING = ("VMIC_EVENT", "VMIC_EVENT_ID", "VMIC_EVENT_TIME", "VMIC_HOME")
+"""vmic's own variables, never cut for size (the others carry the event's data)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -76,15 +83,19 @@ def hook_environment(
 ) -> dict[str, str]:
     """Everything a hook's process gets: the agent's environment, the event's variables
     (and vmcatcher's, when the hook asks), then the list's unread keys where no variable
-    is set already. Raises OSError when vmcatcher's cache links cannot be made."""
+    is set already; the event's share within the caps of :func:`hook_env.capped`.
+    Raises OSError when vmcatcher's cache links cannot be made."""
     env = dict(os.environ if base_env is None else base_env)
-    env.update(event_environment(event, home=home))
+    env.pop(TRUNCATED, None)  # only this event may say it was cut
+    values = event_environment(event, home=home)
+    fixed = {name: values.pop(name) for name in _BOOKKEEPING}
+    kept = vmcatcher_environment(event, home=home) if hook.vmcatcher_env else {}
     extras = extra_variables(event.data, EXTRA_PREFIX)
     if hook.vmcatcher_env:
-        env.update(vmcatcher_environment(event, home=home))
         extras.update(vmcatcher_extra_variables(event))
-    for name, value in extras.items():
-        env.setdefault(name, value)
+    taken = env.keys() | values.keys() | kept.keys()
+    extras = {name: value for name, value in extras.items() if name not in taken}
+    env.update(capped(fixed=fixed, values=values, kept=kept, extras=extras))
     return env
 
 

@@ -4,8 +4,10 @@ A peer is another site whose signed export this site follows. For each peer
 the store keeps how to reach and verify its export (URL, pinned site DNs,
 list id and self link, conditional-GET validators), how well it has served
 bytes (for choosing sources), and what its last verified export offers
-(``peer_images``). The rollback state of a peer's export is kept like any
-list's, in ``lists`` (subscription ``peer:<name>``).
+(``peer_images``). The rollback state of a peer's export is kept in
+``peer_exports``, apart from endorsers' lists (``lists``), so an export can
+never occupy, shadow or block an endorser's list id (THREATS 35); its
+history is kept under the name ``peer:<name>``.
 """
 
 from __future__ import annotations

@@ -1,12 +1,20 @@
-"""What one `vmic sync` did, for the CLI to print and for monitoring to read."""
+"""What one `vmic sync` did, for the CLI to print and for monitoring to read.
+
+Every problem is also written to the ``vmic.sync`` logger as it is found
+(the CLI sends that logger to the site log), so the log keeps what a cron
+mail may lose.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from site_agent.records import Change, iso
+
+_log = logging.getLogger("vmic.sync")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -38,6 +46,7 @@ class SyncReport:
 
     def problem(self, subscription: str | None, kind: str, message: str) -> None:
         self.problems.append(Problem(subscription=subscription, kind=kind, message=message))
+        _log.warning("%s: %s: %s", subscription or "site", kind, message)
 
     def to_json(self) -> dict[str, Any]:
         return {

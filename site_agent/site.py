@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from feeds.model import ImageEntry
-from feeds.verify import PreviousState, VerifiedList
+from feeds.verify import ListFormat, PreviousState, VerifiedList
 from keys.errors import ConfigError, VmicError
 from keys.fileio import write_atomic
+from keys.xmlsig import signed_content_sha256
 from site_agent.approval import ApprovalPolicy, site_policy
 from site_agent.cache import Cache
 from site_agent.config import SiteConfig
@@ -45,6 +46,9 @@ from site_agent.records import (
     iso,
 )
 from site_agent.store import Store
+
+PEER_EXPORTS = "peer-exports"
+"""Under lists/: the bytes of peers' exports, by export id (apart from endorsers' lists)."""
 
 
 class Site:
@@ -88,15 +92,29 @@ class Site:
 
     # -- lists ------------------------------------------------------------------------
     def previous_state(self, list_id: str) -> PreviousState | None:
+        """The rollback state of an endorser's list."""
         current = self.store.current_list(list_id)
-        if current is None:
-            return None
-        return PreviousState(
-            version=current.version,
-            sha256=current.sha256,
-            updated=current.updated,
-            content_sha256=current.content_sha256,
-        )
+        if current is not None and current.content_sha256 in (None, current.sha256):
+            current = self._with_content_digest(current)
+        return _previous(current)
+
+    def previous_export_state(self, list_id: str) -> PreviousState | None:
+        """The rollback state of a peer's export (never shared with an endorser's list)."""
+        return _previous(self.store.current_export(list_id))
+
+    def _with_content_digest(self, current: ListVersion) -> ListVersion:
+        """A version accepted before vmic kept the digest of an Atom list's signed content
+        (schema 3 kept the bytes' digest): compute it once from the stored bytes."""
+        path = self.home.root / current.path
+        if path.suffix != ListFormat.ATOM.suffix:
+            return current
+        try:
+            digest = signed_content_sha256(path.read_bytes(), limits=self.config.limits)
+        except (OSError, VmicError):
+            return current  # same bytes still match by their digest; nothing is lost
+        with self.store.atomic():
+            self.store.set_content_sha256(current.list_id, current.version, digest)
+        return dataclasses.replace(current, content_sha256=digest)
 
     def accept_list(self, sub: Subscription, verified: VerifiedList) -> tuple[bool, list[Change]]:
         """Store the bytes, record the version, apply the diff; one transaction.
@@ -106,7 +124,9 @@ class Site:
         lst = verified.image_list
         current = self.store.current_list(lst.id)
         if current is not None and current.version == lst.version:
-            return False, []  # the same version, byte for byte (the verifier checked)
+            # The same signed content (the verifier checked): the bytes first accepted stay.
+            self._note_other_copy(sub, verified, current)
+            return False, []
         path = self._store_bytes(verified)
         changes: list[Change] = []
         with self.store.atomic():
@@ -136,18 +156,41 @@ class Site:
         self.retire_queued()
         return True, changes
 
-    def _store_bytes(self, verified: VerifiedList) -> Path:
+    def _note_other_copy(
+        self, sub: Subscription, verified: VerifiedList, current: ListVersion
+    ) -> None:
+        """History shows a copy of the accepted version in other unsigned bytes, once."""
+        if verified.sha256 == current.sha256 or self.store.seen_sha256(sub.name, verified.sha256):
+            return
+        with self.store.atomic():
+            self.store.add_history(
+                HistoryRecord(
+                    subscription=sub.name,
+                    list_id=current.list_id,
+                    at=self.now,
+                    outcome="same-copy",
+                    version=current.version,
+                    sha256=verified.sha256,
+                    reason=f"version {current.version} again, with the same signed content in "
+                    f"other bytes; the copy accepted first ({current.sha256[:16]}...) is kept",
+                )
+            )
+
+    def _store_bytes(self, verified: VerifiedList, *, folder: Path | None = None) -> Path:
         """The exact bytes under lists/, written before the commit (a crash leaves a stray file)."""
         lst = verified.image_list
-        folder = self.home.lists / lst.id
-        folder.mkdir(mode=0o750, exist_ok=True)
+        folder = folder or self.home.lists / lst.id
+        folder.mkdir(mode=0o750, parents=True, exist_ok=True)
         path = folder / f"{lst.version}-{verified.sha256}{verified.list_format.suffix}"
         write_atomic(path, verified.raw)
         return path
 
-    def _add_version(self, sub: Subscription, verified: VerifiedList, path: Path) -> None:
+    def _add_version(
+        self, sub: Subscription, verified: VerifiedList, path: Path, *, export: bool = False
+    ) -> None:
         lst = verified.image_list
-        self.store.add_list_version(
+        add = self.store.add_export_version if export else self.store.add_list_version
+        add(
             ListVersion(
                 list_id=lst.id,
                 version=lst.version,
@@ -172,15 +215,16 @@ class Site:
             )
         )
 
-    def record_list_version(self, holder: Subscription, verified: VerifiedList) -> bool:
-        """Keep a verified list's bytes and version (its rollback state) without touching
-        images: for lists that name no images of the site's own, such as peers' exports."""
-        current = self.store.current_list(verified.image_list.id)
-        if current is not None and current.version == verified.image_list.version:
+    def record_export(self, holder: Subscription, verified: VerifiedList) -> bool:
+        """Keep a peer's verified export (bytes, version: its rollback state, in the realm of
+        exports) without touching images; ``holder`` names the peer (``peer:<name>``)."""
+        lst = verified.image_list
+        current = self.store.current_export(lst.id)
+        if current is not None and current.version == lst.version:
             return False
-        path = self._store_bytes(verified)
+        path = self._store_bytes(verified, folder=self.home.lists / PEER_EXPORTS / lst.id)
         with self.store.atomic():
-            self._add_version(holder, verified, path)
+            self._add_version(holder, verified, path, export=True)
         return True
 
     def _take_entry(self, sub: Subscription, entry: ImageEntry, version: int) -> Change | None:
@@ -452,6 +496,17 @@ class Site:
             self.store.put_image(
                 dataclasses.replace(image, state=APPROVED, reason=reason, changed_at=self.now)
             )
+
+
+def _previous(current: ListVersion | None) -> PreviousState | None:
+    if current is None:
+        return None
+    return PreviousState(
+        version=current.version,
+        sha256=current.sha256,
+        updated=current.updated,
+        content_sha256=current.content_sha256,
+    )
 
 
 def _image_data(image: ImageRecord) -> dict[str, Any]:

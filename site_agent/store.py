@@ -104,8 +104,27 @@ SCHEMA = [
     """
     ALTER TABLE lists ADD COLUMN content_sha256 TEXT;
     """,
+    # 4: peers' exports keep their rollback state apart from endorsers' lists (THREATS 35):
+    # a peer's export can never occupy, shadow or block an endorser's list id
+    """
+    CREATE TABLE peer_exports (
+        list_id TEXT NOT NULL, version INTEGER NOT NULL, sha256 TEXT NOT NULL,
+        updated TEXT NOT NULL, expires TEXT NOT NULL, accepted_at TEXT NOT NULL,
+        path TEXT NOT NULL, subscription TEXT NOT NULL, signer TEXT NOT NULL,
+        expired_reported INTEGER NOT NULL DEFAULT 0, content_sha256 TEXT,
+        PRIMARY KEY (list_id, version)
+    );
+    INSERT INTO peer_exports (list_id, version, sha256, updated, expires, accepted_at, path,
+        subscription, signer, expired_reported, content_sha256)
+        SELECT list_id, version, sha256, updated, expires, accepted_at, path, subscription,
+            signer, expired_reported, content_sha256
+        FROM lists WHERE subscription LIKE 'peer:%';
+    DELETE FROM lists WHERE subscription LIKE 'peer:%';
+    """,
 ]
 SCHEMA_VERSION = len(SCHEMA)
+_VERSION_TABLES = {"lists": "lists", "peer_exports": "peer_exports"}
+"""The tables of accepted versions: endorsers' lists, and peers' exports apart from them."""
 
 
 def _require_ok(check: tuple[Any, ...] | None, path: Path) -> None:
@@ -271,16 +290,40 @@ class Store:
 
     # -- lists and history -------------------------------------------------------
     def current_list(self, list_id: str) -> ListVersion | None:
+        """The highest accepted version of an endorser's list (its rollback state)."""
+        return self._current("lists", list_id)
+
+    def current_export(self, list_id: str) -> ListVersion | None:
+        """The highest accepted version of a peer's export: a realm of its own (THREATS 35)."""
+        return self._current("peer_exports", list_id)
+
+    def _current(self, table: str, list_id: str) -> ListVersion | None:
         return self._one(
-            "SELECT * FROM lists WHERE list_id = ? ORDER BY version DESC LIMIT 1",
+            f"SELECT * FROM {_VERSION_TABLES[table]} WHERE list_id = ?"  # noqa: S608 - fixed names
+            " ORDER BY version DESC LIMIT 1",
             (list_id,),
             ListVersion.from_row,
         )
 
+    def known_list_ids(self) -> set[str]:
+        """Every endorser list id the site has met: subscribed, accepted or named by an image."""
+        rows = self._rows(
+            "SELECT list_id FROM subscriptions UNION SELECT list_id FROM lists"
+            " UNION SELECT list_id FROM images"
+        )
+        return {str(r["list_id"]) for r in rows}
+
     def add_list_version(self, record: ListVersion) -> None:
+        self._insert_version("lists", record)
+
+    def add_export_version(self, record: ListVersion) -> None:
+        self._insert_version("peer_exports", record)
+
+    def _insert_version(self, table: str, record: ListVersion) -> None:
         self._run(
-            "INSERT INTO lists (list_id, version, sha256, updated, expires, accepted_at, path,"
-            " subscription, signer, content_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO {_VERSION_TABLES[table]} (list_id, version, sha256, updated, expires,"  # noqa: S608 - fixed names
+            " accepted_at, path, subscription, signer, content_sha256)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 record.list_id,
                 record.version,
@@ -293,6 +336,13 @@ class Store:
                 record.signer,
                 record.content_sha256,
             ),
+        )
+
+    def set_content_sha256(self, list_id: str, version: int, content_sha256: str) -> None:
+        """Record the signed-content digest of a version accepted before it was kept."""
+        self._run(
+            "UPDATE lists SET content_sha256 = ? WHERE list_id = ? AND version = ?",
+            (content_sha256, list_id, version),
         )
 
     def mark_expiry_reported(self, list_id: str, version: int) -> None:
@@ -316,6 +366,21 @@ class Store:
                 record.kind,
             ),
         )
+
+    def last_history(self, subscription: str) -> HistoryRecord | None:
+        return self._one(
+            "SELECT * FROM history WHERE subscription = ? ORDER BY id DESC LIMIT 1",
+            (subscription,),
+            HistoryRecord.from_row,
+        )
+
+    def seen_sha256(self, subscription: str, sha256: str) -> bool:
+        """Whether the history of ``subscription`` names these bytes already."""
+        rows = self._rows(
+            "SELECT 1 FROM history WHERE subscription = ? AND sha256 = ? LIMIT 1",
+            (subscription, sha256),
+        )
+        return bool(rows)
 
     def history(self, subscription: str | None = None) -> list[HistoryRecord]:
         if subscription is None:

@@ -9,8 +9,10 @@ the stored rollback state and accept or reject it; fail closed for lists
 whose last good version has expired; withdraw images whose own expiry
 passed; download approved images that are not cached (bounded concurrency,
 each SHA-512 once, resumable); purge old withdrawn files; deliver events to
-hooks. One bad subscription never stops the others: each failure becomes a
-:class:`Problem` in the report, and the exit code says whether there were any.
+hooks. One bad subscription never stops the others: each subscription, peer,
+download and hook delivery is a unit (:mod:`site_agent.units`) whose failure,
+of whatever kind, becomes a :class:`Problem` in the report and a line in its
+history and the site log; the exit code says whether there were any.
 """
 
 from __future__ import annotations
@@ -30,11 +32,21 @@ from site_agent.home import SiteHome
 from site_agent.hooks import run_hook
 from site_agent.lock import SiteLock
 from site_agent.peering import ByteSource, Peering
-from site_agent.records import APPROVED, AVAILABLE, RUNNABLE_STATES, ImageRecord, Subscription, iso
-from site_agent.report import SyncReport
+from site_agent.records import (
+    APPROVED,
+    AVAILABLE,
+    RUNNABLE_STATES,
+    Delivery,
+    EventRecord,
+    ImageRecord,
+    Subscription,
+    iso,
+)
+from site_agent.report import ListResult, SyncReport
 from site_agent.site import Site
 from site_agent.store import Store
 from site_agent.sync_lists import sync_list
+from site_agent.units import log, run_unit, subscription_recorder
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
@@ -69,9 +81,18 @@ def run_sync(
             if not subscriptions:
                 raise ConfigError(f"no subscription named {only}", hint="see `vmic subscriptions`")
         trust = TrustStore.from_directory(config.trust_dir)
-        return asyncio.run(
+        log.info("sync of %d subscription(s) started", len(subscriptions))
+        report = asyncio.run(
             _sync(site, trust, subscriptions, download=download, progress=progress, peering=peering)
         )
+        log.info(
+            "sync done: %d list(s), %d change(s), %d download(s), %d problem(s)",
+            len(report.lists),
+            len(report.changes),
+            len(report.downloaded),
+            len(report.problems),
+        )
+        return report
 
 
 async def _sync(
@@ -84,41 +105,68 @@ async def _sync(
     peering: Peering | None,
 ) -> SyncReport:
     report = SyncReport(started=site.now)
+    for problem in trust.problems:  # each unusable file of the trust directory, once
+        report.problem(None, "trust", f"trust directory {trust.source}: {problem}")
     reconcile(site, report)
     limits = site.config.limits
     async with Fetcher(limits=limits, ca_bundle=site.config.ca_bundle) as fetcher:
         if peering is not None:
             await peering.refresh(site, fetcher, trust, report)
         gate = asyncio.Semaphore(limits.fetch_concurrency)
-        results = await asyncio.gather(
-            *(
+
+        async def one_list(sub: Subscription) -> ListResult:
+            result = await run_unit(
                 sync_list(
                     site, fetcher, sub, trust=trust, gate=gate, report=report, peering=peering
-                )
-                for sub in subscriptions
+                ),
+                report=report,
+                source=sub.name,
+                what="the list",
+                record=subscription_recorder(site, sub.name, sub.list_id),
             )
-        )
-        report.lists.extend(results)
+            return result or ListResult(subscription=sub.name, outcome="failed")
+
+        report.lists.extend(await asyncio.gather(*(one_list(sub) for sub in subscriptions)))
         for sub in subscriptions:
-            expired = site.expire_list_if_due(sub)
-            if expired is not None:
-                current = site.store.current_list(sub.list_id)
-                report.changes.extend(expired)
-                report.problem(
-                    sub.name,
-                    "expired",
-                    f"the last good list (version {current.version if current else '?'}) "
-                    f"expired on {iso(current.expires) if current else '?'}; its images are "
-                    "withdrawn until the endorser publishes a fresh one",
-                )
+            await run_unit(
+                _expire_if_due(site, sub, report),
+                report=report,
+                source=sub.name,
+                what="withdrawing the images of an expired list",
+            )
         report.changes.extend(site.expire_images_if_due())
         if download:
             await _download_approved(site, fetcher, report, progress, peering)
     site.cache.purge_expired(retention=site.config.expired_retention, now=site.now)
     if peering is not None:
-        peering.finish(site, report)
+        await run_unit(
+            _finish(peering, site, report),
+            report=report,
+            source=None,
+            what="writing the site's export",
+        )
     await deliver_events(site, report)
     return report
+
+
+async def _finish(peering: Peering, site: Site, report: SyncReport) -> None:
+    peering.finish(site, report)  # on this thread: the store's connection belongs to it
+
+
+async def _expire_if_due(site: Site, sub: Subscription, report: SyncReport) -> None:
+    """Fail closed for one subscription whose last good list has expired."""
+    expired = site.expire_list_if_due(sub)
+    if expired is None:
+        return
+    current = site.store.current_list(sub.list_id)
+    report.changes.extend(expired)
+    report.problem(
+        sub.name,
+        "expired",
+        f"the last good list (version {current.version if current else '?'}) "
+        f"expired on {iso(current.expires) if current else '?'}; its images are "
+        "withdrawn until the endorser publishes a fresh one",
+    )
 
 
 def reconcile(site: Site, report: SyncReport) -> None:
@@ -177,7 +225,17 @@ async def _download_approved(
                 for image in images:
                     report.changes.append(site.mark_available(image))
 
-    await asyncio.gather(*(fetch_one(sha, images) for sha, images in by_sha.items()))
+    await asyncio.gather(
+        *(
+            run_unit(
+                fetch_one(sha, images),
+                report=report,
+                source=images[0].subscription,
+                what=f"downloading image {images[0].image_id}",
+            )
+            for sha, images in by_sha.items()
+        )
+    )
 
 
 def _sources(
@@ -253,33 +311,41 @@ async def _download_from_any(
 
 async def deliver_events(site: Site, report: SyncReport) -> None:
     """Run hooks for the events recorded (now or by earlier runs) that are not delivered yet."""
+    for event, delivery in site.store.pending_deliveries():
+        await run_unit(
+            _deliver(site, report, event, delivery),
+            report=report,
+            source=event.subscription,
+            what=f"running hook {delivery.hook} for event {event.id}",
+        )
+
+
+async def _deliver(site: Site, report: SyncReport, event: EventRecord, delivery: Delivery) -> None:
     hooks = {hook.name: hook for hook in site.config.hooks}
     limit = site.config.event_max_attempts
-    for event, delivery in site.store.pending_deliveries():
-        hook = hooks.get(delivery.hook)
-        if hook is None:
-            error: str | None = "the hook is no longer configured"
-        else:
-            outcome = await asyncio.to_thread(run_hook, hook, event, home=str(site.home.root))
-            error = outcome.error
-        give_up = error is not None and (hook is None or delivery.attempts + 1 >= limit)
-        with site.store.atomic():
-            site.store.record_delivery(
-                event.id, delivery.hook, at=site.now, error=error, give_up=give_up
-            )
-        if error is None:
-            report.hooks_delivered += 1
-        elif give_up:
-            report.problem(
-                event.subscription,
-                "hook",
-                f"hook {delivery.hook} gave up on event {event.id} ({event.type}) "
-                f"after {delivery.attempts + 1} attempts: {error}",
-            )
-        else:
-            report.problem(
-                event.subscription,
-                "hook",
-                f"hook {delivery.hook} failed for event {event.id} ({event.type}), "
-                f"will retry: {error}",
-            )
+    hook = hooks.get(delivery.hook)
+    if hook is None:
+        error: str | None = "the hook is no longer configured"
+    else:
+        outcome = await asyncio.to_thread(run_hook, hook, event, home=str(site.home.root))
+        error = outcome.error
+    give_up = error is not None and (hook is None or delivery.attempts + 1 >= limit)
+    with site.store.atomic():
+        site.store.record_delivery(
+            event.id, delivery.hook, at=site.now, error=error, give_up=give_up
+        )
+    if error is None:
+        report.hooks_delivered += 1
+    elif give_up:
+        report.problem(
+            event.subscription,
+            "hook",
+            f"hook {delivery.hook} gave up on event {event.id} ({event.type}) "
+            f"after {delivery.attempts + 1} attempts: {error}",
+        )
+    else:
+        report.problem(
+            event.subscription,
+            "hook",
+            f"hook {delivery.hook} failed for event {event.id} ({event.type}), will retry: {error}",
+        )

@@ -79,10 +79,12 @@ async def sync_list(
 
 
 def _not_modified(site: Site, sub: Subscription, report: SyncReport) -> ListResult:
-    if sub.last_error_kind in (None, "fetch"):
+    last = site.store.last_history(sub.name)
+    if last is not None and last.outcome == "rejected" and sub.last_error_kind != "fetch":
+        # the same bytes that were rejected last time (their validators were kept)
+        report.problem(sub.name, sub.last_error_kind or "rejected", sub.last_error or "rejected")
+    else:
         site.store.record_attempt(sub.name, at=site.now, ok=True)
-    else:  # the same bytes that were rejected last time
-        report.problem(sub.name, sub.last_error_kind, sub.last_error or "rejected")
     return ListResult(subscription=sub.name, outcome="not-modified")
 
 
@@ -149,8 +151,8 @@ async def _take(
     except (VerificationError, ListFormatError) as error:
         digest = hashlib.sha256(raw).hexdigest()
         via = f" (copy from peer {peer})" if peer else ""
-        last = store.history(sub.name)[-1:] or None
-        if not last or last[0].outcome != "rejected" or last[0].sha256 != digest:
+        last = store.last_history(sub.name)
+        if last is None or last.outcome != "rejected" or last.sha256 != digest:
             site.reject_list(sub, error, sha256=digest, via=via)
         kind = type(error).__name__
         if peer is None:  # the endorser's answer: remember its validators, keep reporting it

@@ -26,6 +26,7 @@ from federation.cli import (
     verify_cmd,
 )
 from federation.cli.common import ExitCode, report_error
+from federation.cli.sitelog import command_logging
 from keys.errors import VmicError
 
 PROG = "vmic"
@@ -84,7 +85,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits on --help, --version and usage errors
         return int(exc.code) if isinstance(exc.code, int) else ExitCode.USAGE
     try:
-        return int(args.func(args))
+        # `vmic sync` reports its problems itself and logs to the site log only
+        with command_logging(to_stderr=args.command != "sync"):
+            return int(args.func(args))
     except VmicError as error:
         return report_error(error)
     except KeyboardInterrupt:

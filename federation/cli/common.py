@@ -3,6 +3,11 @@
 Exit codes are named (:class:`ExitCode`); each error class of the tree in
 :mod:`keys.errors` maps to one code and one short label, so a script can tell
 a bad signature from an expired list without reading messages.
+
+Text from outside (titles, summaries, DNs, URLs, reasons, error messages that
+quote them) reaches the terminal only through :func:`shown`, and JSON only
+through :func:`print_json`: neither lets a list move the cursor, rewrite a
+line, change the terminal's state or reorder what is displayed.
 """
 
 from __future__ import annotations
@@ -87,12 +92,15 @@ def classify(error: VmicError) -> tuple[ExitCode, str]:
 
 
 def report_error(error: VmicError, *, stream: TextIO | None = None) -> ExitCode:
-    """One line naming the kind of failure and the reason, then the hint."""
+    """One line naming the kind of failure and the reason, then the hint.
+
+    Messages and hints quote titles, DNs and URLs from lists, so both go out
+    through :func:`shown` (no message of vmic's own relies on a line break)."""
     out = stream or sys.stderr
     code, label = classify(error)
-    print(f"vmic: {label}: {error.message}", file=out)
+    print(f"vmic: {label}: {shown(error.message)}", file=out)
     if error.hint:
-        print(f"  hint: {error.hint}", file=out)
+        print(f"  hint: {shown(error.hint)}", file=out)
     return code
 
 
@@ -141,8 +149,43 @@ def human_size(size: int) -> str:
     return f"{size} B"
 
 
+# Characters that change what a terminal shows beyond themselves. Category Cc is C0
+# (tab, LF, CR, ESC, BS, ...), DEL and C1 (U+009B is an 8-bit CSI): exactly U+0000-U+001F and
+# U+007F-U+009F, a set Unicode's stability policy fixes for good. Then the bidi embedding,
+# override and isolate controls (Trojan Source, CVE-2021-42574) and the line and paragraph
+# separators, which some terminals and editors take for line breaks.
+_CONTROL = (*range(0x20), *range(0x7F, 0xA0))
+_BIDI = (*range(0x202A, 0x202F), *range(0x2066, 0x206A))
+_SEPARATORS = (0x2028, 0x2029)
+_SHOWN = str.maketrans(
+    {
+        code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+        for code in (*_CONTROL, *_BIDI, *_SEPARATORS)
+    }
+)
+# json.dumps escapes C0 itself but writes DEL, C1, bidi controls and U+2028/9 raw.
+_JSON_SAFE = str.maketrans(
+    {code: f"\\u{code:04x}" for code in (*range(0x7F, 0xA0), *_BIDI, *_SEPARATORS)}
+)
+
+
+def shown(text: object) -> str:
+    r"""``text`` for a terminal, each control character written as a visible escape.
+
+    ESC shows as ``\x1b``, a line feed as ``\x0a``, a right-to-left override
+    as ``\u202e``; everything else (accented and non-Latin letters, a
+    backslash) is shown as it is. Apply it to each value from outside (list
+    data, error messages quoting it, DNs), never to a line the CLI lays out
+    itself: its own line breaks and indentation stay.
+    """
+    return str(text).translate(_SHOWN)
+
+
 def print_json(data: object) -> None:
-    print(json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False))
+    r"""Indented JSON that keeps non-ASCII text readable (``"Müller"``) but writes DEL,
+    C1, bidi controls and U+2028/9 as ``\uXXXX``: still valid JSON, and ``json.loads``
+    gives back ``data``."""
+    print(json.dumps(data, indent=2, sort_keys=False, ensure_ascii=False).translate(_JSON_SAFE))
 
 
 class Progress:

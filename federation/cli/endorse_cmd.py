@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pwd
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from feeds.model import ImageEntry
 from feeds.policy.model import Severity
 from feeds.verify import ListFormat
 from keys.certs import load_certificate, load_certificates, load_private_key
+from keys.errors import ConfigError
 from keys.trust import CrlPolicy, TrustStore
 
 DEFAULT_VALIDITY = "28d"
@@ -47,7 +49,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     init.add_argument("manifest", type=Path, metavar="MANIFEST", help="manifest file to create")
     init.add_argument("--title", required=True, help="list title")
     init.add_argument("--self-url", required=True, help="URL where the signed list is published")
-    init.add_argument("--author", help="endorser name (default: $USER)")
+    init.add_argument("--author", help="endorser name (default: your account name)")
     init.add_argument("--email", help="endorser e-mail")
     init.add_argument("--subtitle", help="one-line description of the list")
     init.set_defaults(func=_init)
@@ -201,8 +203,29 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sign.set_defaults(func=_sign)
 
 
+def _account_name() -> str:
+    """Who runs the command, for the default author: the account of the process's user.
+
+    Taken from the password database, not from $USER, which cron and containers often do
+    not set; $LOGNAME and $USER are the fallback for a uid with no entry there (containers
+    run under arbitrary uids). No certificate is known at init (it is first given at
+    signing), so its CN cannot serve.
+    """
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        pass
+    name = os.environ.get("LOGNAME") or os.environ.get("USER")
+    if name:
+        return name
+    raise ConfigError(
+        f"no account name for uid {os.getuid()} to use as the list's author",
+        hint="give the endorser's name with --author",
+    )
+
+
 def _init(args: argparse.Namespace) -> int:
-    author = args.author or os.environ.get("USER") or ""
+    author = _account_name() if args.author is None else args.author
     manifest = endorse.init_manifest(
         args.manifest,
         title=args.title,
@@ -212,6 +235,8 @@ def _init(args: argparse.Namespace) -> int:
         subtitle=args.subtitle,
     )
     print(f"created {args.manifest} for list {manifest.info.id}")
+    if args.author is None:
+        print(f"author: {author} (your account name; edit [list] author in the manifest to change)")
     return ExitCode.OK
 
 

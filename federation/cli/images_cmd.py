@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from federation.cli.common import ExitCode, human_size, iso, print_json, utcnow
+from federation.cli.common import ExitCode, human_size, iso, print_json, shown, utcnow
 from federation.cli.site_cmd import home_parent, print_changes, site_home
 from keys.errors import ConfigError
 from site_agent import admin, config_edit
@@ -160,7 +160,7 @@ def _images(args: argparse.Namespace) -> int:
         return ExitCode.OK
     for i in images:
         share = ("shared" if i.shareable else "local") if i.state in RUNNABLE_STATES else "-"
-        print(f"{i.image_id}  {i.state:<9} {share:<6} {human_size(i.size):>10}  {i.title}")
+        print(f"{i.image_id}  {i.state:<9} {share:<6} {human_size(i.size):>10}  {shown(i.title)}")
     return ExitCode.OK
 
 
@@ -177,10 +177,13 @@ def _image_show(args: argparse.Namespace) -> int:
         print_json(data)
         return ExitCode.OK
     entry = image.entry
-    print(f"{image.title}  ({image.image_id})")
-    print(f"  state:        {image.state}{f' ({image.reason})' if image.reason else ''}")
+    print(f"{shown(image.title)}  ({image.image_id})")
+    print(f"  state:        {image.state}{f' ({shown(image.reason)})' if image.reason else ''}")
     print(f"  shareable:    {'yes' if image.shareable else 'no'}")
-    print(f"  list:         {image.list_id} version {image.list_version} ({image.subscription})")
+    print(
+        f"  list:         {image.list_id} version {image.list_version} "
+        f"({shown(image.subscription)})"
+    )
     for label, key in (
         ("format", "format"),
         ("hypervisor", "hypervisor"),
@@ -195,11 +198,11 @@ def _image_show(args: argparse.Namespace) -> int:
         ("expires", "expires"),
     ):
         if entry.get(key):
-            print(f"  {label + ':':<13} {entry[key]}")
+            print(f"  {label + ':':<13} {shown(entry[key])}")
     print(f"  size:         {image.size} bytes ({human_size(image.size)})")
     print(f"  sha512:       {image.sha512}")
-    print(f"  download:     {image.url}")
-    print(f"  cache file:   {data['cache_file'] or '-'}")
+    print(f"  download:     {shown(image.url)}")
+    print(f"  cache file:   {shown(data['cache_file'] or '-')}")
     return ExitCode.OK
 
 
@@ -225,7 +228,7 @@ def _cache_verify(args: argparse.Namespace) -> int:
     results = admin.verify_cache(site_home(args), repair=args.repair, now=utcnow())
     bad = [r for r in results if not r.ok]
     for r in bad:
-        title = r.image.title if r.image else "no image uses it"
+        title = shown(r.image.title) if r.image else "no image uses it"
         print(f"  {r.sha512[:16]}...  {r.action}  ({title})")
     print(f"{len(results)} cached file(s) checked, {len(bad)} damaged")
     return ExitCode.OK if not bad or args.repair else ExitCode.INTEGRITY

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from federation import peer_admin
-from federation.cli.common import ExitCode, human_size, iso, print_json, utcnow
+from federation.cli.common import ExitCode, human_size, iso, print_json, shown, utcnow
 from federation.cli.site_cmd import home_parent, site_home
 from keys.dn import DistinguishedName
 from keys.errors import ConfigError
@@ -34,7 +34,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         ),
     )
     add.add_argument(
-        "url", metavar="URL", help="the peer's export, e.g. https://site-b/export.atom"
+        "url",
+        metavar="URL",
+        help="the peer's export, or its address (the export is found from its page), "
+        "e.g. https://site-b/export.atom or https://site-b/",
     )
     add.add_argument(
         "--site-dn",
@@ -112,13 +115,13 @@ def _add(args: argparse.Namespace) -> int:
     peer, offers = peer_admin.add_peer(
         site_home(args), args.url, pins=pins, name=args.name, now=utcnow()
     )
-    print(f"following peer {peer.name}: {peer.url} ({offers} image(s) offered)")
+    print(f"following peer {shown(peer.name)}: {shown(peer.url)} ({offers} image(s) offered)")
     return ExitCode.OK
 
 
 def _remove(args: argparse.Namespace) -> int:
     peer_admin.remove_peer(site_home(args), args.name, now=utcnow())
-    print(f"peer {args.name} removed")
+    print(f"peer {shown(args.name)} removed")
     return ExitCode.OK
 
 
@@ -146,16 +149,16 @@ def _peers(args: argparse.Namespace) -> int:
     if not rows:
         print("no peers; follow one with `vmic peer add URL --site-dn DN --ca-dn DN`")
     for r in rows:
-        print(f"{r['name']}  {r['url']}")
+        print(f"{shown(r['name'])}  {shown(r['url'])}")
         print(f"  offers {r['offers']} image(s); last success {r['last_success'] or 'never'}")
         print(
             f"  received {human_size(r['bytes_received'])} at {human_size(r['throughput'])}/s;"
             f" failures {r['failures']}"
         )
         if r["last_error"]:
-            print(f"  last error:   {r['last_error']}")
+            print(f"  last error:   {shown(r['last_error'])}")
         if r["last_failure"]:
-            print(f"  last failure: {r['last_failure']}")
+            print(f"  last failure: {shown(r['last_failure'])}")
     return ExitCode.OK
 
 
@@ -181,12 +184,15 @@ def _suggest(args: argparse.Namespace) -> int:
         if not suggestions:
             print("peers carry no list this site does not subscribe to")
         for s in suggestions:
-            print(f"{s.title}  (list {s.list_id}, version {s.version}, {s.images} image(s))")
-            print(f"  endorser: {s.endorser}  (CA {s.issuer})")
-            print(f"  carried by {len(s.peers)} peer(s): {', '.join(s.peers)}")
-            print(f"  vmic subscribe {s.url} --endorser-dn '{s.endorser}' --ca-dn '{s.issuer}'")
+            print(f"{shown(s.title)}  (list {s.list_id}, version {s.version}, {s.images} image(s))")
+            print(f"  endorser: {shown(s.endorser)}  (CA {shown(s.issuer)})")
+            print(f"  carried by {len(s.peers)} peer(s): {shown(', '.join(s.peers))}")
+            print(
+                f"  vmic subscribe {shown(s.url)} --endorser-dn '{shown(s.endorser)}' "
+                f"--ca-dn '{shown(s.issuer)}'"
+            )
     for problem in problems:
-        print(f"vmic peers suggest: {problem}", file=sys.stderr)
+        print(f"vmic peers suggest: {shown(problem)}", file=sys.stderr)
     return ExitCode.OK if not problems else ExitCode.PROBLEMS
 
 

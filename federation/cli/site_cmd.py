@@ -15,8 +15,10 @@ from federation.cli.common import (
     format_from,
     iso,
     print_json,
+    shown,
     utcnow,
 )
+from federation.cli.sitelog import site_log
 from federation.peers import SiteFederation
 from feeds.endorse import check_signer
 from keys.certs import load_certificate, load_certificates, load_private_key
@@ -53,9 +55,10 @@ def pins_from(args: argparse.Namespace) -> list[SignerPin]:
 
 
 def print_changes(changes: list[Change]) -> None:
+    """One line per change; titles and details come from lists, so they are :func:`shown`."""
     for c in changes:
-        detail = f" ({c.detail})" if c.detail else ""
-        print(f"  {c.image_id}  {c.what:<12} {c.title}{detail}")
+        detail = f" ({shown(c.detail)})" if c.detail else ""
+        print(f"  {shown(c.image_id)}  {c.what:<12} {shown(c.title)}{detail}")
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -248,10 +251,10 @@ def _subscribe(args: argparse.Namespace) -> int:
     )
     lst = verified.image_list
     print(
-        f"subscribed {sub.name}: {verified.list_format.value} list {lst.id} "
-        f"version {lst.version} ({lst.title})"
+        f"subscribed {shown(sub.name)}: {verified.list_format.value} list {lst.id} "
+        f"version {lst.version} ({shown(lst.title)})"
     )
-    print(f"  endorser {verified.signer.subject}; expires {iso(lst.expires)}")
+    print(f"  endorser {shown(verified.signer.subject)}; expires {iso(lst.expires)}")
     print_changes(changes)
     held = sum(1 for c in changes if c.what == "new")
     if held:
@@ -261,7 +264,7 @@ def _subscribe(args: argparse.Namespace) -> int:
 
 def _unsubscribe(args: argparse.Namespace) -> int:
     changes = admin.unsubscribe(site_home(args), args.name, now=utcnow())
-    print(f"unsubscribed {args.name}; {len(changes)} image(s) withdrawn")
+    print(f"unsubscribed {shown(args.name)}; {len(changes)} image(s) withdrawn")
     print_changes(changes)
     return ExitCode.OK
 
@@ -291,42 +294,44 @@ def _subscriptions(args: argparse.Namespace) -> int:
     if not rows:
         print("no subscriptions; add one with `vmic subscribe URL --endorser-dn DN --ca-dn DN`")
     for row in rows:
-        print(f"{row['name']}  {row['url']}")
+        print(f"{shown(row['name'])}  {shown(row['url'])}")
         for subject, issuer in row["endorsers"]:
-            print(f"  endorser:     {subject}  (CA {issuer})")
+            print(f"  endorser:     {shown(subject)}  (CA {shown(issuer)})")
         print(
             f"  list:         {row['list_id']} version {row['version']}, expires {row['expires']}"
         )
         print(f"  last success: {row['last_success'] or 'never'}")
         if row["last_error"]:
-            print(f"  last error:   {row['last_error']}")
+            print(f"  last error:   {shown(row['last_error'])}")
     return ExitCode.OK
 
 
 def _progress(title: str, size: int) -> Callable[[int], None]:
-    return Progress(size, f"downloading {title[:30]}").callback
+    return Progress(size, f"downloading {shown(title[:30])}").callback
 
 
 def _sync(args: argparse.Namespace) -> int:
-    report: SyncReport = run_sync(
-        site_home(args),
-        now=utcnow(),
-        only=args.only,
-        download=not args.no_download,
-        progress=_progress if sys.stderr.isatty() else None,  # bars on a terminal only
-        peering=SiteFederation(),
-    )
+    home = site_home(args)
+    with site_log(home):
+        report: SyncReport = run_sync(
+            home,
+            now=utcnow(),
+            only=args.only,
+            download=not args.no_download,
+            progress=_progress if sys.stderr.isatty() else None,  # bars on a terminal only
+            peering=SiteFederation(),
+        )
     if args.json:
         print_json(report.to_json())
     elif args.verbose:
         for result in report.lists:
             version = f" version {result.version}" if result.version else ""
-            print(f"{result.subscription}: {result.outcome}{version}")
+            print(f"{shown(result.subscription)}: {result.outcome}{version}")
         print_changes(report.changes)
         print(f"downloaded {len(report.downloaded)}, hooks run {report.hooks_delivered}")
     for problem in report.problems:
-        where = f"{problem.subscription}: " if problem.subscription else ""
-        print(f"vmic sync: {where}{problem.kind}: {problem.message}", file=sys.stderr)
+        where = f"{shown(problem.subscription)}: " if problem.subscription else ""
+        print(f"vmic sync: {where}{problem.kind}: {shown(problem.message)}", file=sys.stderr)
     return ExitCode.OK if report.ok else ExitCode.PROBLEMS
 
 
@@ -352,7 +357,10 @@ def _history(args: argparse.Namespace) -> int:
         return ExitCode.OK
     for r in records:
         version = f"v{r.version}" if r.version is not None else "-"
-        print(f"{iso(r.at)}  {r.subscription:<20} {r.outcome:<9} {version:<6} {r.sha256 or '-'}")
+        print(
+            f"{iso(r.at)}  {shown(r.subscription):<20} {r.outcome:<9} {version:<6} "
+            f"{r.sha256 or '-'}"
+        )
         if r.reason:
-            print(f"    {r.kind + ': ' if r.kind else ''}{r.reason}")
+            print(f"    {r.kind + ': ' if r.kind else ''}{shown(r.reason)}")
     return ExitCode.OK

@@ -17,6 +17,7 @@ from federation.cli.common import (
     iso,
     parse_time_arg,
     print_json,
+    shown,
     utcnow,
 )
 from feeds.model import list_id
@@ -159,9 +160,9 @@ def _print_summary(verified: VerifiedList, now: datetime) -> None:
     signer = verified.signer
     days = (lst.expires - now).days
     print(f"OK: list {lst.id} version {lst.version} is trusted ({verified.list_format.value})")
-    print(f"  title:    {lst.title}")
-    print(f"  endorser: {signer.subject}")
-    print(f"  issuer:   {signer.issuer}")
+    print(f"  title:    {shown(lst.title)}")
+    print(f"  endorser: {shown(signer.subject)}")
+    print(f"  issuer:   {shown(signer.issuer)}")
     print(
         f"  signed:   {signer.signature_method}, digest {signer.digest_method}; "
         f"certificate valid until {iso(signer.not_after)}"
@@ -170,9 +171,9 @@ def _print_summary(verified: VerifiedList, now: datetime) -> None:
     print(f"  images:   {len(lst.entries)}")
     for e in lst.entries:
         expired = "  [image expired]" if e.expired_at(now) else ""
-        print(f"    {e.id}  {e.format:<7} {human_size(e.size):>10}  {e.title}{expired}")
-        print(f"      {e.url}")
+        print(f"    {e.id}  {e.format:<7} {human_size(e.size):>10}  {shown(e.title)}{expired}")
+        print(f"      {shown(e.url)}")
     if lst.tombstones:
         print(f"  revoked:  {len(lst.tombstones)}")
         for t in lst.tombstones:
-            print(f"    {t.id}  {iso(t.when)}  {t.reason}")
+            print(f"    {t.id}  {iso(t.when)}  {shown(t.reason)}")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import pwd
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 
 from federation.cli import main
 from federation.cli.common import ExitCode, utcnow
+from feeds.manifest import Manifest
 
 CA_DN = "/DC=org/DC=vmic-cli/CN=CLI Test CA"
 JANE = "/DC=org/DC=vmic-cli/OU=Users/CN=Jane Endorser"
@@ -273,6 +276,29 @@ def test_verify_reports_configuration_errors(endorser: Endorser, tmp_path: Path)
     unpaired = ["--endorser-dn", JANE]
     assert run("verify", endorser.signed, "--trust", endorser.ca, *unpaired) == ExitCode.CONFIG
     assert run("verify", endorser.signed) == ExitCode.USAGE
+
+
+def test_endorse_init_without_user_takes_the_account_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Cron and containers often leave $USER and $LOGNAME unset."""
+    monkeypatch.delenv("USER", raising=False)
+    monkeypatch.delenv("LOGNAME", raising=False)
+    manifest = tmp_path / "list.toml"
+
+    code = run("endorse", "init", manifest, "--title", "T", "--self-url", "https://e.org/l.atom")
+
+    assert code == ExitCode.OK
+    account = pwd.getpwuid(os.getuid()).pw_name
+    assert Manifest.load(manifest).info.author == account
+    assert f"author: {account} (your account name" in capsys.readouterr().out
+
+
+def test_endorse_init_refuses_an_empty_author_and_writes_nothing(tmp_path: Path) -> None:
+    manifest = tmp_path / "list.toml"
+    args = ("--title", "T", "--self-url", "https://e.org/l.atom", "--author", " ")
+    assert run("endorse", "init", manifest, *args) == ExitCode.CONFIG
+    assert not manifest.exists()
 
 
 def test_endorse_add_refuses_a_bad_url_and_leaves_the_manifest_alone(

@@ -2,22 +2,37 @@
 
 THREATS 24 ("nothing from metadata reaches a shell"): values from a list
 arrive in the hook's environment and JSON byte for byte, and shell
-metacharacters in them are never interpreted. Every hook here is a real
-``#!/bin/sh`` script in ``tmp_path`` run as a real subprocess.
+metacharacters in them are never interpreted. Nor can a list's size keep a
+hook from starting: past the caps of :mod:`site_agent.hook_env` the
+environment is cut (``VMIC_TRUNCATED`` says what) and stdin still carries
+the whole event. Every hook here is a real script in ``tmp_path`` run as a
+real subprocess.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import subprocess
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from site_agent.config import Hook, make_hook
-from site_agent.hooks import HookOutcome, event_environment, event_json, run_hook
+from site_agent.hook_env import MAX_EVENT_BYTES, MAX_VALUE_BYTES, TRUNCATED, capped
+from site_agent.hooks import (
+    HookOutcome,
+    event_environment,
+    event_json,
+    hook_environment,
+    run_hook,
+)
 from site_agent.records import EventRecord
 
 IMAGE = "00000000-0000-4000-8000-000000000001"
@@ -290,3 +305,171 @@ def test_run_hook_uses_the_process_environment_when_no_base_is_given(
     assert outcome.ok
     assert _vmic_env(env_file)["VMIC_TEST_INHERITED"] == "yes"
     assert os.environ["VMIC_TEST_INHERITED"] == "yes"
+
+
+# -- the environment's size: what a list may make too big for the kernel -------------------
+
+MiB = 1024 * 1024
+
+
+def _capturing_hook(tmp_path: Path, *, vmcatcher_env: bool = False) -> tuple[Hook, Path, Path]:
+    """A Python hook that writes its environment (as JSON) and its stdin to files."""
+    env_file, stdin_file = tmp_path / "env.json", tmp_path / "stdin.json"
+    script = tmp_path / "capture.py"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import json, os, sys\n"
+        f"open({str(env_file)!r}, 'w').write(json.dumps(dict(os.environ)))\n"
+        f"open({str(stdin_file)!r}, 'wb').write(sys.stdin.buffer.read())\n"
+    )
+    script.chmod(0o755)
+    events = ["image.new", "image.available"] if vmcatcher_env else ["*"]
+    hook = make_hook(
+        name="capture",
+        events=events,
+        command=[str(script)],
+        timeout=30,
+        vmcatcher_env=vmcatcher_env,
+    )
+    return hook, env_file, stdin_file
+
+
+def _event_bytes(env: dict[str, str]) -> int:
+    """What the event's variables take in the kernel's copy: NAME=value and a NUL each."""
+    return sum(len(f"{n}={v}".encode()) + 1 for n, v in env.items() if n not in BASE_ENV)
+
+
+@pytest.mark.parametrize("vmcatcher_env", [False, True], ids=["vmic", "vmcatcher"])
+def test_a_huge_title_and_thousands_of_unread_keys_still_start_the_hook(
+    tmp_path: Path, home: Path, now: datetime, vmcatcher_env: bool
+) -> None:
+    title = "Ü" + "x" * (MiB - 1)  # 1 MiB: alone 8 times what the kernel takes for one variable
+    extra = {f"ad:key{n:04d}": f"{n:04d}" + "v" * 1020 for n in range(5000)}  # 5,000 KiB more
+    sha512 = "ab" * 64
+    hook, env_file, stdin_file = _capturing_hook(tmp_path, vmcatcher_env=vmcatcher_env)
+    event = _event(now, title=title, summary="s" * 100, sha512=sha512, extra=extra)
+    event = dataclasses.replace(event, type="image.new")
+
+    outcome = run_hook(hook, event, home=str(home), base_env=BASE_ENV)
+
+    assert outcome == HookOutcome(ok=True)
+    env = json.loads(env_file.read_text())
+    truncated = env[TRUNCATED].split(" ")
+    assert truncated[0] == "VMIC_TITLE"
+    assert "VMIC_X_AD_KEY4999" in truncated or truncated[-1] == "..."
+    assert len(env["VMIC_TITLE"].encode()) == MAX_VALUE_BYTES
+    assert title.startswith(env["VMIC_TITLE"])
+    assert env["VMIC_SHA512"] == sha512  # short values stay whole
+    assert env["VMIC_SUMMARY"] == "s" * 100
+    assert env["VMIC_X_AD_KEY0000"] == extra["ad:key0000"]  # unread keys kept while they fit
+    assert "VMIC_X_AD_KEY4999" not in env
+    assert _event_bytes(env) <= MAX_EVENT_BYTES
+    if vmcatcher_env:
+        assert env["VMCATCHER_EVENT_TYPE"] == "ImageNew"
+        assert env["VMCATCHER_EVENT_SL_CHECKSUM_SHA512"] == sha512
+        assert title.startswith(env["VMCATCHER_EVENT_DC_TITLE"])
+        assert "VMCATCHER_EVENT_DC_TITLE" in truncated
+        assert "VMCATCHER_EVENT_AD_KEY4999" not in env
+    payload = json.loads(stdin_file.read_bytes())  # the whole event is on stdin
+    assert payload["data"]["title"] == title
+    assert payload["data"]["extra"] == extra
+
+
+def test_the_same_event_uncapped_would_not_even_start(tmp_path: Path, home: Path) -> None:
+    """Why the caps exist: the kernel refuses one variable of 1 MiB (E2BIG)."""
+    script = _script(tmp_path, "never", "exit 0\n")
+    with pytest.raises(OSError, match="Argument list too long"):
+        subprocess.run([str(script)], env={**BASE_ENV, "VMIC_TITLE": "x" * MiB}, check=False)
+
+
+def test_a_normal_event_is_not_cut_and_has_no_truncated_variable(
+    tmp_path: Path, home: Path, now: datetime
+) -> None:
+    hook, env_file, _stdin = _capturing_hook(tmp_path, vmcatcher_env=True)
+    long_but_allowed = "é" * (MAX_VALUE_BYTES // 2)  # exactly MAX_VALUE_BYTES in UTF-8
+    extra = {f"ad:key{n}": "v" * 100 for n in range(50)}
+    event = _event(now, title=long_but_allowed, summary="A small image", extra=extra)
+    base = {**BASE_ENV, TRUNCATED: "left over from the agent's own environment"}
+
+    outcome = run_hook(hook, event, home=str(home), base_env=base)
+
+    assert outcome.ok
+    env = json.loads(env_file.read_text())
+    assert TRUNCATED not in env
+    assert env["VMIC_TITLE"] == long_but_allowed
+    assert env["VMCATCHER_EVENT_DC_TITLE"] == long_but_allowed
+    assert env["VMIC_SUMMARY"] == "A small image"
+    for n in range(50):
+        assert env[f"VMIC_X_AD_KEY{n}"] == "v" * 100
+        assert env[f"VMCATCHER_EVENT_AD_KEY{n}"] == "v" * 100
+
+
+def test_a_value_one_byte_too_long_is_cut_at_a_character_boundary(now: datetime) -> None:
+    title = "a" + "é" * (MAX_VALUE_BYTES // 2)  # MAX_VALUE_BYTES + 1 bytes; é takes two
+    hook = make_hook(name="h", events=["*"], command=["/bin/true"], timeout=5)
+
+    env = hook_environment(hook, _event(now, title=title), home="/srv/vmic", base_env={})
+
+    assert env["VMIC_TITLE"] == title[:-1]  # the last é would not fit whole
+    assert env[TRUNCATED] == "VMIC_TITLE"
+
+
+def test_vmcatchers_variables_stay_whole_while_vmics_copies_are_cut(now: datetime) -> None:
+    """Long free text in many fields: vmic's copies give way; vmcatcher's, that its
+    handlers read, stay as they are while they alone fit."""
+    text = {key: key[0] * MAX_VALUE_BYTES for key in ("title", "summary", "url", "os")}
+    more = {f"note{n}": "n" * MAX_VALUE_BYTES for n in range(12)}
+    hook = make_hook(
+        name="h", events=["image.new"], command=["/bin/true"], timeout=5, vmcatcher_env=True
+    )
+    event = dataclasses.replace(_event(now, **text, **more), type="image.new")
+
+    env = hook_environment(hook, event, home="/srv/vmic", base_env={})
+
+    for field, key in (("DC_TITLE", "title"), ("DC_DESCRIPTION", "summary"), ("HV_URI", "url")):
+        assert env[f"VMCATCHER_EVENT_{field}"] == text[key]
+    assert env["VMCATCHER_EVENT_SL_OS"] == text["os"]
+    assert len(env["VMIC_TITLE"]) < MAX_VALUE_BYTES
+    assert set(env[TRUNCATED].split()) >= {"VMIC_TITLE", "VMIC_NOTE0", "VMIC_NOTE11"}
+    assert _event_bytes(env) <= MAX_EVENT_BYTES
+
+
+def _variables(prefix: str, most: int) -> st.SearchStrategy[dict[str, str]]:
+    """Variables whose values are runs of one character (1 to 4 bytes in UTF-8), any length."""
+    value = st.builds(
+        lambda char, count: char * count,
+        st.sampled_from(["a", "é", "日", "\U0001f600"]),
+        st.integers(0, 3 * MAX_VALUE_BYTES),
+    )
+    names = st.from_regex(r"[A-Z0-9_]{1,12}", fullmatch=True).map(lambda n: prefix + n)
+    return st.dictionaries(names, value, max_size=most)
+
+
+@pytest.mark.fuzz
+@given(
+    values=_variables("VMIC_", 30),
+    kept=_variables("VMCATCHER_EVENT_", 20),
+    extras=_variables("VMIC_X_", 60),
+)
+def test_capped_variables_fit_the_caps_and_say_what_was_cut(
+    values: dict[str, str], kept: dict[str, str], extras: dict[str, str]
+) -> None:
+    fixed = {"VMIC_EVENT": "image.new", "VMIC_EVENT_ID": "7", "VMIC_HOME": "/var/lib/vmic"}
+    values = {n: v for n, v in values.items() if n not in fixed}  # names are unique, as in
+    extras = {n: v for n, v in extras.items() if n not in values}  # hook_environment
+
+    env = capped(fixed=fixed, values=values, kept=kept, extras=extras)
+
+    given_all = {**fixed, **values, **kept, **extras}
+    shown = {name: value for name, value in env.items() if name != TRUNCATED}
+    assert _event_bytes(env) <= MAX_EVENT_BYTES
+    assert (TRUNCATED in env) == (shown != given_all)
+    named = set(env.get(TRUNCATED, "").split())
+    for name, value in given_all.items():
+        if name in env:
+            assert value.startswith(env[name])
+            assert len(env[name].encode()) <= MAX_VALUE_BYTES or name in fixed
+            assert (env[name] != value) == (name in named)
+        else:
+            assert name in extras  # only unread keys are ever left out
+            assert name in named or env[TRUNCATED].endswith(" ...")

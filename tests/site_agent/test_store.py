@@ -154,16 +154,19 @@ def test_reopening_keeps_the_rows_and_does_not_migrate_again(db_path: Path, now:
 def test_a_schema_2_database_is_migrated_and_keeps_its_rollback_state(
     db_path: Path, now: datetime
 ) -> None:
-    """A site from before schema 3: its list versions stay, without a content digest."""
+    """A site from before schema 3: its list versions stay, without a content digest; the
+    versions of peers' exports move to a realm of their own (schema 4)."""
+    export_id = "0e0e0e0e-0000-4000-8000-000000000001"
     conn = sqlite3.connect(db_path)
     try:
         for step in SCHEMA[:2]:
             conn.executescript(step)
-        conn.execute(
-            "INSERT INTO lists (list_id, version, sha256, updated, expires, accepted_at, path,"
-            " subscription, signer) VALUES (?, 7, ?, ?, ?, ?, 'lists/x', 'egi', '/CN=J')",
-            (LIST_ID, "ab" * 32, iso(now), iso(now), iso(now)),
-        )
+        for list_id, version, holder in ((LIST_ID, 7, "egi"), (export_id, 3, "peer:site-b")):
+            conn.execute(
+                "INSERT INTO lists (list_id, version, sha256, updated, expires, accepted_at, path,"
+                " subscription, signer) VALUES (?, ?, ?, ?, ?, ?, 'lists/x', ?, '/CN=J')",
+                (list_id, version, "ab" * 32, iso(now), iso(now), iso(now), holder),
+            )
         conn.execute("PRAGMA user_version = 2")
         conn.commit()
     finally:
@@ -171,9 +174,14 @@ def test_a_schema_2_database_is_migrated_and_keeps_its_rollback_state(
 
     with Store.open(db_path) as store:
         current = store.current_list(LIST_ID)
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        export = store.current_export(export_id)
+        assert store.current_list(export_id) is None
+        assert store.current_export(LIST_ID) is None
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert current is not None
     assert (current.version, current.sha256, current.content_sha256) == (7, "ab" * 32, None)
+    assert export is not None
+    assert (export.version, export.subscription) == (3, "peer:site-b")
 
 
 def test_open_without_create_refuses_a_missing_file_and_creates_nothing(db_path: Path) -> None:

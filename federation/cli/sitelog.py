@@ -1,0 +1,87 @@
+"""Where the ``vmic`` loggers go: the site log for `vmic sync`, stderr for the rest.
+
+Cron mails stderr and forgets; the site log (``vmic.log`` in the site home,
+rotated at 1 MiB, five old files kept) keeps every problem of every run with
+its time, and the traceback of any failure that is a bug in vmic rather than
+a refused input. `vmic sync` prints its problems itself (silent when all is
+well), so its log records go to the file only; other commands show warnings
+(a proxy assumption, say) on stderr. Only the CLI configures logging
+(STYLE): the site agent writes to the ``vmic`` loggers, never prints. Log
+lines quote list data, so they are escaped as the terminal output is.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from logging.handlers import RotatingFileHandler
+
+from federation.cli.common import shown
+from keys.errors import VmicError
+from site_agent.home import SiteHome
+
+MAX_BYTES = 1024 * 1024
+BACKUPS = 5
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class _Escaped(logging.Formatter):
+    """Every line escaped (list data can hold control characters), tracebacks kept."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return "\n".join(shown(line) for line in super().format(record).split("\n"))
+
+
+@contextmanager
+def command_logging(*, to_stderr: bool) -> Iterator[None]:
+    """For one command: never Python's fallback output; warnings on stderr if asked."""
+    logger = logging.getLogger("vmic")
+    handler: logging.Handler = logging.NullHandler()
+    if to_stderr:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_Escaped("vmic: %(message)s"))
+        handler.setLevel(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
+@contextmanager
+def site_log(home: SiteHome) -> Iterator[None]:
+    """Send the ``vmic`` loggers (INFO and above) to the site log while the block runs.
+
+    A home whose log cannot be opened (permissions, a read-only disk) still
+    syncs: the CLI says so once on stderr and the block runs without a file.
+    """
+    logger = logging.getLogger("vmic")
+    if not home.root.is_dir():  # not a site home: the command says so itself
+        yield
+        return
+    try:
+        handler = RotatingFileHandler(
+            home.log, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
+        )
+    except OSError as exc:
+        print(f"vmic: cannot write the site log {home.log}: {exc.strerror}", file=sys.stderr)
+        yield
+        return
+    handler.setFormatter(_Escaped(FORMAT))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    except VmicError as error:  # the whole run stopped: say so in the log too
+        logger.error("stopped: %s", error.message)  # noqa: TRY400 - a refusal, not a bug: no traceback
+        raise
+    except Exception:
+        logger.exception("stopped by a failure of vmic itself")
+        raise
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        handler.close()
