@@ -33,6 +33,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/verify.py
+	$(BIN)/python bench/verify_memory.py
 	$(BIN)/python bench/mirror.py
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/federation_tree.py

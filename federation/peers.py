@@ -176,7 +176,7 @@ class SiteFederation:
         for copy in copies:
             try:
                 raw = (await fetcher.fetch_list(copy.url)).body
-                verified = await asyncio.to_thread(
+                verified = await site.verify(
                     verify_list,
                     raw,
                     trust=trust,
@@ -222,7 +222,7 @@ class SiteFederation:
             )
             if not fetched.not_modified:
                 previous = site.previous_export_state(peer.list_id)  # the store stays here
-                verified = await asyncio.to_thread(
+                verified = await site.verify(
                     verify_export, site, peer, fetched.body, trust, previous=previous
                 )
                 take_export(site, peer, verified)

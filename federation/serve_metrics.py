@@ -11,6 +11,8 @@ Metrics, read from the store at each scrape plus the server's own counters:
   attempt succeeded);
 - ``vmic_verification_failures_total``: lists rejected (history);
 - ``vmic_peer_failures_total{peer=...}``: bad transfers from each peer;
+- ``vmic_trust_unusable_files`` and ``vmic_trust_unusable_file{file=...}``:
+  files of the trust directory the last sync could not use;
 - ``vmic_bytes_served_total``, ``vmic_image_checks_total`` and
   ``vmic_image_check_failures_total``: this server process's own counts.
 """
@@ -29,7 +31,7 @@ from federation.serve_state import log, state_of
 from keys.errors import StoreError
 from site_agent.peerstore import PeerStore
 from site_agent.records import STATES, iso
-from site_agent.store import Store
+from site_agent.store import Store, trust_problems
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -49,6 +51,7 @@ class Snapshot:
     last_sync: datetime | None
     rejected: int
     peer_failures: dict[str, int]
+    unusable_trust_files: list[str]
 
 
 def take_snapshot(store: Store) -> Snapshot:
@@ -74,6 +77,7 @@ def take_snapshot(store: Store) -> Snapshot:
         last_sync=max(attempts) if attempts else None,
         rejected=sum(1 for h in store.history() if h.outcome == "rejected"),
         peer_failures={p.name: p.failures for p in PeerStore(store).peers()},
+        unusable_trust_files=[p.split(":", 1)[0] for p in trust_problems(store)],
     )
 
 
@@ -148,6 +152,15 @@ def render_metrics(snap: Snapshot, *, bytes_served: int, checks: int, check_fail
     out.family("vmic_peer_failures_total", "counter", "Failed or bad transfers, by peer.")
     for peer, failures in snap.peer_failures.items():
         out.sample("vmic_peer_failures_total", failures, peer=peer)
+    out.family(
+        "vmic_trust_unusable_files",
+        "gauge",
+        "Files of the trust directory the last sync could not use (see vmic site check).",
+    )
+    out.sample("vmic_trust_unusable_files", len(snap.unusable_trust_files))
+    out.family("vmic_trust_unusable_file", "gauge", "1 for each unusable trust file, by name.")
+    for name in snap.unusable_trust_files:
+        out.sample("vmic_trust_unusable_file", 1, file=name)
     out.family("vmic_image_checks_total", "counter", "Cached files re-hashed by this process.")
     out.sample("vmic_image_checks_total", checks)
     out.family(

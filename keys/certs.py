@@ -122,7 +122,7 @@ def parse_certificate_data(data: bytes, *, source: str) -> tuple[list[x509.Certi
     try:
         return read_outside(read)
     except ValueError as exc:
-        raise ConfigError(f"{source}: not a usable PEM or DER certificate ({exc})") from exc
+        raise ConfigError(f"{source}: not a usable certificate ({exc})") from exc
 
 
 def parse_certificates(data: bytes, *, source: str) -> list[x509.Certificate]:

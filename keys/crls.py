@@ -22,6 +22,7 @@ Each refusal says which of these it was, so an admin reads "not yet valid
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -87,6 +88,17 @@ def why_unusable(
     crl: x509.CertificateRevocationList, cert: x509.Certificate, *, at: datetime
 ) -> Unusable | None:
     """None when this genuine CRL of ``cert``'s issuer vouches for ``cert`` at ``at``."""
+    return why_not_current(crl, at=at, scope=lambda: _out_of_scope(crl, cert))
+
+
+def why_not_current(
+    crl: x509.CertificateRevocationList,
+    *,
+    at: datetime,
+    scope: Callable[[], str | None] = lambda: None,
+) -> Unusable | None:
+    """Rules 1, 2 and 4 (and 3 through ``scope``): None when the CRL is a usable, complete,
+    current one; `vmic site check` asks this of every CA's CRLs."""
     unknown = _unrecognised_critical(crl)
     if unknown is not None:
         return Unusable(
@@ -100,9 +112,9 @@ def why_unusable(
         pass
     else:
         return Unusable(reason="is only a delta CRL (a complete CRL is needed)")
-    scope = _out_of_scope(crl, cert)
-    if scope is not None:
-        return Unusable(reason=scope)
+    outside = scope()
+    if outside is not None:
+        return Unusable(reason=outside)
     if at < crl.last_update_utc:
         return Unusable(
             reason=f"is not valid before {crl.last_update_utc:%Y-%m-%d %H:%M}Z (its thisUpdate)",

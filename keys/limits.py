@@ -16,13 +16,16 @@ MiB = 1024 * 1024
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
-    max_list_bytes: int = 64 * MiB
-    """A signed list larger than this is rejected before parsing."""
+    max_list_bytes: int = 16 * MiB
+    """A signed list larger than this is refused before parsing (and cut off while it is
+    fetched). 16 MiB is about 13,000 images in an Atom list; the largest real lists name a
+    few hundred. Verifying a list takes about 13 times its size in memory while it runs
+    (bench/verify_memory.py): about 210 MiB at this cap."""
 
     max_xml_depth: int = 32
     """Deepest element nesting accepted in a list (the profile needs 7)."""
 
-    max_entries: int = 100_000
+    max_entries: int = 10_000
     """Most images (entries plus tombstones) one list may name."""
 
     max_text_chars: int = 65_536
@@ -66,7 +69,12 @@ class Limits:
     """Redirects followed for one request."""
 
     fetch_concurrency: int = 8
-    """Lists fetched at the same time."""
+    """Lists fetched at the same time (each body held up to ``max_list_bytes``)."""
+
+    verify_concurrency: int = 2
+    """Lists verified at the same time, each on a thread of its own. With the caps above a
+    sync holds at most ``fetch_concurrency`` x 16 MiB of list bodies plus
+    ``verify_concurrency`` x ~210 MiB of verification, about 550 MiB in all."""
 
     download_concurrency: int = 2
     """Images downloaded at the same time."""

@@ -191,7 +191,7 @@ class TrustStore:
             try:
                 found, said = parse_certificate_data(data, source=name)
             except ConfigError as exc:
-                reason = f"not a usable certificate ({exc.message.removeprefix(name + ': ')})"
+                reason = exc.message.removeprefix(f"{name}: ")
                 unusable.append(_unusable(name, reason, stem, data, crl=False))
                 continue
             notes.extend(f"{name}: {warning}" for warning in said)
@@ -262,6 +262,35 @@ class TrustStore:
             self._check_revocation(cert, issuer, at=at, policy=crl)
         return ValidatedChain(certificates=chain, at=at)
 
+    @property
+    def crl_count(self) -> int:
+        return sum(len(found) for found in self._crls.by_issuer.values())
+
+    def crl_states(self, *, at: datetime) -> list[tuple[x509.Certificate, str | None]]:
+        """Each CA and why none of its CRLs is a usable, complete, current one (None: one is).
+
+        What ``crl = "require"`` needs before any list from that CA can be taken;
+        partitioned CRLs are not followed here (they depend on the certificate).
+        """
+        states: list[tuple[x509.Certificate, str | None]] = []
+        for ca in (*self.anchors, *self.intermediates):
+            genuine = [
+                c for c in self._crls.by_issuer.get(ca.subject, []) if crl_rules.signed_by(c, ca)
+            ]
+            verdicts = [crl_rules.why_not_current(c, at=at) for c in genuine]
+            unreadable = self._unreadable_crls(ca)
+            if any(v is None for v in verdicts):
+                states.append((ca, None))
+            elif unreadable:
+                states.append((ca, "its CRL cannot be used: " + "; ".join(map(str, unreadable))))
+            elif verdicts:
+                states.append(
+                    (ca, "its CRL " + "; ".join(dict.fromkeys(v.reason for v in verdicts if v)))
+                )
+            else:
+                states.append((ca, "no CRL"))
+        return states
+
     def _unusable_ca_note(
         self, leaf: x509.Certificate, intermediates: Sequence[x509.Certificate]
     ) -> str:
@@ -272,9 +301,7 @@ class TrustStore:
         needed = {c.issuer.public_bytes() for c in (leaf, *intermediates)}
         for broken in cas:
             if broken.name_der is not None and broken.name_der in needed:
-                return (
-                    f"; the CA it needs is in {broken.file}, which cannot be used: {broken.reason}"
-                )
+                return f"; the CA it needs is in {broken}"
         unknown = [u.file for u in cas if u.name_der is None]
         if not unknown:
             return ""

@@ -80,7 +80,12 @@ download_deadline_hours = 6
 # (doubling each time).
 retries = 2
 backoff_seconds = 2
-max_list_bytes = 67108864
+# A list over this size, or naming more images, is refused (real lists name a
+# few hundred). Verifying a list takes about 13 times its size in memory, and
+# verify_concurrency lists are verified at once.
+max_list_bytes = 16777216
+max_list_entries = 10000
+verify_concurrency = 2
 
 [events]
 # Attempts to deliver an event to a hook before it is given up and reported.
@@ -267,6 +272,8 @@ def load(path: Path) -> SiteConfig:
             "retries",
             "backoff_seconds",
             "max_list_bytes",
+            "max_list_entries",
+            "verify_concurrency",
         },
     )
     events = _Section(data, "events", path, {"max_attempts"})
@@ -305,6 +312,8 @@ def load(path: Path) -> SiteConfig:
         ),
         retries=_non_negative(net.get("retries", int, DEFAULT_LIMITS.retries), path),
         max_list_bytes=net.count("max_list_bytes", DEFAULT_LIMITS.max_list_bytes),
+        max_entries=net.count("max_list_entries", DEFAULT_LIMITS.max_entries),
+        verify_concurrency=net.count("verify_concurrency", DEFAULT_LIMITS.verify_concurrency),
     )
     return SiteConfig(
         trust_dir=Path(trust.get("directory", str, DEFAULT_TRUST)),

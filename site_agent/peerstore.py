@@ -109,15 +109,10 @@ class PeerStore:
 
     # -- meta ----------------------------------------------------------------------
     def meta(self, key: str) -> str | None:
-        rows = self.store._rows("SELECT value FROM meta WHERE key = ?", (key,))
-        return str(rows[0]["value"]) if rows else None
+        return self.store.meta(key)
 
     def set_meta(self, key: str, value: str) -> None:
-        self.store._run(
-            "INSERT INTO meta (key, value) VALUES (?, ?)"
-            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (key, value),
-        )
+        self.store.set_meta(key, value)
 
     # -- peers ---------------------------------------------------------------------
     def peers(self) -> list[Peer]:

@@ -13,10 +13,12 @@ Nothing here does network I/O; :mod:`site_agent.sync` fetches and downloads.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from feeds.model import ImageEntry
 from feeds.verify import ListFormat, PreviousState, VerifiedList
@@ -47,6 +49,8 @@ from site_agent.records import (
 )
 from site_agent.store import Store
 
+T = TypeVar("T")
+
 PEER_EXPORTS = "peer-exports"
 """Under lists/: the bytes of peers' exports, by export id (apart from endorsers' lists)."""
 
@@ -68,6 +72,13 @@ class Site:
         self.now = now
         self.policy = policy or site_policy(config)
         self._retire_queue: set[str] = set()
+        self._verify_gate = asyncio.Semaphore(config.limits.verify_concurrency)
+
+    async def verify(self, check: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run a verification on a worker thread, at most ``limits.verify_concurrency`` at
+        once: each holds about 13 times its list's size in memory while it runs."""
+        async with self._verify_gate:
+            return await asyncio.to_thread(check, *args, **kwargs)
 
     # -- events ------------------------------------------------------------------
     def emit(

@@ -124,6 +124,8 @@ SCHEMA = [
 ]
 SCHEMA_VERSION = len(SCHEMA)
 _VERSION_TABLES = {"lists": "lists", "peer_exports": "peer_exports"}
+TRUST_PROBLEMS = "trust_problems"
+"""Meta key: the trust directory's unusable files ("name: reason") as the last sync saw them."""
 """The tables of accepted versions: endorsers' lists, and peers' exports apart from them."""
 
 
@@ -230,6 +232,18 @@ class Store:
             return self.db.execute(sql, params)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write the database {self.path}: {exc}") from exc
+
+    # -- site-wide values (the export's state, the trust directory's problems) -------
+    def meta(self, key: str) -> str | None:
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0]["value"]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._run(
+            "INSERT INTO meta (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
     # -- subscriptions ---------------------------------------------------------
     def subscriptions(self) -> list[Subscription]:
@@ -503,3 +517,13 @@ class Store:
             " gave_up = ? WHERE event_id = ? AND hook = ?",
             (iso(at) if error is None else None, error, int(give_up), event_id, hook),
         )
+
+
+def trust_problems(store: Store) -> list[str]:
+    """The trust directory's unusable files as the last sync recorded them."""
+    text = store.meta(TRUST_PROBLEMS)
+    try:
+        found = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return [str(p) for p in found] if isinstance(found, list) else []

@@ -18,6 +18,7 @@ history and the site log; the exit code says whether there were any.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -44,7 +45,7 @@ from site_agent.records import (
 )
 from site_agent.report import ListResult, SyncReport
 from site_agent.site import Site
-from site_agent.store import Store
+from site_agent.store import TRUST_PROBLEMS, Store
 from site_agent.sync_lists import sync_list
 from site_agent.units import log, run_unit, subscription_recorder
 
@@ -107,6 +108,8 @@ async def _sync(
     report = SyncReport(started=site.now)
     for problem in trust.problems:  # each unusable file of the trust directory, once
         report.problem(None, "trust", f"trust directory {trust.source}: {problem}")
+    with site.store.atomic():  # for /metrics
+        site.store.set_meta(TRUST_PROBLEMS, json.dumps(list(trust.problems)))
     reconcile(site, report)
     limits = site.config.limits
     async with Fetcher(limits=limits, ca_bundle=site.config.ca_bundle) as fetcher:

@@ -137,7 +137,7 @@ async def _take(
     """Verify ``raw`` against the subscription and the rollback state; accept or reject."""
     store, now = site.store, site.now
     try:
-        verified = await asyncio.to_thread(
+        verified = await site.verify(
             verify_list,
             raw,
             trust=trust,

@@ -1,4 +1,5 @@
-"""`vmic site init`, `subscribe`, `unsubscribe`, `subscriptions`, `sync`, `history`."""
+"""`vmic site init/identity/check`, `subscribe`, `unsubscribe`, `subscriptions`, `sync`,
+`history`."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from keys.dn import DistinguishedName
 from keys.errors import ConfigError
 from keys.xmlsig import SignerPin
 from site_agent import admin, config_edit
+from site_agent.check import check_site
 from site_agent.home import SiteHome, default_home
 from site_agent.records import Change
 from site_agent.report import SyncReport
@@ -96,6 +98,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     _identity_options(identity, required=True)
     identity.set_defaults(func=_identity)
+
+    check = site_sub.add_parser(
+        "check",
+        parents=[home],
+        help="check the config, database, trust directory (CAs, CRLs) and identity",
+        description=(
+            "Check, changing nothing, what a sync needs: the configuration, the database, "
+            "every CA certificate and CRL file of the trust directory (each unusable file by "
+            "name and reason; each CA without a usable, current CRL) and the site's identity. "
+            f"Exit {int(ExitCode.PROBLEMS)} when anything needs the admin; run it after "
+            "updating the trust directory."
+        ),
+    )
+    check.add_argument("--json", action="store_true", help="machine-readable output")
+    check.set_defaults(func=_check)
 
     subscribe = commands.add_parser(
         "subscribe",
@@ -237,6 +254,27 @@ def _init(args: argparse.Namespace) -> int:
     if result.created:
         print(f"  folders made: {len(result.created)}")
     return ExitCode.OK
+
+
+def _check(args: argparse.Namespace) -> int:
+    result = check_site(site_home(args), now=utcnow())
+    if args.json:
+        print_json(
+            {
+                "ok": result.ok,
+                "findings": [
+                    {"area": f.area, "problem": f.problem, "message": f.message}
+                    for f in result.findings
+                ],
+            }
+        )
+    else:
+        for finding in result.findings:
+            mark = "PROBLEM " if finding.problem else ""
+            print(f"{finding.area:<9} {mark}{shown(finding.message)}")
+        problems = sum(1 for f in result.findings if f.problem)
+        print("site check: ok" if result.ok else f"site check: {problems} problem(s)")
+    return ExitCode.OK if result.ok else ExitCode.PROBLEMS
 
 
 def _subscribe(args: argparse.Namespace) -> int:

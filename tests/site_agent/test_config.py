@@ -217,7 +217,9 @@ def test_load_refuses_unknown_crl_and_approval_policies(
         ("expired_retention_days = 7", "expired_retention_days = 0"),
         ("fetch_concurrency = 8", "fetch_concurrency = -1"),
         ("read_timeout_seconds = 30", "read_timeout_seconds = 0.0"),
-        ("max_list_bytes = 67108864", "max_list_bytes = -67108864"),
+        ("max_list_bytes = 16777216", "max_list_bytes = -16777216"),
+        ("max_list_entries = 10000", "max_list_entries = 0"),
+        ("verify_concurrency = 2", "verify_concurrency = 0"),
         ("max_attempts = 5", "max_attempts = 0"),
     ],
 )

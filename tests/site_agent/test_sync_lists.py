@@ -337,3 +337,25 @@ def test_sync_on_a_home_that_was_never_initialised_is_refused(tmp_path: Path) ->
 
     assert main(["sync", "--home", str(home.root)]) == ExitCode.CONFIG
     assert not home.root.exists()
+
+
+def test_the_same_version_in_other_unsigned_bytes_is_the_same_list(world: World) -> None:
+    """THREATS 36: a copy with whitespace in its base64 values (a mirror's, a peer's) came
+    first; the endorser's own bytes of that version are taken as the same list, the bytes
+    first accepted stay, and history shows the second copy once."""
+    signed = world.publish(version=3)
+    value = signed.index(b"<ds:SignatureValue>") + len(b"<ds:SignatureValue>")
+    mirrored = signed[:value] + b"\n   " + signed[value:]
+    world.sim.publish(LIST_PATH, mirrored)
+    assert world.subscribe() == 0
+    world.sim.publish(LIST_PATH, signed)
+    before = world.snapshot()
+
+    assert world.vmic("sync") == 0
+    assert world.vmic("sync") == 0
+
+    assert world.snapshot() == before  # the bytes first accepted stay
+    (stored,) = world.home.lists.rglob("*.atom")
+    assert stored.read_bytes() == mirrored
+    seen = [(h["outcome"], h["version"]) for h in history(world)]
+    assert seen == [("accepted", 3), ("same-copy", 3)]

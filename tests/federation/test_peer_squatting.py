@@ -1,0 +1,163 @@
+"""A peer's export can never occupy, shadow or block an endorser's list (THREATS 35).
+
+A peer is trusted for which images it approved, never for content; its
+export has a list id, and so does every endorser's list. Here a hostile
+peer signs its export (genuinely, with its site certificate) under the id of
+the endorser's list the site subscribes to, with a huge version. Whichever
+comes first, `peer add` or `subscribe`, and across a restart of the site
+(a separate `vmic sync` process), the genuine list is taken, keeps its own
+rollback state, and the squatting export is refused with the reason.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import pytest
+
+from federation.cli.common import ExitCode
+from feeds.model import ListId
+from site_agent.peerstore import PeerStore
+from tests.sim.server import Simulator
+from tests.support.ca import Identity, write_identity
+from tests.support.lists import LIST_ID, sign
+from tests.support.site import CA_DN, World
+
+HUGE = 2**40
+
+
+@dataclass
+class Squatter:
+    sim: Simulator
+    identity: Identity
+
+    def publish(self, world: World, export_id: ListId, *, version: int = HUGE) -> None:
+        export = replace(
+            world.make_list(version=version, images=()),
+            id=export_id,
+            title="Images shared by a squatter",
+            self_url=self.sim.url("/export.atom"),
+            endorser_dn=self.identity.subject,
+            issuer_dn=self.identity.issuer,
+        )
+        self.sim.publish("/export.atom", sign(export, self.identity))
+
+    def add_to(self, world: World) -> int:
+        return world.vmic(
+            "peer",
+            "add",
+            self.sim.url("/export.atom"),
+            "--name",
+            "squatter",
+            "--site-dn",
+            str(self.identity.subject),
+            "--ca-dn",
+            CA_DN,
+        )
+
+
+@pytest.fixture
+def squatter(world: World) -> Iterator[Squatter]:
+    with Simulator() as server:
+        identity = world.ca.issue("/DC=org/DC=vmic-test/OU=Sites/CN=site-squatter")
+        yield Squatter(sim=server, identity=identity)
+
+
+def versions(world: World) -> tuple[int | None, int | None]:
+    """(the endorser list's version in force, the squatting export's version kept)."""
+    with world.store() as store:
+        listed, exported = store.current_list(LIST_ID), store.current_export(LIST_ID)
+    return (
+        listed.version if listed else None,
+        exported.version if exported else None,
+    )
+
+
+def test_a_peer_added_first_cannot_block_the_list_subscribed_later(
+    world: World, squatter: Squatter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.publish(version=1)
+    squatter.publish(world, LIST_ID)
+    assert squatter.add_to(world) == 0  # the site knows no list of that id yet
+    assert versions(world) == (None, HUGE)  # kept apart from any endorser's list
+
+    assert world.subscribe() == 0  # not a rollback: the export is not the list
+    assert versions(world) == (1, HUGE)
+    capsys.readouterr()
+
+    assert world.vmic("sync") == ExitCode.PROBLEMS  # the squatter is refused from now on
+    err = capsys.readouterr().err
+    assert "peer squatter: export rejected" in err
+    assert f"claims the id {LIST_ID}" in err
+    with world.store() as store:
+        assert PeerStore(store).offers() == []
+
+    world.publish(version=2)
+    assert world.vmic("sync") == ExitCode.PROBLEMS
+    assert versions(world)[0] == 2
+
+    # A restart: another process, the same home; the genuine list still moves on.
+    world.publish(version=3)
+    done = subprocess.run(
+        [sys.executable, "-m", "federation", "sync", "--home", str(world.home.root)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == ExitCode.PROBLEMS, done.stderr
+    assert "claims the id" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert versions(world)[0] == 3
+
+
+def test_a_peer_whose_export_claims_a_subscribed_list_is_refused_at_peer_add(
+    world: World, squatter: Squatter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.publish(version=1)
+    assert world.subscribe() == 0
+    squatter.publish(world, LIST_ID)
+    before = world.snapshot()
+    capsys.readouterr()
+
+    assert squatter.add_to(world) == ExitCode.WRONG_LIST
+
+    assert "claims the id" in capsys.readouterr().err
+    assert world.snapshot() == before
+    with world.store() as store:
+        assert PeerStore(store).peers() == []
+        assert store.current_export(LIST_ID) is None
+
+
+def test_a_list_unsubscribed_before_still_cannot_be_claimed(
+    world: World, squatter: Squatter
+) -> None:
+    """A list the site accepted once keeps its rollback state after unsubscribing."""
+    world.publish(version=4)
+    assert world.subscribe(name="base") == 0
+    assert world.vmic("unsubscribe", "base") == 0
+    squatter.publish(world, LIST_ID)
+
+    assert squatter.add_to(world) == ExitCode.WRONG_LIST
+    assert versions(world) == (4, None)
+
+
+def test_a_peer_cannot_claim_the_sites_own_export_id(
+    world: World, squatter: Squatter, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    identity = world.ca.issue("/DC=org/DC=vmic-test/OU=Sites/CN=site-own")
+    cert, key, _ = write_identity(tmp_path_factory.mktemp("own"), identity)
+    assert (
+        world.vmic("site", "identity", "--cert", cert, "--key", key, "--base-url", "http://x.test")
+        == 0
+    )
+    assert world.vmic("export") == 0
+    with world.store() as store:
+        own = PeerStore(store).meta("export_list_id")
+    assert own is not None
+    squatter.publish(world, ListId(own), version=3)
+
+    assert squatter.add_to(world) == ExitCode.WRONG_LIST
