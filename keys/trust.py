@@ -172,6 +172,8 @@ class TrustStore:
                 continue
             stem = _STEM.sub("", name)
             try:
+                if not path.is_file():  # a FIFO would block the read, a folder cannot be read
+                    raise IsADirectoryError(0, "not a regular file")
                 data = path.read_bytes()
             except OSError as exc:
                 unusable.append(

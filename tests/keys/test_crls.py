@@ -10,6 +10,7 @@ needed that CA says which file it was. THREATS 15, 37.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -287,3 +288,19 @@ def test_a_ca_file_that_cannot_be_read_at_all_is_named_as_a_suspect(
 
     with pytest.raises(CertificateError, match=r"could not be read at all \(c0ffee00\.0\)"):
         trust.validate(ca.issue(SIGNER).cert, [], at=now)
+
+
+def test_a_fifo_or_folder_in_the_trust_directory_is_reported_and_blocks_nothing(
+    tmp_path: Path, ca: TestCA, now: datetime
+) -> None:
+    write_trust_dir(tmp_path, [ca])
+    os.mkfifo(tmp_path / "0f1f0000.0")  # reading it would wait for a writer forever
+    (tmp_path / "folder.pem").mkdir()
+
+    trust = TrustStore.from_directory(tmp_path)
+
+    assert sorted(trust.problems) == [
+        "0f1f0000.0: unreadable (not a regular file)",
+        "folder.pem: unreadable (not a regular file)",
+    ]
+    assert trust.validate(ca.issue(SIGNER).cert, [], at=now).anchor == ca.cert
