@@ -65,12 +65,13 @@ def check_export_id(site: Site, export_id: str) -> None:
     """Refuse an export whose id is that of a list the site knows (THREATS 35).
 
     A peer is trusted for what it approved, never to speak for an endorser's
-    list: an export under the id of a list this site subscribes to, accepted,
-    holds images of, or that any peer carries, is refused, whichever came first.
+    list: an export under the id of a list this site subscribes to, accepted or
+    holds images of (or of the site's own export) is refused, whichever came
+    first. What other peers merely say they carry does not count: a hostile
+    peer could otherwise name an honest peer's export id and have it refused.
     """
-    carried = {offer.source_list for offer in PeerStore(site.store).offers()}
-    own = PeerStore(site.store).meta("export_list_id")
-    if export_id in site.store.known_list_ids() | carried or export_id == own:
+    own = site.store.meta("export_list_id")
+    if export_id in site.store.known_list_ids() or export_id == own:
         raise WrongListError(
             f"the export claims the id {export_id} of an image list this site knows; "
             "a site's export must have an id of its own",

@@ -54,7 +54,7 @@ def parse_time(text: str, *, what: str) -> datetime:
         raise ListFormatError(f"{what}: {text!r} is not an RFC 3339 date-time with a time zone")
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:  # 9999-12-31T23:59:59-01:00 is past year 9999
         raise ListFormatError(f"{what}: {text!r} is not a valid date-time ({exc})") from exc
 
 

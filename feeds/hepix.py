@@ -132,9 +132,11 @@ def _read_image(
     if set(wrapper.value) != {"hv:image"}:
         raise ListFormatError(f'hv:images[{index}]: each image is {{"hv:image": {{...}}}}')
     identifier = image.required("dc:identifier", _image_id)
+    title = image.optional("dc:title", str)
     return ImageEntry(
         id=identifier,
-        title=image.optional("dc:title", str) or identifier,
+        # a blank title is no title: an Atom list (a site's export) cannot carry one
+        title=title if title and title.strip() else identifier,
         summary=image.optional("dc:description", str) or "",
         url=image.required("hv:uri", _url),
         size=image.required("hv:size", _size),

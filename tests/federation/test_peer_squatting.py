@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 import pytest
 
 from federation.cli.common import ExitCode
-from feeds.model import ListId
+from feeds.model import ImageEntry, ListId
 from site_agent.peerstore import PeerStore
 from tests.sim.server import Simulator
 from tests.support.ca import Identity, write_identity
@@ -34,7 +34,22 @@ class Squatter:
     sim: Simulator
     identity: Identity
 
-    def publish(self, world: World, export_id: ListId, *, version: int = HUGE) -> None:
+    def publish(
+        self, world: World, export_id: ListId, *, version: int = HUGE, carries: str | None = None
+    ) -> None:
+        """An export under ``export_id``; with ``carries``, one entry claiming to come from
+        the list of that id (only a claim: nothing backs it)."""
+        entries: tuple[ImageEntry, ...] = ()
+        if carries is not None:
+            entry = world.make_list(version=1, images=(1,)).entries[0]
+            entries = (
+                replace(
+                    entry,
+                    source_list=ListId(carries),
+                    source_version=1,
+                    source_url=self.sim.url("/lists/copy.atom"),
+                ),
+            )
         export = replace(
             world.make_list(version=version, images=()),
             id=export_id,
@@ -42,16 +57,17 @@ class Squatter:
             self_url=self.sim.url("/export.atom"),
             endorser_dn=self.identity.subject,
             issuer_dn=self.identity.issuer,
+            entries=entries,
         )
         self.sim.publish("/export.atom", sign(export, self.identity))
 
-    def add_to(self, world: World) -> int:
+    def add_to(self, world: World, *, name: str = "squatter") -> int:
         return world.vmic(
             "peer",
             "add",
             self.sim.url("/export.atom"),
             "--name",
-            "squatter",
+            name,
             "--site-dn",
             str(self.identity.subject),
             "--ca-dn",
@@ -63,6 +79,13 @@ class Squatter:
 def squatter(world: World) -> Iterator[Squatter]:
     with Simulator() as server:
         identity = world.ca.issue("/DC=org/DC=vmic-test/OU=Sites/CN=site-squatter")
+        yield Squatter(sim=server, identity=identity)
+
+
+@pytest.fixture
+def honest(world: World) -> Iterator[Squatter]:
+    with Simulator() as server:
+        identity = world.ca.issue("/DC=org/DC=vmic-test/OU=Sites/CN=site-honest")
         yield Squatter(sim=server, identity=identity)
 
 
@@ -161,3 +184,24 @@ def test_a_peer_cannot_claim_the_sites_own_export_id(
     squatter.publish(world, ListId(own), version=3)
 
     assert squatter.add_to(world) == ExitCode.WRONG_LIST
+
+
+def test_a_peer_naming_an_honest_peers_export_as_a_list_cannot_get_it_refused(
+    world: World, squatter: Squatter, honest: Squatter, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a peer says it carries is only its claim (THREATS 34: one source never stops
+    another): it must not make the honest peer's export look like a squatter."""
+    honest_id = ListId("7e7e7e7e-0000-4000-8000-000000000007")
+    honest.publish(world, honest_id, version=1)
+    assert honest.add_to(world, name="honest") == 0
+    squatter.publish(world, ListId("5e5e5e5e-0000-4000-8000-000000000005"), carries=honest_id)
+    assert squatter.add_to(world) == 0
+    capsys.readouterr()
+
+    world.vmic("sync")
+
+    assert "honest" not in capsys.readouterr().err
+    with world.store() as store:
+        peers = {p.name: p for p in PeerStore(store).peers()}
+        assert peers["honest"].last_error is None
+        assert store.current_export(honest_id) is not None
