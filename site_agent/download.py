@@ -52,6 +52,7 @@ from site_agent.transport import (
     check_encoding,
     open_url,
     read_some,
+    sendable,
     status_error,
     with_retries,
 )
@@ -74,10 +75,10 @@ class _Resume:
     last_modified: str | None
 
     def if_range(self) -> str | None:
-        """A strong ETag, else Last-Modified: what makes a ranged request safe."""
-        if self.etag and not self.etag.startswith("W/"):
-            return self.etag
-        return self.last_modified
+        """A strong ETag, else Last-Modified: what makes a ranged request safe (either only
+        if it can be sent back; see :func:`~site_agent.transport.sendable`)."""
+        strong = None if self.etag is None or self.etag.startswith("W/") else self.etag
+        return sendable(strong) or sendable(self.last_modified)
 
 
 class _Restart(Exception):  # noqa: N818 -- control flow between attempts, never escapes

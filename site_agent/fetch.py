@@ -5,8 +5,8 @@ sends a conditional GET and returns the body under a byte cap (THREATS 6)
 within a deadline and a minimum rate; ``download`` fills a partial file with
 exactly the bytes a signed list promises (THREATS 19-23, in
 :mod:`site_agent.download`). Both follow redirects by hand and refuse
-forbidden addresses and scheme changes (THREATS 24) and verify TLS
-(THREATS 25), through :mod:`site_agent.transport`. Transient failures
+forbidden addresses, also behind a proxy, and scheme changes (THREATS 24)
+and verify TLS (THREATS 25), through :mod:`site_agent.transport`. Transient failures
 (connection errors, timeouts, 5xx, 429) are retried ``limits.retries`` times
 with exponential backoff; 4xx answers, size and digest errors never are.
 """
@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
 from keys.errors import FetchError, TooLargeError
 from keys.limits import DEFAULT_LIMITS, Limits
@@ -30,6 +31,7 @@ from site_agent.transport import (
     open_session,
     open_url,
     read_some,
+    sendable,
     status_error,
     with_retries,
 )
@@ -57,7 +59,11 @@ class ListFetch:
 
 
 class Fetcher:
-    """One aiohttp ClientSession for a whole run (use as an async context manager)."""
+    """One aiohttp ClientSession for a whole run (use as an async context manager).
+
+    ``resolver`` answers host names in place of aiohttp's default resolver (tests map
+    names to loopback addresses with it); the address guard applies to its answers.
+    """
 
     def __init__(
         self,
@@ -65,17 +71,22 @@ class Fetcher:
         limits: Limits = DEFAULT_LIMITS,
         ca_bundle: Path | None = None,
         user_agent: str = "vmic",
+        resolver: AbstractResolver | None = None,
     ) -> None:
         self.limits = limits
         self._ca_bundle = ca_bundle
         self._user_agent = user_agent
+        self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Fetcher:
         if self._session is not None:
             raise RuntimeError("Fetcher is already open")
         self._session = open_session(
-            self.limits, ca_bundle=self._ca_bundle, user_agent=self._user_agent
+            self.limits,
+            ca_bundle=self._ca_bundle,
+            user_agent=self._user_agent,
+            resolver=self._resolver,
         )
         return self
 
@@ -128,10 +139,10 @@ class Fetcher:
     async def _fetch_list_once(self, url: str, sent: Validators) -> ListFetch:
         limits = self.limits
         headers = {}
-        if sent.etag is not None:
-            headers["If-None-Match"] = sent.etag
-        if sent.last_modified is not None:
-            headers["If-Modified-Since"] = sent.last_modified
+        if (etag := sendable(sent.etag)) is not None:
+            headers["If-None-Match"] = etag
+        if (last_modified := sendable(sent.last_modified)) is not None:
+            headers["If-Modified-Since"] = last_modified
         pace = Pace(limits, deadline=limits.list_deadline.total_seconds(), url=url)
         final, response = await open_url(
             self.session, url, headers=headers, limits=limits, pace=pace
@@ -177,9 +188,10 @@ def _strong_last_modified(headers: Mapping[str, str]) -> str | None:
         return None
     try:
         modified, sent = parsedate_to_datetime(value), parsedate_to_datetime(date)
+        age = (sent - modified).total_seconds()  # TypeError: one has a zone, one not (-0000)
     except (TypeError, ValueError):
         return None
-    return value if (sent - modified).total_seconds() >= _SETTLED else None
+    return value if age >= _SETTLED else None
 
 
 async def _read_capped(response: aiohttp.ClientResponse, pace: Pace, *, cap: int) -> bytes:

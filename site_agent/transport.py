@@ -4,23 +4,37 @@ One guarded aiohttp session per run: TLS verified against the system store or
 a site CA bundle, proxies from the environment, no automatic decompression,
 and a resolver that refuses link-local, unspecified, multicast and broadcast
 addresses. Redirects are followed here, by hand, so that every hop is checked
-(scheme kept, address allowed, a bounded count). :class:`Pace` enforces a
-transfer's total deadline and minimum average rate; aiohttp's own per-read
-timeout covers a silent server. Failures worth another attempt (connection
-errors, timeouts, 5xx, 429) travel as :class:`Transient`, which only
-:func:`with_retries` unwraps; everything else is raised as the caller sees it.
+(scheme kept, address allowed, a bounded count).
+
+The same address rules hold behind a proxy. When ``http_proxy`` or
+``https_proxy`` applies to a URL (``no_proxy`` included, by the standard
+library's rules, which aiohttp's ``trust_env`` follows), the connector only
+resolves the proxy's name; so :func:`open_url` first resolves the target's
+name itself, with the same resolver, and refuses it as the connector would.
+A name that does not resolve here (a site where only the proxy resolves
+outside names) goes through the proxy, with a warning on the ``vmic.fetch``
+logger once per host and run. Literal addresses are refused either way.
+
+:class:`Pace` enforces a transfer's total deadline and minimum average rate;
+aiohttp's own per-read timeout covers a silent server. Failures worth another
+attempt (connection errors, timeouts, 5xx, 429) travel as :class:`Transient`,
+which only :func:`with_retries` unwraps; everything else is raised as the
+caller sees it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
+import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -33,6 +47,8 @@ from keys.errors import (
     FetchTimeoutError,
     HTTPStatusError,
     ListFormatError,
+    describe,
+    outside_bytes,
 )
 from keys.limits import Limits
 
@@ -44,6 +60,11 @@ READ_BUFFER = 1024 * 1024
 
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
 _BROADCAST = ipaddress.ip_address("255.255.255.255")
+_REFUSED_HINT = "images and lists are never fetched from link-local or broadcast hosts"
+
+_log = logging.getLogger("vmic.fetch")
+_UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
+"""What aiohttp refuses in a header value: control characters, bytes that were not UTF-8."""
 
 
 class Transient(Exception):  # noqa: N818 -- a signal between attempts, not an error of the tree
@@ -70,22 +91,54 @@ def forbidden_address(address: str) -> str | None:
     return None
 
 
+def _literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class GuardedResolver(AbstractResolver):
     """Wraps a resolver and refuses a name if any of its addresses is forbidden."""
 
     def __init__(self, inner: AbstractResolver) -> None:
         self._inner = inner
+        self._assumed: set[str] = set()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return await self._resolve(host, port, family, via="")
+
+    async def check_proxied(self, host: str, port: int, proxy: str) -> None:
+        """Refuse ``host`` as :meth:`resolve` would, although ``proxy`` connects to it; a
+        name that does not resolve here is let through (logged once per host)."""
+        try:
+            await self._resolve(
+                host, port, socket.AF_UNSPEC, via=f" even through the proxy {proxy}"
+            )
+        except OSError as exc:
+            if host not in self._assumed:
+                self._assumed.add(host)
+                _log.warning(
+                    "could not resolve %s locally (%s); fetching through the proxy %s "
+                    "and assuming its address is allowed",
+                    host,
+                    exc,
+                    proxy,
+                )
+
+    async def _resolve(
+        self, host: str, port: int, family: socket.AddressFamily, *, via: str
     ) -> list[ResolveResult]:
         results = await self._inner.resolve(host, port, family)
         for result in results:
             reason = forbidden_address(result["host"])
             if reason is not None:
                 raise FetchError(
-                    f"{host} resolves to {result['host']}, a {reason} address: refused",
-                    hint="images and lists are never fetched from link-local or broadcast hosts",
+                    f"{host} resolves to {result['host']}, a {reason} address: refused{via}",
+                    hint=_REFUSED_HINT,
                 )
         return results
 
@@ -93,15 +146,29 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's connector, keeping its resolver at hand for :func:`open_url`."""
+
+    def __init__(self, *, ssl_context: ssl.SSLContext, guard: GuardedResolver) -> None:
+        super().__init__(ssl=ssl_context, resolver=guard)
+        self.guard = guard
+
+
 def open_session(
-    limits: Limits, *, ca_bundle: Path | None, user_agent: str
+    limits: Limits,
+    *,
+    ca_bundle: Path | None,
+    user_agent: str,
+    resolver: AbstractResolver | None = None,
 ) -> aiohttp.ClientSession:
-    """The run's session; call inside a running event loop."""
+    """The run's session; call inside a running event loop. ``resolver`` answers names
+    (aiohttp's default resolver unless given); the address guard is put around it."""
     try:
         context = ssl.create_default_context(cafile=None if ca_bundle is None else str(ca_bundle))
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the CA bundle {ca_bundle}: {exc}") from exc
-    connector = aiohttp.TCPConnector(ssl=context, resolver=GuardedResolver(DefaultResolver()))
+    guard = GuardedResolver(DefaultResolver() if resolver is None else resolver)
+    connector = _Connector(ssl_context=context, guard=guard)
     # No sock_read: aiohttp would re-arm a timer on every receive (thousands per GiB).
     # The read timeout is kept by open_url (headers) and read_some (body) instead.
     timeout = aiohttp.ClientTimeout(
@@ -154,7 +221,7 @@ class Pace:
 
 
 def failed(url: str, exc: BaseException) -> BaseException:
-    """The vmic error for an exception of aiohttp or the OS, wrapped if worth a retry."""
+    """The vmic error for an exception of aiohttp, yarl or the OS, wrapped if worth a retry."""
     if isinstance(exc, TimeoutError):
         return Transient(FetchTimeoutError(f"{url}: timed out ({type(exc).__name__})"))
     if isinstance(exc, aiohttp.ClientSSLError):
@@ -164,6 +231,8 @@ def failed(url: str, exc: BaseException) -> BaseException:
         )
     if isinstance(exc, aiohttp.InvalidURL):
         return FetchError(f"{url}: invalid URL ({type(exc).__name__})")
+    if isinstance(exc, ValueError):  # yarl refusing a host name (IDNA), for one
+        return FetchError(f"{url}: cannot be requested ({describe(exc)})")
     if isinstance(exc, aiohttp.ClientPayloadError):
         return Transient(FetchError(f"{url}: transfer broken off ({type(exc).__name__})"))
     return Transient(FetchError(f"{url}: connection failed ({type(exc).__name__}: {exc})"))
@@ -180,13 +249,37 @@ def _checked(url: str) -> str:
     except ListFormatError as exc:
         raise FetchError(exc.message) from exc
     host = urlsplit(url).hostname or ""
-    try:
-        reason = forbidden_address(host)
-    except ValueError:
-        return url  # a name: the resolver checks its addresses
-    if reason is not None:
+    if _literal(host) and (reason := forbidden_address(host)) is not None:
         raise FetchError(f"{url}: {host} is a {reason} address: refused")
-    return url
+    return url  # a name: the resolver checks its addresses (or _guard_proxied does)
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy a session with ``trust_env`` sends ``url`` through, as host:port without
+    credentials, or None. The same calls as aiohttp's: on Linux, the ``*_proxy`` variables
+    (``getproxies_environment``, ``proxy_bypass_environment``)."""
+    parts = urlsplit(url)
+    if proxy_bypass(parts.hostname or ""):
+        return None
+    proxy = getproxies().get(parts.scheme)
+    if not proxy:
+        return None
+    return (urlsplit(proxy).netloc or proxy).rpartition("@")[2]
+
+
+async def _guard_proxied(session: aiohttp.ClientSession, url: str) -> None:
+    """Check the host of a request that goes through a proxy: the connector then resolves
+    only the proxy's name, so the target's is resolved here, under the same rules."""
+    proxy = _proxy_for(url) if session.trust_env else None
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if proxy is None or _literal(host):
+        return  # the connector's resolver checks the name, or _checked the literal
+    connector = session.connector
+    if not isinstance(connector, _Connector):
+        raise TypeError("open_url needs a session made by open_session")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    await connector.guard.check_proxied(host, port, proxy)
 
 
 async def open_url(
@@ -206,8 +299,9 @@ async def open_url(
         timer = asyncio.timeout_at(min(pace.deadline_at, silent_at))
         try:
             async with timer:
+                await _guard_proxied(session, current)
                 response = await session.get(current, headers=headers, allow_redirects=False)
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
             if timer.expired() and silent_at < pace.deadline_at:
                 raise Transient(
                     FetchTimeoutError(f"{current}: no answer for {pace.read_timeout:g} s")
@@ -221,7 +315,9 @@ async def open_url(
         response.release()
         if not location:
             raise HTTPStatusError(f"{current}: redirect ({response.status}) without a Location")
-        target = _checked(urljoin(current, location))
+        with outside_bytes(f"{current}: redirect to an invalid URL", FetchError):
+            joined = urljoin(current, location)
+        target = _checked(joined)
         if urlsplit(target).scheme != urlsplit(current).scheme:
             raise FetchError(
                 f"{current}: redirect to {target} changes the scheme: refused",
@@ -247,6 +343,17 @@ async def read_some(response: aiohttp.ClientResponse, pace: Pace, *, received: i
         ) from exc
     except (aiohttp.ClientError, OSError) as exc:
         raise failed(pace.url, exc) from exc
+
+
+def sendable(value: str | None) -> str | None:
+    """``value`` if it can go back to a server as a header value, else None.
+
+    Validators (ETag, Last-Modified) are outside bytes sent back in later requests;
+    aiohttp refuses control characters and bytes that were not UTF-8 (decoded with
+    ``surrogateescape``), so such a value is not sent (the request is then unconditional)
+    rather than failing every run.
+    """
+    return value if value and _UNSENDABLE.search(value) is None else None
 
 
 def check_encoding(url: str, response: aiohttp.ClientResponse) -> None:
