@@ -327,13 +327,21 @@ def _check_named_signer(
 ) -> None:
     if image_list.endorser_dn != subject:
         raise UntrustedSignerError(
-            f"the list names endorser {image_list.endorser_dn} but was signed by {subject}"
+            f"the list names endorser {image_list.endorser_dn} but was signed by {subject}",
+            hint=_NAMED_SIGNER_HINT,
         )
     if image_list.issuer_dn != issuer:
         raise UntrustedSignerError(
             f"the list names issuer {image_list.issuer_dn} "
-            f"but the signer's certificate was issued by {issuer}"
+            f"but the signer's certificate was issued by {issuer}",
+            hint=_NAMED_SIGNER_HINT,
         )
+
+
+_NAMED_SIGNER_HINT = (
+    "the DNs written in the list must be those of the certificate that signed it; "
+    "someone other than the endorser it names signed it, or the endorser wrote the wrong DNs"
+)
 
 
 def _check_expected(image_list: ImageList, expect: Expectation) -> None:

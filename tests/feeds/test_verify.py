@@ -480,6 +480,19 @@ def test_list_naming_another_endorser_dn_is_rejected(
     rejects(UntrustedSignerError, raw, trust, [pin], now, previous=previous, match="names endorser")
 
 
+def test_a_list_naming_another_signer_says_so_and_not_that_pins_failed(
+    endorser: Identity, trust: TrustStore, now: datetime
+) -> None:
+    """Checked without pins (`vmic verify` without --endorser-dn), the hint must not talk
+    of pins: the list and its signature disagree."""
+    claimed = DistinguishedName.parse_slash("/DC=org/DC=vmic-test/OU=Users/CN=John Endorser")
+    raw = lists.sign(make(endorser, now, endorser_dn=claimed), endorser)
+    with pytest.raises(UntrustedSignerError) as info:
+        verify_list(raw, trust=trust, pins=None, now=now)
+    assert "pinned" not in info.value.hint
+    assert "the certificate that signed it" in info.value.hint
+
+
 def test_list_naming_another_issuer_dn_is_rejected(
     endorser: Identity, trust: TrustStore, pin: SignerPin, now: datetime, previous: PreviousState
 ) -> None:
