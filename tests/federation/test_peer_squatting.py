@@ -15,16 +15,20 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from federation.cli.common import ExitCode
 from feeds.model import ImageEntry, ListId
 from site_agent.peerstore import PeerStore
+from tests.federation.test_peers import site_dn
 from tests.sim.server import Simulator
-from tests.support.ca import Identity, write_identity
+from tests.support.ca import Identity, TestCA, write_identity
 from tests.support.lists import LIST_ID, sign
-from tests.support.site import CA_DN, World
+from tests.support.site import CA_DN, ENDORSER_DN, World, make_world
 
 HUGE = 2**40
 
@@ -205,3 +209,46 @@ def test_a_peer_naming_an_honest_peers_export_as_a_list_cannot_get_it_refused(
         peers = {p.name: p for p in PeerStore(store).peers()}
         assert peers["honest"].last_error is None
         assert store.current_export(honest_id) is not None
+
+
+@pytest.mark.fuzz
+@settings(max_examples=min(settings().max_examples, 60))
+@given(
+    peer_first=st.booleans(),
+    claims_the_list=st.booleans(),
+    version=st.integers(min_value=1, max_value=2**53 - 1),
+    entries=st.booleans(),
+)
+def test_whatever_a_peer_claims_and_whenever_the_list_keeps_its_own_versions(
+    peer_first: bool,
+    claims_the_list: bool,
+    version: int,
+    entries: bool,
+    now: datetime,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Generated: either order, the list's id or another, any version, with or without an
+    entry claiming the list: the endorser's next version is always taken."""
+    ca = TestCA(CA_DN, now=now)
+    with Simulator() as endorser_server, Simulator() as peer_server:
+        world = make_world(
+            tmp_path_factory.mktemp("site"), now, ca, ca.issue(ENDORSER_DN), endorser_server
+        )
+        squatter = Squatter(sim=peer_server, identity=ca.issue(site_dn("squatter")))
+        world.publish(version=1)
+        export_id = LIST_ID if claims_the_list else ListId("3c3c3c3c-0000-4000-8000-000000000003")
+        squatter.publish(
+            world, export_id, version=version, carries=str(LIST_ID) if entries else None
+        )
+        if peer_first:
+            assert squatter.add_to(world) == 0
+            assert world.subscribe() == 0
+        else:
+            assert world.subscribe() == 0
+            expected = ExitCode.WRONG_LIST if claims_the_list else 0
+            assert squatter.add_to(world) == expected
+        world.publish(version=2)
+        assert world.vmic("sync") in (0, ExitCode.PROBLEMS)
+
+        assert versions(world)[0] == 2
+        assert "Traceback" not in world.home.log.read_text()
