@@ -181,6 +181,8 @@ def endorse(folder: Path, base_url: str) -> None:
         "Jane Endorser",
         "--email",
         "jane@example.org",
+        "--vo",
+        "dteam",
     )
     _run(
         "endorse",

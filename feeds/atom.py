@@ -72,8 +72,11 @@ def render_list(image_list: ImageList) -> etree._Element:
     _text(feed, atom("updated"), format_time(image_list.updated))
     author = etree.SubElement(feed, atom("author"))
     _text(author, atom("name"), image_list.author_name)
+    _text(author, atom("uri"), image_list.author_uri)
     _text(author, atom("email"), image_list.author_email)
     etree.SubElement(feed, atom("link"), rel="self", href=image_list.self_url)
+    if image_list.vo is not None:
+        etree.SubElement(feed, atom("category"), scheme=VO_SCHEME, term=image_list.vo)
     _text(feed, vmic("endorser-dn"), image_list.endorser_dn.slash())
     _text(feed, vmic("issuer-dn"), image_list.issuer_dn.slash())
     _text(feed, vmic("version"), str(image_list.version))

@@ -28,6 +28,7 @@ from feeds.model import (
     URN_UUID,
     ImageEntry,
     ImageList,
+    check_author_uri,
     check_token,
     check_url,
     image_id,
@@ -93,10 +94,16 @@ def init_manifest(
     author: str,
     email: str | None = None,
     subtitle: str | None = None,
+    author_uri: str | None = None,
+    vo: str | None = None,
 ) -> Manifest:
     _reword(lambda: check_url(self_url, what="--self-url"))
     if not title.strip() or not author.strip():
         raise ConfigError("--title and --author must not be empty")
+    if author_uri:
+        _reword(lambda: check_author_uri(author_uri or ""))
+    if vo:
+        _reword(lambda: check_token(vo or "", what="--vo"))
     return Manifest.create(
         path,
         title=title,
@@ -105,6 +112,8 @@ def init_manifest(
         email=email or None,
         subtitle=subtitle or None,
         new_id=new_uuid(),
+        author_uri=author_uri or None,
+        vo=vo or None,
     )
 
 
@@ -234,6 +243,8 @@ def issue_next(
         issuer_dn=issuer_dn,
         author_name=info.author,
         author_email=info.email,
+        author_uri=info.author_uri,
+        vo=info.vo,
         entries=manifest.images,
         tombstones=manifest.tombstones(),
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -72,6 +73,10 @@ _IMAGE_KEYS = {
     "dc:date:expires",
     "ad:vo",
 }
+# ad:mpuri, ad:appid and ad:base_mpuri are read into typed fields (info_url, appliance_id,
+# base_marketplace_url) and also stay in ``extra`` as written, for vmcatcher's handlers.
+_DOTTED = re.compile(r"^(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,4})(?:\.(0|[1-9][0-9]{0,4}))?$")
+_DOTTED_MAX_MAJOR = 900_000  # 900000.99999.99999 stays below 2**53
 
 
 def read_hepix(content: bytes, *, limits: Limits = DEFAULT_LIMITS) -> ImageList:
@@ -116,6 +121,7 @@ def _read_hepix(content: bytes, limits: Limits) -> ImageList:
         author_name=x509.optional("dc:creator", str) or "",
         author_email=x509.optional("hv:email", str),
         subtitle=top.optional("dc:description", str),
+        vo=list_vo,
         entries=tuple(
             _read_image(item, index, created=created, list_vo=list_vo, limits=limits)
             for index, item in enumerate(images)
@@ -152,6 +158,9 @@ def _read_image(
         version=image.optional("hv:version", str),
         expires=image.optional("dc:date:expires", _time),
         vo=image.optional("ad:vo", _vo) or list_vo,
+        info_url=image.optional("ad:mpuri", _lenient_url),
+        appliance_id=image.optional("ad:appid", str) or None,
+        base_marketplace_url=image.optional("ad:base_mpuri", _lenient_url),
         extra=image.unread(_IMAGE_KEYS),
     )
 
@@ -255,18 +264,39 @@ def _size(text: str) -> int:
 
 
 def _list_version(text: str, limits: Limits) -> int:
-    if not _WHOLE.fullmatch(text) or int(text) == 0:
+    """The number vmic orders a list version by: a whole number as it is (AppDB writes
+    timestamps such as 20150618211400), or a dotted MAJOR.MINOR[.PATCH] (``3.3.0``)
+    component by component, as ``MAJOR * 10**10 + MINOR * 10**5 + PATCH``."""
+    dotted = _DOTTED.fullmatch(text)
+    if dotted is not None and int(dotted.group(1)) < _DOTTED_MAX_MAJOR:
+        major, minor, patch = (int(part or 0) for part in dotted.groups())
+        number = major * 10**10 + minor * 10**5 + patch
+    elif _WHOLE.fullmatch(text):
+        number = int(text)
+    else:
         raise ListFormatError(
-            f"{text!r} is not a positive whole number; vmic orders list versions as numbers "
-            "(AppDB's timestamps such as 20150618211400 are)"
+            f"{text!r} is not a version vmic can order: a positive whole number (AppDB's "
+            "timestamps such as 20150618211400 are) or MAJOR.MINOR[.PATCH] (3.3.0), each "
+            "part up to 5 digits (MAJOR up to 6); a newer list must have a higher version"
         )
-    if int(text) > limits.max_version:
+    if number == 0:
+        raise ListFormatError(f"{text!r}: a list version must be above 0")
+    if number > limits.max_version:
         raise ListFormatError(f"{text} is above the highest list version, {limits.max_version}")
-    return int(text)
+    return number
 
 
 def _url(text: str) -> str:
     return check_url(text, what="URL")
+
+
+def _lenient_url(text: str) -> str | None:
+    """A page about the image (``ad:mpuri``): an http(s) URL, else nothing. Trust does not
+    depend on it, so an odd value is not a reason to refuse the list."""
+    try:
+        return check_url(text, what="URL")
+    except ListFormatError:
+        return None
 
 
 def _format(text: str) -> str:
@@ -285,10 +315,17 @@ def _dn(text: str) -> DistinguishedName:
 
 
 def render_hepix(image_list: ImageList) -> bytes:
-    """The list as HEPiX JSON (every key vmcatcher and cloudkeeper require)."""
+    """The list as HEPiX JSON, with every key vmcatcher, cloudkeeper and atrope require
+    (SCHEMA §10.3): values the endorser gave, else derived ones, never left out."""
+    vo = list_vo(image_list)
+    derived = _derived_image_keys(image_list)
     images = []
     for entry in image_list.entries:
-        image: dict[str, Any] = dict(entry.extra)
+        image: dict[str, Any] = {
+            **derived,
+            "ad:mpuri": entry.info_url or f"{image_list.self_url}#{entry.id}",
+            **dict(entry.extra),
+        }
         image.update(
             {
                 "dc:identifier": entry.id,
@@ -297,19 +334,23 @@ def render_hepix(image_list: ImageList) -> bytes:
                 "hv:uri": entry.url,
                 "hv:size": entry.size,
                 "sl:checksum:sha512": entry.sha512,
-                "hv:format": entry.format,
+                "hv:format": entry.format.lower(),
                 "hv:hypervisor": entry.hypervisor or "",
                 "hv:version": entry.version or "",
                 "sl:arch": entry.arch or "",
                 "sl:os": entry.os or "",
+                "sl:osname": entry.osname or "",
                 "sl:osversion": entry.osversion or "",
                 "sl:comments": dict(entry.extra).get("sl:comments", ""),
+                "ad:vo": entry.vo or vo,
+                "dc:date:expires": format_time(entry.expires or image_list.expires),
             }
         )
+        if entry.info_url:
+            image["ad:mpuri"] = entry.info_url
         for key, value in (
-            ("sl:osname", entry.osname),
-            ("ad:vo", entry.vo),
-            ("dc:date:expires", format_time(entry.expires) if entry.expires else None),
+            ("ad:appid", entry.appliance_id),
+            ("ad:base_mpuri", entry.base_marketplace_url),
         ):
             if value is not None:
                 image[key] = value
@@ -325,6 +366,7 @@ def render_hepix(image_list: ImageList) -> bytes:
             "dc:date:expires": format_time(image_list.expires),
             "hv:version": str(image_list.version),
             "hv:uri": image_list.self_url,
+            "ad:vo": vo,
             "hv:endorser": {
                 "hv:x509": {
                     "dc:creator": image_list.author_name,
@@ -338,3 +380,32 @@ def render_hepix(image_list: ImageList) -> bytes:
     )
     text = json.dumps({"hv:imagelist": top}, indent=4, sort_keys=True, ensure_ascii=False)
     return (text + "\n").encode("utf-8")
+
+
+def list_vo(image_list: ImageList) -> str:
+    """The list's VO: its own, else the one VO all its images name (cloudkeeper reads the
+    VO of a HEPiX list at list level only, so a list carries one)."""
+    if image_list.vo:
+        return image_list.vo
+    named = sorted({entry.vo for entry in image_list.entries if entry.vo})
+    if len(named) == 1:
+        return named[0]
+    found = f"its images name {', '.join(named)}" if named else "none is named"
+    raise ConfigError(
+        f"a HEPiX list is for one virtual organisation, and {found}",
+        hint='set the list\'s VO (`vmic endorse init --vo VO`, or vo = "VO" under [list] in '
+        "the manifest); images for several VOs go into one list per VO",
+    )
+
+
+def _derived_image_keys(image_list: ImageList) -> dict[str, str]:
+    """The EGI AppDB keys atrope requires of every image, from what the list says of its
+    endorser: the group (the list), the endorser's name, a stable id and an address."""
+    email = image_list.author_email
+    uri = image_list.author_uri or (f"mailto:{email}" if email else image_list.self_url)
+    return {
+        "ad:group": image_list.title,
+        "ad:user:fullname": image_list.author_name,
+        "ad:user:guid": str(uuid.uuid5(uuid.NAMESPACE_X500, image_list.endorser_dn.rfc4514())),
+        "ad:user:uri": uri,
+    }

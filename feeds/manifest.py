@@ -3,8 +3,8 @@
 vmic edits it (``vmic endorse init/add/revoke/sign``) with tomlkit, so the
 comments and layout a person adds survive every edit. Layout::
 
-    [list]             id, title, self_url, author, email, subtitle,
-                       endorser_dn, issuer_dn (recorded at the last signing)
+    [list]             id, title, self_url, author, email, author_uri, subtitle,
+                       vo, endorser_dn, issuer_dn (recorded at the last signing)
     [state]            kept by vmic: version (last issued), updated (when the
                        content last changed), content_sha256
     [[images]]         one table per endorsed image (the fields of an entry,
@@ -33,6 +33,7 @@ from feeds.model import (
     ImageEntry,
     ImageId,
     Tombstone,
+    check_author_uri,
     check_text,
     check_token,
     check_url,
@@ -74,7 +75,9 @@ class ListInfo:
     self_url: str
     author: str
     email: str | None
+    author_uri: str | None
     subtitle: str | None
+    vo: str | None
     endorser_dn: DistinguishedName | None
     issuer_dn: DistinguishedName | None
 
@@ -124,6 +127,8 @@ class Manifest:
         email: str | None,
         subtitle: str | None,
         new_id: str,
+        author_uri: str | None = None,
+        vo: str | None = None,
     ) -> Manifest:
         if path.exists():
             raise ConfigError(f"{path} already exists; refusing to overwrite a manifest")
@@ -135,10 +140,14 @@ class Manifest:
         info["title"] = title
         info["self_url"] = self_url
         info["author"] = author
-        if email:
-            info["email"] = email
-        if subtitle:
-            info["subtitle"] = subtitle
+        for key, value in (
+            ("email", email),
+            ("author_uri", author_uri),
+            ("subtitle", subtitle),
+            ("vo", vo),
+        ):
+            if value:
+                info[key] = value
         doc["list"] = info
         state = tomlkit.table()
         state["version"] = 0
@@ -350,13 +359,18 @@ def _list_info(data: object, path: Path) -> ListInfo:
         for key in ("endorser_dn", "issuer_dn")
         if (value := table.opt_text(key))
     }
+    author_uri, vo = table.opt_text("author_uri"), table.opt_text("vo")
     return ListInfo(
         id=table.checked("id", lambda: list_id(raw_id)),
         title=table.text("title"),
         self_url=table.checked("self_url", lambda: check_url(url, what="self_url")),
         author=table.text("author"),
         email=table.opt_text("email"),
+        author_uri=table.checked("author_uri", lambda: check_author_uri(author_uri))
+        if author_uri
+        else None,
         subtitle=table.opt_text("subtitle"),
+        vo=table.checked("vo", lambda: check_token(vo, what="vo")) if vo else None,
         endorser_dn=dns.get("endorser_dn"),
         issuer_dn=dns.get("issuer_dn"),
     )

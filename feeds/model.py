@@ -130,6 +130,16 @@ def check_url(text: str, *, what: str) -> str:
     return text
 
 
+def check_author_uri(text: str) -> str:
+    """An endorser's address: an absolute http(s) URL, or ``mailto:`` and an address."""
+    if text.startswith("mailto:"):
+        address = text.removeprefix("mailto:")
+        if not address or any(c.isspace() or ord(c) < 0x20 for c in address) or "@" not in address:
+            raise ListFormatError(f"author URI {text!r} is not a mailto: address")
+        return text
+    return check_url(text, what="author URI")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ImageEntry:
     """One endorsed image, as one ``atom:entry``."""
@@ -154,7 +164,12 @@ class ImageEntry:
     vo: str | None = None
     tags: tuple[str, ...] = ()
     info_url: str | None = None
+    """The web page of the image (HEPiX ``ad:mpuri``, the marketplace URI)."""
     policy_override: str | None = None
+    appliance_id: str | None = None
+    """The EGI AppDB appliance the image belongs to (HEPiX ``ad:appid``), read only."""
+    base_marketplace_url: str | None = None
+    """The AppDB page of the base image (HEPiX ``ad:base_mpuri``), read only."""
     # In a site's export only: the endorser's list the image comes from, its
     # version, and where the site re-serves that list's original bytes.
     source_list: ListId | None = None
@@ -190,7 +205,11 @@ class ImageList:
     issuer_dn: DistinguishedName
     author_name: str
     author_email: str | None = None
+    author_uri: str | None = None
+    """The endorser's web page or address (``atom:uri``; HEPiX ``ad:user:uri``)."""
     subtitle: str | None = None
+    vo: str | None = None
+    """The virtual organisation the list is for (HEPiX list-level ``ad:vo``)."""
     entries: tuple[ImageEntry, ...] = ()
     tombstones: tuple[Tombstone, ...] = ()
     extra: tuple[tuple[str, str], ...] = ()

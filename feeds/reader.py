@@ -37,6 +37,7 @@ from feeds.model import (
     ImageEntry,
     ImageList,
     Tombstone,
+    check_author_uri,
     check_token,
     check_url,
     image_id,
@@ -179,6 +180,9 @@ def _read_list(root: etree._Element, limits: Limits) -> ImageList:
     version = int(version_text)
     if version > limits.max_version:
         raise feed.fail("vmic:version", f"{version} is above the limit of {limits.max_version}")
+    vos = [c for c in feed.nodes(_CATEGORY) if c.get("scheme") == VO_SCHEME]
+    if len(vos) > 1:
+        raise feed.fail("atom:category (vo)", "at most one VO for the list")
     return ImageList(
         id=feed.check("atom:id", feed.exact(atom("id"), "atom:id"), _urn_uuid(list_id)),
         title=feed.text(atom("title"), "atom:title"),
@@ -195,6 +199,8 @@ def _read_list(root: etree._Element, limits: Limits) -> ImageList:
         ),
         author_name=author.text(atom("name"), "atom:name"),
         author_email=author.optional_exact(atom("email"), "atom:email"),
+        author_uri=author.parsed(atom("uri"), "atom:uri", check_author_uri),
+        vo=feed.check("atom:category (vo)", vos[0].get("term", ""), _VO) if vos else None,
         entries=tuple(
             _read_entry(node, index, limits) for index, node in enumerate(entries, start=1)
         ),

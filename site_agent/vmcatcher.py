@@ -48,6 +48,13 @@ _FIELDS = {
     "IL_DC_IDENTIFIER": "list_id",  # the image list's dc:identifier
     "VO": "vo",  # ad:vo, the AppDB virtual organisation (the image's, else the list's)
 }
+# The AppDB keys vmic reads into typed fields; a HEPiX list's own value (in ``extra``)
+# stands where vmic has none (an ``ad:mpuri`` that is not an http(s) URL, say).
+_APPDB = {
+    "AD_MPURI": "info_url",  # ad:mpuri, the marketplace URI (an Atom list's image page)
+    "AD_APPID": "appliance_id",  # ad:appid
+    "AD_BASE_MPURI": "base_marketplace_url",  # ad:base_mpuri
+}
 # Other keys of a HEPiX image (sl:comments, ad:mpuri, ...) follow as VMCATCHER_EVENT_SL_COMMENTS,
 # VMCATCHER_EVENT_AD_MPURI, ... (vmcatcher_extra_variables), never under these names:
 RESERVED = frozenset(
@@ -73,6 +80,10 @@ def vmcatcher_environment(event: EventRecord, *, home: str) -> dict[str, str]:
         value = data.get(key)
         if isinstance(value, str | int | float) and not isinstance(value, bool):
             env["VMCATCHER_EVENT_" + name] = str(value)
+    for name, key in _APPDB.items():  # an Atom list's image page is its marketplace URI too
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            env["VMCATCHER_EVENT_" + name] = value
     image_id = str(data.get("image_id", ""))
     sha512 = str(data.get("sha512", ""))
     if not (_UUID.fullmatch(image_id) and _SHA512.fullmatch(sha512)):

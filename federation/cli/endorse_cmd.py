@@ -51,6 +51,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     init.add_argument("--self-url", required=True, help="URL where the signed list is published")
     init.add_argument("--author", help="endorser name (default: your account name)")
     init.add_argument("--email", help="endorser e-mail")
+    init.add_argument(
+        "--author-uri",
+        help="the endorser's web page, or mailto:ADDRESS (HEPiX ad:user:uri; default: "
+        "mailto: the e-mail, else the list's URL)",
+    )
+    init.add_argument(
+        "--vo",
+        help="virtual organisation the list is for (HEPiX list-level ad:vo, which "
+        "cloudkeeper requires; default: the images' VO when they all name one)",
+    )
     init.add_argument("--subtitle", help="one-line description of the list")
     init.set_defaults(func=_init)
 
@@ -233,6 +243,8 @@ def _init(args: argparse.Namespace) -> int:
         author=author,
         email=args.email,
         subtitle=args.subtitle,
+        author_uri=args.author_uri,
+        vo=args.vo,
     )
     print(f"created {args.manifest} for list {manifest.info.id}")
     if args.author is None:

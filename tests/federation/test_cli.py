@@ -86,6 +86,8 @@ def make_endorser(tmp_path: Path) -> Endorser:
             "https://example.org/list.atom",
             "--author",
             "Jane",
+            "--vo",
+            "dteam",
         )
         == 0
     )

@@ -11,9 +11,10 @@ import feedparser
 import pytest
 from lxml import etree
 
-from feeds.atom import ATOM, TOMBSTONES, VMIC, render_list, to_bytes
+from feeds.atom import ATOM, TOMBSTONES, VMIC, VO_SCHEME, atom, render_list, to_bytes
 from feeds.model import ImageEntry, ImageList, Tombstone, image_id, sha512_hex
 from feeds.reader import read_list
+from keys.errors import ListFormatError
 from tests.support import lists
 from tests.support.ca import Identity
 
@@ -73,6 +74,8 @@ def _full_list(endorser: Identity, now: datetime) -> ImageList:
         version=42,
         subtitle="Images for the WLCG sites, signed weekly",
         author_email="jane@example.org",
+        author_uri="https://www.example.org/people/jane",
+        vo="atlas.cern.ch",
         tombstones=(
             Tombstone(
                 id=image_id(lists.image_uuid(7)),
@@ -107,6 +110,8 @@ def test_roundtrip_keeps_every_optional_field(endorser: Identity, now: datetime)
     assert first.info_url == "https://wiki.example.org/images/1"
     assert first.policy_override == "site-approved"
     assert back.tombstones[0].reason == "CVE-2024-0001 in the kernel"
+    assert back.vo == "atlas.cern.ch"  # a feed-level category (HEPiX list-level ad:vo)
+    assert back.author_uri == "https://www.example.org/people/jane"
 
 
 def test_roundtrip_keeps_unset_optional_fields_unset(endorser: Identity, now: datetime) -> None:
@@ -121,6 +126,8 @@ def test_roundtrip_keeps_unset_optional_fields_unset(endorser: Identity, now: da
     for name in ("hypervisor", "arch", "os", "osname", "osversion", "version", "produced"):
         assert getattr(entry, name) is None, name
     assert back.author_email is None
+    assert back.author_uri is None
+    assert back.vo is None
     assert back.subtitle is None
     assert back.tombstones == ()
 
@@ -251,3 +258,22 @@ def test_roundtrip_keeps_the_source_of_an_exported_entry(endorser: Identity, now
     raw = to_bytes(render_list(original))
     assert b'rel="via"' in raw
     assert b"<vmic:source-version>12</vmic:source-version>" in raw
+
+
+def test_a_list_names_at_most_one_vo_and_a_usable_author_uri(
+    endorser: Identity, now: datetime
+) -> None:
+    root = render_list(_full_list(endorser, now))
+    etree.SubElement(root, atom("category"), scheme=VO_SCHEME, term="cms")
+    with pytest.raises(ListFormatError, match="at most one VO for the list"):
+        read_list(etree.fromstring(to_bytes(root)))
+
+    root = render_list(_full_list(endorser, now))
+    uri = root.find(f"{atom('author')}/{atom('uri')}")
+    assert uri is not None
+    for bad in ("javascript:alert(1)", "mailto:", "file:///etc/passwd"):
+        uri.text = bad
+        with pytest.raises(ListFormatError, match="atom:uri"):
+            read_list(etree.fromstring(to_bytes(root)))
+    uri.text = "mailto:jane@example.org"
+    assert read_list(etree.fromstring(to_bytes(root))).author_uri == "mailto:jane@example.org"

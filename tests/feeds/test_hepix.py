@@ -9,13 +9,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from feeds.atom import format_time
 from feeds.hepix import read_hepix, render_hepix
 from feeds.model import ImageList, Tombstone, image_id, list_id
 from feeds.verify import (
@@ -29,6 +32,7 @@ from feeds.verify import (
 from keys.dn import DistinguishedName
 from keys.errors import (
     CertificateError,
+    ConfigError,
     FreshnessError,
     ListFormatError,
     RevokedError,
@@ -117,45 +121,168 @@ def test_render_then_read_gives_the_same_list(endorser: Identity, now: datetime)
     assert again.version == image_list.version
     assert again.endorser_dn == image_list.endorser_dn
     assert again.issuer_dn == image_list.issuer_dn
-    assert [dataclasses.replace(e, extra=()) for e in again.entries] == list(image_list.entries)
-    assert dict(again.entries[0].extra) == {"sl:comments": ""}
+    # What HEPiX readers require is written with derived values (SCHEMA §10.3): an image
+    # without an expiry of its own has the list's, and the list's URL names its page.
+    expected = [
+        dataclasses.replace(
+            e,
+            expires=e.expires or image_list.expires,
+            info_url=e.info_url or f"{image_list.self_url}#{e.id}",
+        )
+        for e in image_list.entries
+    ]
+    assert [dataclasses.replace(e, extra=()) for e in again.entries] == expected
+    assert again.vo == "dteam"  # the images' one VO, at list level
+    assert sorted(dict(again.entries[0].extra)) == [
+        "ad:group",
+        "ad:mpuri",
+        "ad:user:fullname",
+        "ad:user:guid",
+        "ad:user:uri",
+        "sl:comments",
+    ]
 
 
-def test_rendered_lists_carry_every_key_hepix_readers_require(
+# What each consumer refuses a list or an image without (SCHEMA §10.3; read in their
+# sources: atrope image_list/hepix.py, image.py, endorser.py; cloudkeeper
+# entities/image_list.rb, appliance.rb, image.rb; hepixvmitrust vmitrustlib.py).
+REQUIRED: dict[str, dict[str, set[str]]] = {
+    "atrope": {
+        "list": {
+            "dc:date:created", "dc:date:expires", "hv:endorser", "dc:identifier",
+            "dc:description", "dc:title", "hv:images", "dc:source", "hv:version", "hv:uri",
+        },
+        "endorser": {"dc:creator", "hv:ca", "hv:dn", "hv:email"},
+        "image": {
+            "ad:group", "ad:mpuri", "ad:user:fullname", "ad:user:guid", "ad:user:uri",
+            "dc:description", "dc:identifier", "dc:title", "hv:hypervisor", "hv:format",
+            "hv:size", "hv:uri", "hv:version", "sl:arch", "sl:checksum:sha512", "sl:comments",
+            "sl:os", "sl:osname", "sl:osversion", "dc:date:expires",
+        },
+    },
+    "cloudkeeper": {
+        "list": {"dc:identifier", "dc:date:expires", "hv:images", "ad:vo"},
+        "endorser": set(),
+        "image": {"dc:identifier", "ad:mpuri", "dc:date:expires", "hv:uri", "sl:checksum:sha512"},
+    },
+    "vmcatcher": {
+        "list": {
+            "dc:date:created", "dc:date:expires", "dc:identifier", "dc:description",
+            "dc:title", "dc:source", "hv:version", "hv:uri", "hv:endorser", "hv:images",
+        },
+        "endorser": {"hv:ca", "hv:dn", "hv:email", "dc:creator"},
+        "image": {
+            "dc:title", "dc:description", "hv:size", "sl:checksum:sha512", "sl:arch", "hv:uri",
+            "dc:identifier", "sl:os", "sl:osversion", "sl:comments", "hv:hypervisor",
+            "hv:version",
+        },
+    },
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("consumer", sorted(REQUIRED))
+def test_rendered_lists_carry_every_key_each_consumer_requires(
+    consumer: str, endorser: Identity, now: datetime
+) -> None:
+    bare = make(endorser, now, entries=2)  # images with no VO, expiry or page of their own
+    bare = dataclasses.replace(
+        bare,
+        vo="dteam",
+        entries=tuple(
+            dataclasses.replace(e, vo=None, expires=None, info_url=None, osname=None)
+            for e in bare.entries
+        ),
+    )
+    top = json_of(bare)["hv:imagelist"]
+    wanted = REQUIRED[consumer]
+
+    assert wanted["list"] <= set(top), wanted["list"] - set(top)
+    assert wanted["endorser"] <= set(top["hv:endorser"]["hv:x509"])
+    for item in top["hv:images"]:
+        image = item["hv:image"]
+        assert wanted["image"] <= set(image), wanted["image"] - set(image)
+        assert all(image[key] is not None for key in wanted["image"])
+    # cloudkeeper refuses blank values of these, and parses dates exactly so:
+    assert top["ad:vo"] == "dteam"
+    for item in top["hv:images"]:
+        image = item["hv:image"]
+        assert image["ad:mpuri"].strip()
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", image["dc:date:expires"])
+
+
+def test_derived_values_mean_something_and_stay_stable(endorser: Identity, now: datetime) -> None:
+    image_list = make(endorser, now)
+    first = json_of(image_list)["hv:imagelist"]
+    image = first["hv:images"][0]["hv:image"]
+
+    assert image["dc:date:expires"] == format_time(image_list.expires)  # the list's
+    assert image["ad:mpuri"] == f"{image_list.self_url}#{image['dc:identifier']}"
+    assert image["ad:group"] == image_list.title
+    assert image["ad:user:fullname"] == image_list.author_name
+    assert image["ad:user:uri"] == f"mailto:{image_list.author_email}"
+    guid = uuid.UUID(image["ad:user:guid"])
+    assert guid == uuid.uuid5(uuid.NAMESPACE_X500, endorser.subject.rfc4514())
+    # The same endorser keeps the same id in every version; another endorser has another.
+    later = json_of(make(endorser, now, version=9))["hv:imagelist"]
+    assert later["hv:images"][0]["hv:image"]["ad:user:guid"] == str(guid)
+
+
+def test_what_the_endorser_says_wins_over_derived_values(endorser: Identity, now: datetime) -> None:
+    base = make(endorser, now)
+    expires = now + timedelta(days=3)
+    entry = dataclasses.replace(
+        base.entries[0], info_url="https://endorser.example.org/img/1", expires=expires
+    )
+    image_list = dataclasses.replace(
+        base, entries=(entry,), author_uri="https://endorser.example.org/jane", vo="atlas"
+    )
+    top = json_of(image_list)["hv:imagelist"]
+    image = top["hv:images"][0]["hv:image"]
+
+    assert image["ad:mpuri"] == "https://endorser.example.org/img/1"
+    assert image["dc:date:expires"] == format_time(expires)
+    assert image["ad:user:uri"] == "https://endorser.example.org/jane"
+    assert top["ad:vo"] == "atlas"
+    assert image["ad:vo"] == "dteam"  # the image's own VO stays
+
+
+@pytest.mark.parametrize(
+    ("vos", "match"),
+    [((None, None), "none is named"), (("dteam", "atlas"), "its images name atlas, dteam")],
+)
+def test_a_hepix_list_needs_one_vo(
+    vos: tuple[str | None, str | None], match: str, endorser: Identity, now: datetime
+) -> None:
+    """cloudkeeper takes a list's VO at list level only: one VO per HEPiX list."""
+    base = make(endorser, now)
+    entries = tuple(dataclasses.replace(e, vo=v) for e, v in zip(base.entries, vos, strict=True))
+    with pytest.raises(ConfigError, match=match) as info:
+        render_hepix(dataclasses.replace(base, entries=entries))
+    assert "--vo" in info.value.hint
+
+
+def test_appdb_keys_are_read_into_typed_fields_and_kept_for_handlers() -> None:
+    got = read_hepix((INTEROP / "cloudkeeper_imagelist01.unsigned.json").read_bytes())
+
+    first = got.entries[0]
+    assert first.info_url is not None
+    assert first.info_url.endswith("c0482bc2-bf41-5d49-aaaa-a750174a186b:484/")
+    assert got.vo == "some1.vo.net"
+    assert dict(first.extra)["ad:mpuri"] == first.info_url  # as written, for vmcatcher
+
+
+def test_an_odd_marketplace_uri_is_kept_as_text_but_not_as_a_link(
     endorser: Identity, now: datetime
 ) -> None:
-    top = json_of(make(endorser, now))["hv:imagelist"]
+    document = json_of(make(endorser, now))
+    image = document["hv:imagelist"]["hv:images"][0]["hv:image"]
+    image.update({"ad:mpuri": "urn:appdb:1234", "ad:appid": "1006"})
 
-    for key in (
-        "dc:date:created",
-        "dc:date:expires",
-        "dc:description",
-        "dc:identifier",
-        "dc:source",
-        "dc:title",
-        "hv:endorser",
-        "hv:images",
-        "hv:uri",
-        "hv:version",
-    ):
-        assert key in top, key
-    assert set(top["hv:endorser"]["hv:x509"]) == {"dc:creator", "hv:ca", "hv:dn", "hv:email"}
-    image = top["hv:images"][0]["hv:image"]
-    for key in (
-        "dc:description",
-        "dc:identifier",
-        "dc:title",
-        "hv:hypervisor",
-        "hv:size",
-        "hv:uri",
-        "hv:version",
-        "sl:arch",
-        "sl:checksum:sha512",
-        "sl:comments",
-        "sl:os",
-        "sl:osversion",
-    ):
-        assert key in image, key
+    got = read_hepix(json.dumps(document).encode())
+
+    assert got.entries[0].info_url is None
+    assert got.entries[0].appliance_id == "1006"
+    assert dict(got.entries[0].extra)["ad:mpuri"] == "urn:appdb:1234"
 
 
 @pytest.mark.parametrize(
@@ -163,7 +290,9 @@ def test_rendered_lists_carry_every_key_hepix_readers_require(
     [
         (lambda t: t.pop("dc:identifier"), "dc:identifier is missing"),
         (lambda t: t.update({"dc:identifier": "not-a-uuid"}), "dc:identifier"),
-        (lambda t: t.update({"hv:version": "1.2"}), "positive whole number"),
+        (lambda t: t.update({"hv:version": "1.2-beta"}), "positive whole number"),
+        (lambda t: t.update({"hv:version": "1.2.3.4"}), "MAJOR.MINOR"),
+        (lambda t: t.update({"hv:version": "0.0"}), "above 0"),
         (lambda t: t.update({"hv:version": True}), "string or a whole number"),
         (lambda t: t.update({"dc:date:expires": "2026-01-01"}), "date-time"),
         (lambda t: t["hv:endorser"]["hv:x509"].pop("hv:dn"), "hv:dn is missing"),
@@ -583,3 +712,41 @@ def test_a_version_above_the_highest_is_a_format_error(endorser: Identity, now: 
 
     with pytest.raises(ListFormatError, match="above the highest list version"):
         read_hepix(json.dumps(document).encode())
+
+
+@pytest.mark.parametrize(
+    ("older", "newer"),
+    [
+        ("3.3.0", "3.3.1"),
+        ("3.3", "3.3.1"),
+        ("3.9.0", "3.10.0"),  # component by component, not as text
+        ("3.99999.99999", "4.0"),
+        ("2.1", "20150618211400"),  # a whole number is one component
+    ],
+)
+def test_dotted_list_versions_are_ordered_component_by_component(
+    older: str, newer: str, endorser: Identity, trust: TrustStore, now: datetime
+) -> None:
+    """AppDB-modelled lists write versions like 3.3.0: a lower one is a rollback."""
+
+    def signed(version: str) -> bytes:
+        document = json_of(make(endorser, now))
+        document["hv:imagelist"]["hv:version"] = version
+        return signed_json(document, endorser)
+
+    first = verify_list(signed(older), trust=trust, pins=None, now=now)
+    state = PreviousState(
+        version=first.image_list.version,
+        sha256=first.sha256,
+        updated=first.image_list.updated,
+        content_sha256=first.content_sha256,
+    )
+    second = verify_list(signed(newer), trust=trust, pins=None, now=now, previous=state)
+    assert second.image_list.version > first.image_list.version
+    back = PreviousState(
+        version=second.image_list.version,
+        sha256=second.sha256,
+        updated=second.image_list.updated,
+        content_sha256=second.content_sha256,
+    )
+    rejects(RollbackError, signed(older), trust, None, now, previous=back, match="older")
