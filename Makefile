@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# atrope (the EGI image-list consumer) for the interop tests, in its own venv outside the tree
+ATROPE_VENV := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/vmic-test-atrope/venv
+ATROPE_CONSTRAINTS := tests/interop/atrope/constraints.txt
+ATROPE_STAMP := $(ATROPE_VENV)/.installed
 
 .PHONY: test demo lint typecheck pytest fuzz bench readme clean
 
@@ -12,7 +16,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP) lint typecheck pytest
+# Rebuilt from scratch (venv --clear) only when the pinned versions change.
+$(ATROPE_STAMP): $(ATROPE_CONSTRAINTS)
+	$(PYTHON) -m venv --clear $(ATROPE_VENV)
+	$(ATROPE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		--only-binary=:all: --constraint $(ATROPE_CONSTRAINTS) atrope==2.0.0
+	touch $(ATROPE_STAMP)
+
+test: $(STAMP) $(ATROPE_STAMP) lint typecheck pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -21,8 +32,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict keys feeds site_agent federation tests bench
 
-pytest: $(STAMP)
-	$(BIN)/pytest -q
+# Under make the interop tests fail, never skip, when a tool they need is missing.
+pytest: $(STAMP) $(ATROPE_STAMP)
+	VMIC_ATROPE=$(ATROPE_VENV)/bin/atrope VMIC_REQUIRE_INTEROP=1 $(BIN)/pytest -q
 
 # Many more generated hostile inputs than `make test` runs (minutes, not seconds).
 fuzz: $(STAMP)
