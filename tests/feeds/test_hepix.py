@@ -721,7 +721,7 @@ def test_a_version_above_the_highest_is_a_format_error(endorser: Identity, now: 
         ("3.3", "3.3.1"),
         ("3.9.0", "3.10.0"),  # component by component, not as text
         ("3.99999.99999", "4.0"),
-        ("2.1", "20150618211400"),  # a whole number is one component
+        ("2.1", "20150618211400"),  # a whole number as it is: AppDB's timestamps
     ],
 )
 def test_dotted_list_versions_are_ordered_component_by_component(
