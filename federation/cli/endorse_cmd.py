@@ -325,6 +325,8 @@ def _show(args: argparse.Namespace) -> int:
                 "self_url": info.self_url,
                 "author": info.author,
                 "email": info.email,
+                "author_uri": info.author_uri,
+                "vo": info.vo,
                 "last_version": state.version,
                 "content_updated": iso(state.updated),
                 "images": [_entry_json(e) for e in manifest.images],
@@ -337,6 +339,9 @@ def _show(args: argparse.Namespace) -> int:
     print(f"list:     {info.id}  {info.title}")
     print(f"self URL: {info.self_url}")
     print(f"author:   {info.author}{f' <{info.email}>' if info.email else ''}")
+    if info.author_uri:
+        print(f"          {info.author_uri}")
+    print(f"VO:       {info.vo or 'not set (the images name theirs)'}")
     print(f"version:  {state.version or 'none issued yet'}")
     print(f"images:   {len(manifest.images)}")
     for e in manifest.images:

@@ -389,3 +389,20 @@ def test_keys_crl_refresh_keeps_the_revocation(endorser: Endorser) -> None:
     )
     assert run("verify", joe_list, "--trust", endorser.ca) == ExitCode.REVOKED
     assert run("verify", endorser.signed, "--trust", endorser.ca) == 0
+
+
+def test_endorse_init_records_the_lists_vo_and_the_authors_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = tmp_path / "vo.toml"
+    base = ["endorse", "init", manifest, "--title", "VO list", "--self-url"]
+    base += ["https://example.org/vo.atom", "--author", "Jane"]
+    assert run(*base, "--vo", "vo.example.org", "--author-uri", "javascript:x") == ExitCode.CONFIG
+    assert not manifest.exists()
+    assert run(*base, "--vo", "vo.example.org", "--author-uri", "https://example.org/jane") == 0
+    capsys.readouterr()
+
+    assert run("endorse", "show", manifest, "--json") == 0
+
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["vo"], shown["author_uri"]) == ("vo.example.org", "https://example.org/jane")
