@@ -1,21 +1,23 @@
 """The catalogue pages of `vmic serve`: a table of the site's images and a page per image.
 
-``GET /`` shows every image the site knows with its endorser, list, OS,
+``GET /`` shows every image the site knows with its endorser, list, VO, OS,
 architecture, hypervisor, format, size, state, whether it is approved to run
-locally and may be shared, and its dates; ``?q=`` filters (every word must
-appear in the row), ``?sort=COLUMN&order=asc|desc`` sorts, so the page works
-without its script. ``GET /image/<uuid>`` shows what the HEPiX catalogue
-showed (endorser DN, download location, file name, status, UUID,
-production and endorsement dates, checksum, hypervisor, OS version,
-architecture) and where the bytes can be had: this site's
-``/images/sha512/<hex>`` while the image is available, the endorser's URL,
-and peers that offer it.
+locally and may be shared, its dates and a link to its page (HEPiX
+``ad:mpuri``, by its host name); ``?q=`` filters (every word must appear in
+the row), ``?sort=COLUMN&order=asc|desc`` sorts, so the page works without
+its script. ``GET /image/<uuid>`` shows what the HEPiX catalogue showed
+(endorser DN, download location, file name, status, UUID, production and
+endorsement dates, checksum, hypervisor, OS version, architecture), the
+image's VO, page, EGI AppDB appliance id and base image page, and where the
+bytes can be had: this site's ``/images/sha512/<hex>`` while the image is
+available, the endorser's URL, and peers that offer it.
 
 Every page names the site's signed export in its head, by the feed
 autodiscovery link (``<link rel="alternate" type="application/atom+xml"
 href="/export.atom">``), so `vmic peer add` takes the site's address.
 
-Every value from a list goes through :mod:`federation.markup`. Each
+Every value from a list goes through :mod:`federation.markup`; only an
+http(s) URL becomes a link (:func:`federation.markup.link`). Each
 response carries a Content-Security-Policy that allows only the page's own
 style and script blocks, by a fresh nonce.
 """
@@ -61,6 +63,12 @@ class Row:
     def os(self) -> str:
         name = self.field("osname") or self.field("os")
         return " ".join(p for p in (name, self.field("osversion")) if p)
+
+    @property
+    def page_host(self) -> str:
+        """The host of the image's page, which the table shows (the URL if it has none)."""
+        url = self.field("info_url")
+        return (urlsplit(url).hostname or url) if url else ""
 
     @property
     def approved_locally(self) -> bool:
@@ -113,6 +121,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("title", "Title", lambda r: r.image.title, _text(lambda r: r.image.title)),
     Column("endorser", "Endorser", lambda r: r.endorser, _text(lambda r: r.endorser), "dn"),
     Column("list", "List", _list_name, _text(_list_name)),
+    Column("vo", "VO", lambda r: r.field("vo"), _text(lambda r: r.field("vo"))),
     Column("version", "Version", lambda r: r.field("version"), _text(lambda r: r.field("version"))),
     Column("os", "OS", lambda r: r.os, _text(lambda r: r.os)),
     Column("arch", "Arch", lambda r: r.field("arch"), _text(lambda r: r.field("arch"))),
@@ -151,6 +160,7 @@ COLUMNS: tuple[Column, ...] = (
         lambda r: r.field("expires"),
         "date",
     ),
+    Column("page", "Image page", lambda r: r.page_host, _text(lambda r: r.page_host)),
 )
 _BY_KEY = {c.key: c for c in COLUMNS}
 
@@ -227,6 +237,8 @@ def _cell(column: Column, row: Row) -> Markup:
         content = render('<a href="/image/{id}">{title}</a>', id=row.image.image_id, title=text)
     elif column.key == "state":
         content = render('<span class="state state-{s}">{s}</span>', s=text)
+    elif column.key == "page" and text:
+        content = link(row.field("info_url"), text)
     attributes = render(' class="{css}"', css=column.css) if column.css else trusted("")
     if column.css in ("num", "date"):  # these sort by a key of their own, text by what it shows
         attributes = render('{a} data-key="{key}"', a=attributes, key=column.sort_key(row))
@@ -336,6 +348,11 @@ def _sources(detail: Detail, base_url: str) -> Markup:
     return render("<ul>{items}</ul>", items=join(items))
 
 
+def _maybe_link(url: str) -> Markup | str:
+    """A link for an http(s) URL, escaped text for anything else, nothing for no URL."""
+    return link(url) if url else ""
+
+
 def _field(label: str, value: object) -> Markup:
     return render("<dt>{label}</dt><dd>{value}</dd>", label=label, value=value or "—")
 
@@ -372,7 +389,9 @@ async def image_page(request: web.Request) -> web.Response:
         _field("Image version", row.field("version")),
         _field("VO", row.field("vo")),
         _field("Tags", ", ".join(str(t) for t in image.entry.get("tags") or [])),
-        _field("More information", link(row.field("info_url")) if row.field("info_url") else ""),
+        _field("Image page", _maybe_link(row.field("info_url"))),
+        _field("AppDB appliance", row.field("appliance_id")),
+        _field("Base image page", _maybe_link(row.field("base_marketplace_url"))),
         _field("Expires", _time(row.field("expires"))),
         _field(
             "List",

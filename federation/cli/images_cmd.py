@@ -21,7 +21,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="list the site's images and their state",
         description=(
             "Every image the site knows: id, state (new, approved, refused, available, "
-            "expired, revoked, withdrawn), whether it may be shared, size and title."
+            "expired, revoked, withdrawn), whether it may be shared, size, VO (cut to 16 "
+            "characters; --json and `vmic image show` give it whole) and title."
         ),
     )
     images.add_argument("--state", choices=STATES, help="only images in this state")
@@ -145,11 +146,29 @@ def _image_json(image: ImageRecord) -> dict[str, Any]:
         "size": image.size,
         "sha512": image.sha512,
         "url": image.url,
+        "vo": image.entry.get("vo"),
+        "info_url": image.entry.get("info_url"),
+        "appliance_id": image.entry.get("appliance_id"),
+        "base_marketplace_url": image.entry.get("base_marketplace_url"),
         "first_seen": iso(image.first_seen),
         "changed_at": iso(image.changed_at),
         "approved_at": iso(image.approved_at),
         "entry": image.entry,
     }
+
+
+_VO_WIDTH = 16
+"""Widest VO in the `vmic images` table ("vo.access.egi.eu"); a longer one is cut."""
+
+
+def _vo_cell(vo: object) -> str:
+    """The image's VO for the table, escaped and cut to :data:`_VO_WIDTH` ("-" if none)."""
+    if not vo:
+        return "-"
+    text = str(vo)
+    if len(text) > _VO_WIDTH:
+        text = text[: _VO_WIDTH - 3] + "..."
+    return shown(text)
 
 
 def _images(args: argparse.Namespace) -> int:
@@ -158,9 +177,14 @@ def _images(args: argparse.Namespace) -> int:
     if args.json:
         print_json([_image_json(i) for i in images])
         return ExitCode.OK
-    for i in images:
+    vos = [_vo_cell(i.entry.get("vo")) for i in images]
+    width = max((len(vo) for vo in vos), default=0)
+    for i, vo in zip(images, vos, strict=True):
         share = ("shared" if i.shareable else "local") if i.state in RUNNABLE_STATES else "-"
-        print(f"{i.image_id}  {i.state:<9} {share:<6} {human_size(i.size):>10}  {shown(i.title)}")
+        print(
+            f"{i.image_id}  {i.state:<9} {share:<6} {human_size(i.size):>10}  "
+            f"{vo:<{width}}  {shown(i.title)}"
+        )
     return ExitCode.OK
 
 
@@ -193,6 +217,9 @@ def _image_show(args: argparse.Namespace) -> int:
         ("arch", "arch"),
         ("version", "version"),
         ("VO", "vo"),
+        ("image page", "info_url"),
+        ("AppDB app id", "appliance_id"),
+        ("base image", "base_marketplace_url"),
         ("produced", "produced"),
         ("endorsed", "endorsed"),
         ("expires", "expires"),
