@@ -33,10 +33,10 @@ from site_agent.admin import default_name
 from site_agent.fetch import Fetcher, Validators
 from site_agent.peering import ByteSource, ListCopy
 from site_agent.peerstore import Peer, PeerImage, PeerStore
-from site_agent.records import HistoryRecord, Subscription
+from site_agent.records import Subscription
 from site_agent.report import SyncReport
 from site_agent.site import Site
-from site_agent.units import run_unit
+from site_agent.units import failed, run_unit
 
 
 def offers_of(peer: str, verified: VerifiedList) -> list[PeerImage]:
@@ -309,16 +309,7 @@ def _peer_recorder(site: Site, peer: Peer) -> Callable[[str, str], None]:
     def record(kind: str, message: str) -> None:
         with site.store.atomic():
             PeerStore(site.store).record_attempt(peer.name, at=site.now, error=message)
-            site.store.add_history(
-                HistoryRecord(
-                    subscription=peer.subscription,
-                    list_id=peer.list_id,
-                    at=site.now,
-                    outcome="failed",
-                    reason=message,
-                    kind=kind,
-                )
-            )
+            failed(site, peer.subscription, peer.list_id, kind=kind, message=message)
 
     return record
 

@@ -56,21 +56,26 @@ async def run_unit(
         return None
 
 
+def failed(site: Site, holder: str, list_id: str, *, kind: str, message: str) -> None:
+    """A ``failed`` line in the history of ``holder`` (a subscription, or ``peer:NAME``)."""
+    site.store.add_history(
+        HistoryRecord(
+            subscription=holder,
+            list_id=list_id,
+            at=site.now,
+            outcome="failed",
+            reason=message,
+            kind=kind,
+        )
+    )
+
+
 def subscription_recorder(site: Site, name: str, list_id: str) -> Callable[[str, str], None]:
     """Write a failed unit into a subscription's history and last-attempt columns."""
 
     def record(kind: str, message: str) -> None:
         with site.store.atomic():
-            site.store.add_history(
-                HistoryRecord(
-                    subscription=name,
-                    list_id=list_id,
-                    at=site.now,
-                    outcome="failed",
-                    reason=message,
-                    kind=kind,
-                )
-            )
+            failed(site, name, list_id, kind=kind, message=message)
             if site.store.subscription(name) is not None:
                 site.store.record_attempt(name, at=site.now, ok=False, error=message, kind=kind)
 
