@@ -26,6 +26,7 @@ from keys.limits import DEFAULT_LIMITS, Limits
 from keys.trust import CrlPolicy
 from keys.xmlsig import SignerPin
 from site_agent import vmcatcher
+from site_agent.cloud.settings import CloudSettings, parse_clouds
 
 EVENT_TYPES = (
     "image.new",
@@ -129,6 +130,21 @@ rehash_hours = 24
 # on = ["image.available", "image.withdrawn"]
 # command = ["/usr/local/bin/vmic-glance", "--cloud", "site1"]
 # timeout_seconds = 300
+
+# Clouds: OpenStack Glance, where available images are registered for users
+# (`vmic cloud add` writes one; `vmic cloud sync`, and every `vmic sync`, keeps it
+# in step). os_cloud is the clouds.yaml entry openstacksdk reads.
+#
+# [[clouds]]
+# name = "site1"
+# os_cloud = "openstack"
+# lists = []                  # subscriptions whose images go there (empty: all)
+# vos = []                    # VOs whose images go there (empty: all)
+# visibility = "shared"       # private, shared (with the VO's projects), community, public
+# projects = {{ dteam = ["0c4e...PROJECT_ID"] }}
+# name_template = "{{title}}"
+# withdrawn = "deactivate"    # or "delete"; deactivated images are deleted after
+# delete_after_days = 7
 """
 
 
@@ -185,6 +201,7 @@ class SiteConfig:
     identity: Identity | None = None
     federation: FederationSettings = FederationSettings()
     serve: ServeSettings = ServeSettings()
+    clouds: tuple[CloudSettings, ...] = ()
 
 
 def write_default(path: Path, *, trust: Path | None) -> None:
@@ -250,6 +267,7 @@ def load(path: Path) -> SiteConfig:
         "identity",
         "federation",
         "serve",
+        "clouds",
     }
     if unknown:
         raise ConfigError(f"{path}: unknown tables: {', '.join(sorted(unknown))}")
@@ -336,6 +354,7 @@ def load(path: Path) -> SiteConfig:
                 {"bind", "max_connections", "tls_cert", "tls_key", "rehash_hours"},
             )
         ),
+        clouds=parse_clouds(data.get("clouds", []), path),
     )
 
 

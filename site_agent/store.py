@@ -121,6 +121,17 @@ SCHEMA = [
         FROM lists WHERE subscription LIKE 'peer:%';
     DELETE FROM lists WHERE subscription LIKE 'peer:%';
     """,
+    # 5: images vmic registered in (or adopted from) the site's clouds (Glance)
+    """
+    CREATE TABLE cloud_images (
+        cloud TEXT NOT NULL, glance_id TEXT NOT NULL, image_id TEXT NOT NULL,
+        sha512 TEXT NOT NULL, state TEXT NOT NULL, adopted INTEGER NOT NULL DEFAULT 0,
+        registered_at TEXT NOT NULL, changed_at TEXT NOT NULL, withdrawn_at TEXT,
+        last_error TEXT,
+        PRIMARY KEY (cloud, glance_id)
+    );
+    CREATE INDEX cloud_images_by_image ON cloud_images (image_id);
+    """,
 ]
 SCHEMA_VERSION = len(SCHEMA)
 _VERSION_TABLES = {"lists": "lists", "peer_exports": "peer_exports"}
