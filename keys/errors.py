@@ -30,7 +30,8 @@ into the vmic error of that place (THREATS 33).
     ├── StoreError                  the site's local state cannot be used
     │   └── DiskFullError           no room for a download or a write
     ├── LockedError                 another vmic run holds the site's lock
-    └── PolicyError                 an image breaks the trusted-image policy
+    ├── PolicyError                 an image breaks the trusted-image policy
+    └── CloudError                  the site's cloud (OpenStack Glance) refused or failed
 """
 
 from __future__ import annotations
@@ -128,6 +129,10 @@ class DiskFullError(StoreError):
 
 class LockedError(VmicError):
     default_hint = "another `vmic` run is working on this site; this one did nothing"
+
+
+class CloudError(VmicError):
+    default_hint = "check the cloud (clouds.yaml entry, Glance, quota); the next run tries again"
 
 
 class PolicyError(VmicError):

@@ -24,6 +24,7 @@ from typing import Any, TextIO
 from feeds.verify import ListFormat
 from keys.errors import (
     CertificateError,
+    CloudError,
     ConfigError,
     FetchError,
     FreshnessError,
@@ -61,6 +62,7 @@ class ExitCode(IntEnum):
     LOCKED = 15
     PROBLEMS = 16
     POLICY = 17
+    CLOUD = 18
     INTERRUPTED = 130
 
 
@@ -81,6 +83,7 @@ _ERROR_CODES: tuple[tuple[type[VmicError], ExitCode, str], ...] = (
     (StoreError, ExitCode.STORE, "store"),
     (LockedError, ExitCode.LOCKED, "locked"),
     (PolicyError, ExitCode.POLICY, "policy"),
+    (CloudError, ExitCode.CLOUD, "cloud"),
 )
 
 
