@@ -7,6 +7,10 @@ STAMP := $(VENV)/.installed
 ATROPE_VENV := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/vmic-test-atrope/venv
 ATROPE_CONSTRAINTS := tests/interop/atrope/constraints.txt
 ATROPE_STAMP := $(ATROPE_VENV)/.installed
+# OpenStack Glance (served by gunicorn) for the cloud tests, likewise in its own venv
+GLANCE_VENV := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/vmic-test-glance/venv
+GLANCE_CONSTRAINTS := tests/interop/glance/constraints.txt
+GLANCE_STAMP := $(GLANCE_VENV)/.installed
 
 .PHONY: test demo lint typecheck pytest fuzz bench readme clean
 
@@ -23,7 +27,15 @@ $(ATROPE_STAMP): $(ATROPE_CONSTRAINTS)
 		--only-binary=:all: --constraint $(ATROPE_CONSTRAINTS) atrope==2.0.0
 	touch $(ATROPE_STAMP)
 
-test: $(STAMP) $(ATROPE_STAMP) lint typecheck pytest
+# Wheels only, but simplegeneric (WSME needs it), published only as a source archive.
+$(GLANCE_STAMP): $(GLANCE_CONSTRAINTS)
+	$(PYTHON) -m venv --clear $(GLANCE_VENV)
+	$(GLANCE_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		--only-binary=:all: --no-binary=simplegeneric --constraint $(GLANCE_CONSTRAINTS) \
+		glance==33.0.0 gunicorn
+	touch $(GLANCE_STAMP)
+
+test: $(STAMP) $(ATROPE_STAMP) $(GLANCE_STAMP) lint typecheck pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -33,8 +45,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict keys feeds site_agent federation tests bench
 
 # Under make the interop tests fail, never skip, when a tool they need is missing.
-pytest: $(STAMP) $(ATROPE_STAMP)
-	VMIC_ATROPE=$(ATROPE_VENV)/bin/atrope VMIC_REQUIRE_INTEROP=1 $(BIN)/pytest -q
+pytest: $(STAMP) $(ATROPE_STAMP) $(GLANCE_STAMP)
+	VMIC_ATROPE=$(ATROPE_VENV)/bin/atrope VMIC_GLANCE_VENV=$(GLANCE_VENV)/bin \
+		VMIC_REQUIRE_INTEROP=1 $(BIN)/pytest -q
 
 # Many more generated hostile inputs than `make test` runs (minutes, not seconds).
 fuzz: $(STAMP)

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, settings
 
 from tests.sim.server import Simulator
 from tests.support.ca import Identity, TestCA
+from tests.support.glance import GlanceMissingError, GlanceServer, glance_bin_dir
 from tests.support.site import CA_DN, World, make_world
 from tests.support.site import ENDORSER_DN as SITE_ENDORSER_DN
 
@@ -61,3 +62,25 @@ def world(tmp_path: Path, now: datetime, sim: Simulator) -> World:
     """A fresh CA, endorser and initialised site home for one test."""
     ca = TestCA(CA_DN, now=now)
     return make_world(tmp_path, now, ca, ca.issue(SITE_ENDORSER_DN), sim)
+
+
+@pytest.fixture(scope="session")
+def glance_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GlanceServer]:
+    """One real Glance for the session (started by the first test that asks for it)."""
+    try:
+        bin_dir = glance_bin_dir()
+    except GlanceMissingError as exc:
+        # skipped outside `make test`; under it (VMIC_REQUIRE_INTEROP=1) a failure
+        if os.environ.get("VMIC_REQUIRE_INTEROP") == "1":
+            pytest.fail(f"{exc}; `make test` installs it")
+        pytest.skip(f"{exc}; `make test` installs it")
+    with GlanceServer(bin_dir, tmp_path_factory.mktemp("glance")) as server:
+        yield server
+
+
+@pytest.fixture
+def glance(glance_server: GlanceServer) -> GlanceServer:
+    """The session's Glance, running and with no image in it."""
+    glance_server.start()  # again, if a test stopped it
+    glance_server.reset()
+    return glance_server

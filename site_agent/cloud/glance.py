@@ -1,0 +1,196 @@
+"""The one place vmic talks to Glance: openstacksdk, behind a small typed interface.
+
+openstacksdk finds the cloud as every OpenStack user expects: the clouds.yaml
+entry ``os_cloud`` (in its standard places, or the file ``OS_CLIENT_CONFIG_FILE``
+names), the usual ``OS_*`` variables, Keystone, application credentials, or
+``auth_type: none`` with an endpoint for a Glance without Keystone. It is
+imported here only, when a cloud is used: the rest of vmic starts without it.
+
+Every call is wrapped: whatever openstacksdk, keystoneauth or the network
+raise becomes a :class:`~keys.errors.CloudError` naming the cloud and the
+step, never with a credential in it (only the cloud's name and the Glance
+image id are quoted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from keys.errors import CloudError, describe
+from site_agent.cloud.plan import Seen, Wanted
+
+T = TypeVar("T")
+
+_STANDARD = frozenset(
+    {
+        "id", "name", "status", "visibility", "tags", "owner", "protected", "checksum",
+        "os_hash_algo", "os_hash_value", "size", "virtual_size", "disk_format",
+        "container_format", "min_disk", "min_ram", "created_at", "updated_at", "file",
+        "schema", "self", "direct_url", "locations", "stores", "os_hidden",
+    }
+)  # fmt: skip
+"""Glance's own fields: everything else of an image is a property."""
+
+
+class Glance:
+    """One connection to one cloud (use as a context manager)."""
+
+    def __init__(self, cloud: str, os_cloud: str) -> None:
+        self.cloud = cloud
+        self.os_cloud = os_cloud
+        self._connection: Any = None
+
+    def __enter__(self) -> Glance:
+        import openstack  # noqa: PLC0415 - heavy; only cloud commands pay for it
+
+        self._connection = self._call(
+            "cannot connect", lambda: openstack.connect(cloud=self.os_cloud)
+        )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.close()
+
+    @property
+    def _image(self) -> Any:
+        if self._connection is None:
+            raise RuntimeError("use Glance inside `with`")
+        return self._connection.image
+
+    def _call(self, what: str, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except CloudError:
+            raise
+        except Exception as exc:  # openstacksdk, keystoneauth, requests, the OS: all refusals
+            raise CloudError(f"cloud {self.cloud}: {what}: {describe(exc)}") from exc
+
+    # -- reading -------------------------------------------------------------------------
+    def images(self, tag: str) -> dict[str, Seen]:
+        """Every image carrying ``tag`` that this cloud's credentials can see, by id."""
+
+        def listed() -> dict[str, Seen]:
+            return {image.id: self._seen(image) for image in self._image.images(tag=tag)}
+
+        return self._call(f"cannot list the images tagged {tag}", listed)
+
+    def image(self, glance_id: str) -> Seen | None:
+        def fetched() -> Seen | None:
+            found = self._image.find_image(glance_id, ignore_missing=True)
+            return None if found is None else self._seen(self._image.get_image(glance_id))
+
+        return self._call(f"cannot read image {glance_id}", fetched)
+
+    def _seen(self, image: Any) -> Seen:
+        members = frozenset(m.member_id for m in self._image.members(image.id))
+        return Seen(
+            glance_id=image.id,
+            status=str(image.status or ""),
+            name=str(image.name or ""),
+            visibility=str(image.visibility or ""),
+            properties=_properties(image),
+            members=members,
+            hash_algo=image.hash_algo,
+            hash_value=image.hash_value,
+            size=image.size,
+        )
+
+    def all_images(self) -> Iterator[Any]:
+        """Every image the credentials can see (for adoption), as openstacksdk gives it."""
+        yield from self._call("cannot list images", lambda: list(self._image.images()))
+
+    # -- changing ------------------------------------------------------------------------
+    def create(self, wanted: Wanted, tag: str) -> str:
+        """A new image record, private, with no members; its id (the bytes come next)."""
+        from openstack.image.v2.image import Image  # noqa: PLC0415
+
+        def created() -> str:
+            record = Image.new(
+                name=wanted.name,
+                disk_format=wanted.disk_format,
+                container_format=wanted.container_format,
+                visibility="private",
+                tags=[tag],
+                **dict(wanted.properties),
+            )
+            return str(record.create(self._image).id)
+
+        return self._call(f"cannot create an image for {wanted.image_id}", created)
+
+    def upload(self, glance_id: str, path: Path, size: int) -> None:
+        """Stream the file's bytes into the image (never read whole into memory)."""
+
+        def uploaded() -> None:
+            image = self._image.get_image(glance_id)
+            with path.open("rb") as stream:
+                image.upload(self._image, data=stream, size=size)
+
+        self._call(f"cannot upload the bytes of image {glance_id}", uploaded)
+
+    def update(
+        self,
+        glance_id: str,
+        *,
+        name: str | None = None,
+        properties: Mapping[str, str] | None = None,
+        visibility: str | None = None,
+    ) -> None:
+        changes: dict[str, Any] = dict(properties or {})
+        if name is not None:
+            changes["name"] = name
+        if visibility is not None:
+            changes["visibility"] = visibility
+        if changes:
+            self._call(
+                f"cannot update image {glance_id}",
+                lambda: self._image.update_image(glance_id, **changes),
+            )
+
+    def add_member(self, glance_id: str, project: str) -> None:
+        self._call(
+            f"cannot share image {glance_id} with project {project}",
+            lambda: self._image.add_member(glance_id, member=project),
+        )
+
+    def remove_member(self, glance_id: str, project: str) -> None:
+        self._call(
+            f"cannot stop sharing image {glance_id} with project {project}",
+            lambda: self._image.remove_member(project, glance_id, ignore_missing=True),
+        )
+
+    def deactivate(self, glance_id: str) -> None:
+        self._call(
+            f"cannot deactivate image {glance_id}",
+            lambda: self._image.deactivate_image(glance_id),
+        )
+
+    def reactivate(self, glance_id: str) -> None:
+        self._call(
+            f"cannot reactivate image {glance_id}",
+            lambda: self._image.reactivate_image(glance_id),
+        )
+
+    def delete(self, glance_id: str) -> None:
+        self._call(
+            f"cannot delete image {glance_id}",
+            lambda: self._image.delete_image(glance_id, ignore_missing=True),
+        )
+
+
+def _properties(image: Any) -> dict[str, str]:
+    """An image's properties as strings (openstacksdk keeps unknown fields there)."""
+    found: dict[str, str] = {}
+    for key, value in (getattr(image, "properties", None) or {}).items():
+        if key not in _STANDARD and value is not None:
+            found[str(key)] = str(value)
+    for key in ("os_distro", "os_version", "architecture"):
+        value = getattr(image, key, None)
+        if value is not None:
+            found[key] = str(value)
+    return found
