@@ -39,6 +39,8 @@ class SyncReport:
     downloaded: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     hooks_delivered: int = 0
+    clouds: list[str] = field(default_factory=list)
+    """What was done in the site's clouds, one line each ("site1: registered image ...")."""
 
     @property
     def ok(self) -> bool:
@@ -62,6 +64,7 @@ class SyncReport:
             ],
             "downloaded": self.downloaded,
             "hooks_delivered": self.hooks_delivered,
+            "clouds": self.clouds,
             "problems": [
                 {"subscription": p.subscription, "kind": p.kind, "message": p.message}
                 for p in self.problems

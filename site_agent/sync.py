@@ -23,11 +23,13 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 
 from keys.errors import ConfigError, IntegrityError, VmicError
 from keys.trust import TrustStore
 from site_agent import config as site_config
 from site_agent.approval import AnyOf, PeersApproved
+from site_agent.cloud.run import sync_cloud
 from site_agent.fetch import Fetcher
 from site_agent.home import SiteHome
 from site_agent.hooks import run_hook
@@ -47,7 +49,7 @@ from site_agent.report import ListResult, SyncReport
 from site_agent.site import Site
 from site_agent.store import TRUST_PROBLEMS, Store
 from site_agent.sync_lists import sync_list
-from site_agent.units import log, run_unit, subscription_recorder
+from site_agent.units import log, run_unit, run_unit_now, subscription_recorder
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
 
@@ -86,6 +88,8 @@ def run_sync(
         report = asyncio.run(
             _sync(site, trust, subscriptions, download=download, progress=progress, peering=peering)
         )
+        if download and only is None:
+            sync_clouds(site, report)
         log.info(
             "sync done: %d list(s), %d change(s), %d download(s), %d problem(s)",
             len(report.lists),
@@ -170,6 +174,22 @@ async def _expire_if_due(site: Site, sub: Subscription, report: SyncReport) -> N
         f"expired on {iso(current.expires) if current else '?'}; its images are "
         "withdrawn until the endorser publishes a fresh one",
     )
+
+
+def sync_clouds(site: Site, report: SyncReport) -> None:
+    """Each configured cloud, as a unit of its own, after the images are in the cache."""
+    for cloud in site.config.clouds:
+        done = run_unit_now(
+            partial(sync_cloud, site, cloud),
+            report=report,
+            source=None,
+            what=f"cloud {cloud.name}",
+        )
+        if done is None:
+            continue
+        report.clouds.extend(f"{cloud.name}: {line}" for _step, line in done.done)
+        for problem in done.problems:
+            report.problem(None, "cloud", f"cloud {cloud.name}: {problem}")
 
 
 def reconcile(site: Site, report: SyncReport) -> None:

@@ -40,20 +40,48 @@ async def run_unit(
     message)`` (the unit's own history), and return None."""
     try:
         return await work
-    except Exception as exc:  # one unit must never stop the others: reported, logged
-        kind = type(exc).__name__ if isinstance(exc, VmicError) else INTERNAL
-        if isinstance(exc, VmicError):
-            message = f"{what} failed: {exc.message}"
-        else:
-            message = f"{what} failed unexpectedly ({describe(exc)}); the site log has details"
-            log.exception("%s: %s", source or "sync", message)
-        report.problem(source, kind, message)
-        if record is not None:
-            try:
-                record(kind, message)
-            except Exception:  # the report already holds the problem; the log says why
-                log.exception("%s: cannot record the failure", source or "sync")
+    except Exception as exc:  # noqa: BLE001 - one unit must never stop the others (reported, logged)
+        _report(exc, report=report, source=source, what=what, record=record)
         return None
+
+
+def run_unit_now(
+    work: Callable[[], T],
+    *,
+    report: SyncReport,
+    source: str | None,
+    what: str,
+    record: Callable[[str, str], None] | None = None,
+) -> T | None:
+    """:func:`run_unit` for work that is not a coroutine (a cloud, which runs on the
+    thread that holds the store)."""
+    try:
+        return work()
+    except Exception as exc:  # noqa: BLE001 - one unit must never stop the others (reported, logged)
+        _report(exc, report=report, source=source, what=what, record=record)
+        return None
+
+
+def _report(
+    exc: Exception,
+    *,
+    report: SyncReport,
+    source: str | None,
+    what: str,
+    record: Callable[[str, str], None] | None,
+) -> None:
+    kind = type(exc).__name__ if isinstance(exc, VmicError) else INTERNAL
+    if isinstance(exc, VmicError):
+        message = f"{what} failed: {exc.message}"
+    else:
+        message = f"{what} failed unexpectedly ({describe(exc)}); the site log has details"
+        log.error("%s: %s", source or "sync", message, exc_info=exc)
+    report.problem(source, kind, message)
+    if record is not None:
+        try:
+            record(kind, message)
+        except Exception:  # the report already holds the problem; the log says why
+            log.exception("%s: cannot record the failure", source or "sync")
 
 
 def failed(site: Site, holder: str, list_id: str, *, kind: str, message: str) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from importlib import metadata
 
 from federation.cli import (
+    cloud_cmd,
     context_cmd,
     endorse_cmd,
     images_cmd,
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     images_cmd.register(commands)
     serve_cmd.register(commands)
     peer_cmd.register(commands)
+    cloud_cmd.register(commands)
     context_cmd.register(commands)
     return parser
 

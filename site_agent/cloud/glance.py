@@ -152,6 +152,17 @@ class Glance:
                 lambda: self._image.update_image(glance_id, **changes),
             )
 
+    def set_tags(
+        self, glance_id: str, *, add: tuple[str, ...] = (), remove: tuple[str, ...] = ()
+    ) -> None:
+        def tagged() -> None:
+            for tag in add:
+                self._image.add_tag(glance_id, tag)
+            for tag in remove:
+                self._image.remove_tag(glance_id, tag)
+
+        self._call(f"cannot change the tags of image {glance_id}", tagged)
+
     def add_member(self, glance_id: str, project: str) -> None:
         self._call(
             f"cannot share image {glance_id} with project {project}",
