@@ -15,6 +15,7 @@ image id are quoted).
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -69,7 +70,7 @@ class Glance:
         except CloudError:
             raise
         except Exception as exc:  # openstacksdk, keystoneauth, requests, the OS: all refusals
-            raise CloudError(f"cloud {self.cloud}: {what}: {describe(exc)}") from exc
+            raise CloudError(f"cloud {self.cloud}: {what}: {_reason(exc)}") from exc
 
     # -- reading -------------------------------------------------------------------------
     def images(self, tag: str) -> dict[str, Seen]:
@@ -88,7 +89,9 @@ class Glance:
         return self._call(f"cannot read image {glance_id}", fetched)
 
     def _seen(self, image: Any) -> Seen:
-        members = frozenset(m.member_id for m in self._image.members(image.id))
+        members: frozenset[str] = frozenset()
+        if image.visibility == "shared":  # Glance lists members of shared images only
+            members = frozenset(m.member_id for m in self._image.members(image.id))
         return Seen(
             glance_id=image.id,
             status=str(image.status or ""),
@@ -192,6 +195,20 @@ class Glance:
             f"cannot delete image {glance_id}",
             lambda: self._image.delete_image(glance_id, ignore_missing=True),
         )
+
+
+_TAGS = re.compile(r"<[^>]{0,200}>")
+
+
+def _reason(exc: Exception) -> str:
+    """What Glance or the network said, briefly: an HTTP status and Glance's own words,
+    without the HTML Glance wraps them in, or the exception's kind and text."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        details = getattr(exc, "details", None) or ""
+        text = " ".join(_TAGS.sub(" ", str(details)).split())
+        return f"HTTP {status}" + (f": {text[:300]}" if text else "")
+    return describe(exc)[:500]
 
 
 def _properties(image: Any) -> dict[str, str]:

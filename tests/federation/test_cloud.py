@@ -1,0 +1,306 @@
+"""Images into the site's cloud: a real Glance 33, the real `vmic sync` and `vmic cloud ...`.
+
+THREATS 38-40. The site's cloud credentials act as project ``ops`` (a plain
+member, not a cloud admin), through an ordinary clouds.yaml entry. The
+endorser's images reach Glance only once the site holds their verified
+bytes; Glance's own SHA-512 of what it stored must be the endorser's before
+anyone else sees them; VO projects see what is shared with them; withdrawn
+images are deactivated, then deleted; what someone changed in Glance is
+repaired; nothing vmic did not register or adopt is ever touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from federation.cli.common import ExitCode
+from tests.support.glance import GlanceServer, glance_image
+from tests.support.site import World, image_bytes, image_uuid
+
+OPS = "ops"
+MEMBER = "member,reader"
+
+
+def publish_raw(world: World, *, version: int, images: tuple[int, ...], **changes: Any) -> None:
+    """A list of raw images (Glance checks that an image's bytes fit its disk format)."""
+    lst = world.make_list(version=version, images=images, **changes)
+    world.publish(replace(lst, entries=tuple(replace(e, format="raw") for e in lst.entries)))
+
+
+def registered(glance: GlanceServer) -> dict[str, dict[str, Any]]:
+    """Glance's images that vmic registered, by the endorsed image id."""
+    return {
+        image["vmic_image_id"]: image
+        for image in glance.images()
+        if "vmic_image_id" in image and image["status"] != "deleted"
+    }
+
+
+def members(glance: GlanceServer, glance_id: str) -> set[str]:
+    reply = glance.request("GET", f"/v2/images/{glance_id}/members", OPS, roles=MEMBER)
+    assert reply.status == 200, reply.body
+    return {m["member_id"] for m in reply.json()["members"]}
+
+
+@pytest.fixture
+def site(
+    world: World, glance: GlanceServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> World:
+    """A site holding images 1 and 2 (VO dteam) and a cloud shared with two projects."""
+    path = glance.write_clouds_yaml(tmp_path / "clouds.yaml", "vmic-ops", OPS, roles=MEMBER)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(path))
+    publish_raw(world, version=1, images=(1, 2))
+    assert world.subscribe(auto=True) == 0
+    assert world.vmic("sync") == 0
+    cloud = ["cloud", "add", "site1", "--os-cloud", "vmic-ops", "--delete-after-days", "0"]
+    assert world.vmic(*cloud, "--vo", "dteam=proj-b", "--vo", "dteam=proj-c") == 0
+    return world
+
+
+def test_sync_registers_verified_images_and_shares_them_with_the_vos_projects(
+    site: World, glance: GlanceServer
+) -> None:
+    assert site.vmic("sync") == 0
+
+    images = registered(glance)
+    assert set(images) == {image_uuid(1), image_uuid(2)}
+    for n in (1, 2):
+        image = images[image_uuid(n)]
+        assert image["status"] == "active"
+        assert image["owner"] == OPS
+        assert image["os_hash_algo"] == "sha512"
+        assert image["os_hash_value"] == hashlib.sha512(image_bytes(n)).hexdigest()
+        assert image["visibility"] == "shared"
+        assert image["vmic_list_id"] == str(site.make_list(version=1).id)
+        assert image["os_distro"] == "almalinux"
+        assert image["tags"] == ["vmic"]
+        assert members(glance, image["id"]) == {"proj-b", "proj-c"}
+        assert glance_image(glance, "proj-b", image["id"], roles=MEMBER) is not None
+        assert glance_image(glance, "proj-x", image["id"], roles=MEMBER) is None
+
+
+def test_a_second_run_changes_nothing(
+    site: World, glance: GlanceServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert site.vmic("sync") == 0
+    before = registered(glance)
+    capsys.readouterr()
+
+    assert site.vmic("cloud", "sync") == 0
+
+    assert capsys.readouterr().out.strip() == "cloud site1: nothing to do"
+    assert registered(glance) == before
+
+
+def test_a_withdrawn_image_is_deactivated_then_deleted(site: World, glance: GlanceServer) -> None:
+    assert site.vmic("sync") == 0
+    gone = registered(glance)[image_uuid(2)]["id"]
+    publish_raw(site, version=2, images=(1,), revoked=(2,))
+
+    assert site.vmic("sync") == 0
+    assert registered(glance)[image_uuid(2)]["status"] == "deactivated"
+    assert registered(glance)[image_uuid(1)]["status"] == "active"
+
+    assert site.vmic("cloud", "sync") == 0  # delete_after_days = 0: due at the next run
+    assert image_uuid(2) not in registered(glance)
+    assert all(image["id"] != gone for image in glance.images())
+
+
+def test_changes_made_in_glance_are_repaired_and_a_deleted_image_registered_again(
+    site: World, glance: GlanceServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert site.vmic("sync") == 0
+    images = registered(glance)
+    first, second = images[image_uuid(1)]["id"], images[image_uuid(2)]["id"]
+    patch = [
+        {"op": "replace", "path": "/name", "value": "renamed by hand"},
+        {"op": "replace", "path": "/vmic_sha512", "value": "0" * 128},
+    ]
+    reply = glance.request(
+        "PATCH",
+        f"/v2/images/{first}",
+        OPS,
+        roles=MEMBER,
+        body=json.dumps(patch).encode(),
+        headers={"Content-Type": "application/openstack-images-v2.1-json-patch"},
+    )
+    assert reply.status == 200, reply.body
+    assert glance.request("DELETE", f"/v2/images/{second}", OPS, roles=MEMBER).status == 204
+    capsys.readouterr()
+
+    assert site.vmic("cloud", "sync") == 0
+
+    out = capsys.readouterr().out
+    assert f"repaired image {image_uuid(1)} ({first}): name, properties" in out
+    assert f"forgot image {image_uuid(2)} ({second})" in out
+    images = registered(glance)
+    assert images[image_uuid(1)]["id"] == first  # repaired in place
+    assert images[image_uuid(1)]["name"] == "Test image 1"
+    assert images[image_uuid(1)]["vmic_sha512"] == hashlib.sha512(image_bytes(1)).hexdigest()
+    assert images[image_uuid(2)]["id"] != second  # registered again
+    assert images[image_uuid(2)]["status"] == "active"
+
+
+def test_an_image_vmic_did_not_register_is_never_touched(site: World, glance: GlanceServer) -> None:
+    """Even one that carries vmic's tag and claims an image id of this site."""
+    body = {
+        "name": "someone else's",
+        "disk_format": "raw",
+        "container_format": "bare",
+        "tags": ["vmic"],
+        "vmic_image_id": image_uuid(1),
+    }
+    reply = glance.request(
+        "POST",
+        "/v2/images",
+        OPS,
+        roles=MEMBER,
+        body=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert reply.status == 201, reply.body
+    foreign = reply.json()
+
+    assert site.vmic("sync") == 0
+    assert site.vmic("cloud", "sync") == 0
+
+    again = glance_image(glance, OPS, foreign["id"], roles=MEMBER)
+    assert again is not None
+    assert (again["status"], again["name"], again["updated_at"]) == (
+        "queued",
+        "someone else's",
+        foreign["updated_at"],
+    )
+
+
+def test_bytes_that_are_not_the_endorsers_never_become_visible(
+    site: World, glance: GlanceServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """THREATS 38: the cache file rotted after it was verified; Glance's SHA-512 of what it
+    stored differs, the upload is deleted, nobody else saw it, the next run tries again."""
+    with site.store() as store:
+        image = store.image(image_uuid(1))
+    assert image is not None
+    cached = site.home.images / image.sha512
+    good = cached.read_bytes()
+    cached.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    before = site.snapshot()
+    capsys.readouterr()
+
+    assert site.vmic("cloud", "sync") == ExitCode.PROBLEMS
+
+    assert "other bytes were stored; the upload was deleted" in capsys.readouterr().err
+    assert image_uuid(1) not in registered(glance)
+    assert all(img.get("vmic_image_id") != image_uuid(1) for img in glance.images())
+    assert site.snapshot().images == before.images  # the site's own state is as it was
+    cached.write_bytes(good)
+    assert site.vmic("cloud", "sync") == 0
+    assert registered(glance)[image_uuid(1)]["status"] == "active"
+
+
+def test_glance_down_is_a_problem_of_the_cloud_and_the_sync_goes_on(
+    site: World, glance: GlanceServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    publish_raw(site, version=2, images=(1, 2, 3))
+    capsys.readouterr()
+    with glance.stopped():
+        assert site.vmic("sync") == ExitCode.PROBLEMS
+        err = capsys.readouterr().err
+        assert "cloud site1" in err
+    assert site.states()[image_uuid(3)] == "available"  # the rest of the sync went on
+    with site.store() as store:
+        rows = store.db.execute("SELECT COUNT(*) FROM cloud_images").fetchone()[0]
+    assert rows == 0
+
+    assert site.vmic("sync") == 0
+    assert set(registered(glance)) == {image_uuid(1), image_uuid(2), image_uuid(3)}
+
+
+def test_adopt_takes_over_an_image_cloudkeeper_os_registered_in_place(
+    world: World, glance: GlanceServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = glance.write_clouds_yaml(tmp_path / "clouds.yaml", "vmic-ops", OPS, roles=MEMBER)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(path))
+    publish_raw(world, version=1, images=(1,))
+    assert world.subscribe(auto=True) == 0
+    assert world.vmic("sync") == 0
+    data = image_bytes(1)
+    attributes = {"sl:checksum:sha512": hashlib.sha512(data).hexdigest(), "ad:vo": "dteam"}
+    body = {
+        "name": "Test image 1 (cloudkeeper)",
+        "disk_format": "raw",
+        "container_format": "bare",
+        "APPLIANCE_ID": image_uuid(1),
+        "APPLIANCE_ATTRIBUTES": json.dumps(attributes),
+        "vmcatcher_event_ad_mpuri": "https://appdb.example.org/store/vm/image/1:1/",
+    }
+    created = glance.request(
+        "POST",
+        "/v2/images",
+        OPS,
+        roles=MEMBER,
+        body=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    ).json()
+    uploaded = glance.request(
+        "PUT",
+        f"/v2/images/{created['id']}/file",
+        OPS,
+        roles=MEMBER,
+        body=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert uploaded.status == 204, uploaded.body
+    cloud = ["cloud", "add", "site1", "--os-cloud", "vmic-ops", "--vo", "dteam=proj-b"]
+    assert world.vmic(*cloud) == 0
+
+    assert world.vmic("cloud", "adopt", "site1") == 0
+    assert world.vmic("cloud", "sync") == 0
+
+    images = [img for img in glance.images() if img["status"] != "deleted"]
+    assert [img["id"] for img in images] == [created["id"]]  # no second copy: adopted in place
+    adopted = images[0]
+    assert adopted["vmic_image_id"] == image_uuid(1)
+    assert adopted["vmic_adopted_from"] == "cloudkeeper-os"
+    assert adopted["APPLIANCE_ID"] == image_uuid(1)  # what site scripts read stays
+    assert adopted["name"] == "Test image 1"
+    assert members(glance, created["id"]) == {"proj-b"}
+
+
+def test_what_a_run_killed_during_an_upload_leaves_is_cleaned_up(
+    site: World, glance: GlanceServer
+) -> None:
+    """A run killed mid-upload leaves its registry row (written before any byte) and
+    Glance's record half filled (queued or saving): the next run deletes that record and
+    registers the image anew; nobody ever saw the half-filled one."""
+    assert site.vmic("sync") == 0
+    images = registered(glance)
+    body = {"name": "Test image 1", "disk_format": "raw", "container_format": "bare"}
+    left = glance.request(
+        "POST",
+        "/v2/images",
+        OPS,
+        roles=MEMBER,
+        body=json.dumps({**body, "tags": ["vmic"]}).encode(),
+        headers={"Content-Type": "application/json"},
+    ).json()
+    with site.store() as store, store.atomic():
+        store.db.execute(
+            "INSERT INTO cloud_images (cloud, glance_id, image_id, sha512, state, adopted,"
+            " registered_at, changed_at) VALUES ('site1', ?, ?, ?, 'uploading', 0, ?, ?)",
+            (left["id"], image_uuid(3), "ab" * 64, "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"),
+        )
+
+    assert site.vmic("cloud", "sync") == 0
+
+    assert glance_image(glance, OPS, left["id"], roles=MEMBER) is None  # deleted
+    assert registered(glance) == images  # the others untouched
+    with site.store() as store:
+        states = store.db.execute("SELECT state FROM cloud_images").fetchall()
+    assert sorted(s for (s,) in states) == ["active", "active"]
