@@ -183,7 +183,7 @@ def sync_clouds(site: Site, report: SyncReport) -> None:
             partial(sync_cloud, site, cloud),
             report=report,
             source=None,
-            what=f"cloud {cloud.name}",
+            what="cloud sync",
         )
         if done is None:
             continue

@@ -208,7 +208,8 @@ def _reason(exc: Exception) -> str:
         details = getattr(exc, "details", None) or ""
         text = " ".join(_TAGS.sub(" ", str(details)).split())
         return f"HTTP {status}" + (f": {text[:300]}" if text else "")
-    return describe(exc)[:500]
+    text = describe(exc)
+    return text if len(text) <= 240 else text[:240] + "..."
 
 
 def _properties(image: Any) -> dict[str, str]:
