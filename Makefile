@@ -62,6 +62,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/mirror.py
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/federation_tree.py
+	$(BIN)/python bench/glance.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

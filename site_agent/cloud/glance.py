@@ -82,9 +82,14 @@ class Glance:
         return self._call(f"cannot list the images tagged {tag}", listed)
 
     def image(self, glance_id: str) -> Seen | None:
+        from openstack import exceptions  # noqa: PLC0415
+
         def fetched() -> Seen | None:
-            found = self._image.find_image(glance_id, ignore_missing=True)
-            return None if found is None else self._seen(self._image.get_image(glance_id))
+            try:
+                found = self._image.get_image(glance_id)
+            except exceptions.NotFoundException:
+                return None
+            return self._seen(found)
 
         return self._call(f"cannot read image {glance_id}", fetched)
 
@@ -129,10 +134,11 @@ class Glance:
     def upload(self, glance_id: str, path: Path, size: int) -> None:
         """Stream the file's bytes into the image (never read whole into memory)."""
 
+        from openstack.image.v2.image import Image  # noqa: PLC0415
+
         def uploaded() -> None:
-            image = self._image.get_image(glance_id)
             with path.open("rb") as stream:
-                image.upload(self._image, data=stream, size=size)
+                Image.existing(id=glance_id).upload(self._image, data=stream, size=size)
 
         self._call(f"cannot upload the bytes of image {glance_id}", uploaded)
 

@@ -21,6 +21,7 @@ CASES = {
     "mirror": (["--size", "256k", "--rounds", "1"], "ratio vmic sync/baseline"),
     "sync": (["--subscriptions", "4", "--rounds", "1"], "nothing changed (all 304)"),
     "federation_tree": (["--size", "32k", "--sites", "2", "--fanout", "1"], "where the time goes"),
+    "glance": (["--size", "256k", "--rounds", "1"], "ratio vmic/client"),
 }
 
 
