@@ -10,7 +10,10 @@ its script. ``GET /image/<uuid>`` shows what the HEPiX catalogue showed
 endorsement dates, checksum, hypervisor, OS version, architecture), the
 image's VO, page, EGI AppDB appliance id and base image page, and where the
 bytes can be had: this site's ``/images/sha512/<hex>`` while the image is
-available, the endorser's URL, and peers that offer it.
+available, the endorser's URL, and peers that offer it; and where vmic
+registered it (each cloud, Glance id and state, from the site's registry of
+``cloud_images``), which the table shows too, in a Clouds column, once any
+image is registered.
 
 Every page names the site's signed export in its head, by the feed
 autodiscovery link (``<link rel="alternate" type="application/atom+xml"
@@ -25,6 +28,7 @@ style and script blocks, by a fresh nonce.
 from __future__ import annotations
 
 import secrets
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +41,7 @@ from federation.markup import Markup, escape, join, link, query, render, trusted
 from federation.serve_state import state_of
 from feeds.model import image_id
 from keys.errors import ListFormatError
+from site_agent.cloud.registry import ACTIVE, DEACTIVATED, Registration, Registry
 from site_agent.peerstore import PeerImage, PeerStore
 from site_agent.records import AVAILABLE, RUNNABLE_STATES, ImageRecord, ListVersion, parse_iso
 from site_agent.store import Store
@@ -50,6 +55,8 @@ class Row:
 
     image: ImageRecord
     listed: ListVersion | None
+    clouds: tuple[Registration, ...] = ()
+    """Where vmic registered the image (the site's registry)."""
 
     @property
     def endorser(self) -> str:
@@ -73,6 +80,13 @@ class Row:
     @property
     def approved_locally(self) -> bool:
         return self.image.state in RUNNABLE_STATES
+
+    @property
+    def cloud_names(self) -> str:
+        """Each cloud the image is registered in, with its state unless active."""
+        return ", ".join(
+            r.cloud if r.state == ACTIVE else f"{r.cloud} ({r.state})" for r in self.clouds
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,18 +175,36 @@ COLUMNS: tuple[Column, ...] = (
         "date",
     ),
     Column("page", "Image page", lambda r: r.page_host, _text(lambda r: r.page_host)),
+    Column("clouds", "Clouds", lambda r: r.cloud_names, _text(lambda r: r.cloud_names)),
 )
 _BY_KEY = {c.key: c for c in COLUMNS}
 
 
+def _columns(rows: list[Row]) -> tuple[Column, ...]:
+    """The table's columns: Clouds only once vmic registered an image in a cloud."""
+    if any(r.clouds for r in rows):
+        return COLUMNS
+    return tuple(c for c in COLUMNS if c.key != "clouds")
+
+
 def load_rows(store: Store) -> list[Row]:
-    """Every image, with the list version in force for its list (on the reader thread)."""
+    """Every image, with the list version in force for its list and where it is
+    registered (on the reader thread)."""
     listed: dict[str, ListVersion | None] = {}
+    clouds: dict[str, list[Registration]] = defaultdict(list)
+    for reg in Registry(store).all():
+        clouds[reg.image_id].append(reg)
     rows = []
     for image in store.images():
         if image.list_id not in listed:
             listed[image.list_id] = store.current_list(image.list_id)
-        rows.append(Row(image=image, listed=listed[image.list_id]))
+        rows.append(
+            Row(
+                image=image,
+                listed=listed[image.list_id],
+                clouds=tuple(clouds.get(image.image_id, ())),
+            )
+        )
     return rows
 
 
@@ -255,6 +287,7 @@ async def catalogue(request: web.Request) -> web.Response:
     lists = len({r.image.list_id for r in rows})
     available = sum(1 for r in rows if r.image.state == AVAILABLE)
     words = q.lower().split()
+    columns = _columns(rows)
     shown = sorted(
         (r for r in rows if matches(r, words)),
         key=lambda r: (_BY_KEY[sort].sort_key(r), r.image.title.lower(), r.image.image_id),
@@ -287,13 +320,13 @@ async def catalogue(request: web.Request) -> web.Response:
         sort=sort,
         order=order,
         count=len(shown),
-        head=join(_header_cell(c, q=q, sort=sort, order=order) for c in COLUMNS),
+        head=join(_header_cell(c, q=q, sort=sort, order=order) for c in columns),
         body=join(
             (
                 render(
                     '<tr data-image="{id}">{cells}</tr>',
                     id=r.image.image_id,
-                    cells=join(_cell(c, r) for c in COLUMNS),
+                    cells=join(_cell(c, r) for c in columns),
                 )
                 for r in shown
             ),
@@ -316,7 +349,11 @@ def _load_detail(store: Store, wanted: str) -> Detail | None:
     if image is None:
         return None
     return Detail(
-        row=Row(image=image, listed=store.current_list(image.list_id)),
+        row=Row(
+            image=image,
+            listed=store.current_list(image.list_id),
+            clouds=tuple(Registry(store).of_image(image.image_id)),
+        ),
         offers=PeerStore(store).offers(sha512=image.sha512),
     )
 
@@ -345,6 +382,27 @@ def _sources(detail: Detail, base_url: str) -> Markup:
         render("<li>peer {name}: {url}</li>", name=offer.peer, url=link(offer.url))
         for offer in detail.offers
     )
+    return render("<ul>{items}</ul>", items=join(items))
+
+
+def _registrations(clouds: tuple[Registration, ...]) -> Markup | str:
+    """Each cloud the image is registered in: its Glance id, state and since when."""
+    if not clouds:
+        return ""
+    items = []
+    for reg in clouds:
+        since = (reg.withdrawn_at or reg.changed_at) if reg.state == DEACTIVATED else None
+        items.append(
+            render(
+                "<li>{cloud}: <code>{glance_id}</code> {state}{since}, {how} {registered}</li>",
+                cloud=reg.cloud,
+                glance_id=reg.glance_id,
+                state=reg.state,
+                since=f" since {_time(since)}" if since else "",
+                how="adopted" if reg.adopted else "registered by vmic",
+                registered=_time(reg.registered_at),
+            )
+        )
     return render("<ul>{items}</ul>", items=join(items))
 
 
@@ -406,6 +464,7 @@ async def image_page(request: web.Request) -> web.Response:
         _field("Approved here", _time(image.approved_at)),
         _field("Last change", _time(image.changed_at)),
         _field("Bytes from", _sources(detail, base)),
+        _field("Registered in clouds", _registrations(row.clouds)),
     ]
     body = render(
         '<p><a href="/">&larr; all images</a></p>\n<h1>{title}</h1>\n'

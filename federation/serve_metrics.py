@@ -13,6 +13,12 @@ Metrics, read from the store at each scrape plus the server's own counters:
 - ``vmic_peer_failures_total{peer=...}``: bad transfers from each peer;
 - ``vmic_trust_unusable_files`` and ``vmic_trust_unusable_file{file=...}``:
   files of the trust directory the last sync could not use;
+- ``vmic_cloud_images{cloud=...,state=...}``: the Glance images vmic holds in
+  each cloud (registered or adopted; the site's registry), by state:
+  ``uploading`` (bytes on their way, or left by a run that was cut off: the
+  next run deletes it), ``active``, ``deactivated`` (withdrawn, waiting for
+  deletion); each cloud configured when `vmic serve` started has all three,
+  at 0 when it holds none;
 - ``vmic_bytes_served_total``, ``vmic_image_checks_total`` and
   ``vmic_image_check_failures_total``: this server process's own counts.
 """
@@ -29,6 +35,8 @@ from aiohttp import web
 
 from federation.serve_state import log, state_of
 from keys.errors import StoreError
+from site_agent.cloud.plan import UPLOADING
+from site_agent.cloud.registry import ACTIVE, DEACTIVATED, Registry
 from site_agent.peerstore import PeerStore
 from site_agent.records import STATES, iso
 from site_agent.store import Store, trust_problems
@@ -52,10 +60,16 @@ class Snapshot:
     rejected: int
     peer_failures: dict[str, int]
     unusable_trust_files: list[str]
+    cloud_images: dict[tuple[str, str], int]
+    """Registrations by (cloud, state)."""
 
 
-def take_snapshot(store: Store) -> Snapshot:
-    """What the metrics report, read on the store reader's thread."""
+CLOUD_STATES = (UPLOADING, ACTIVE, DEACTIVATED)
+
+
+def take_snapshot(store: Store, clouds: tuple[str, ...] = ()) -> Snapshot:
+    """What the metrics report, read on the store reader's thread; ``clouds`` are the
+    configured clouds' names (each reported, even with no image)."""
     lists = []
     for sub in store.subscriptions():
         current = store.current_list(sub.list_id)
@@ -71,6 +85,9 @@ def take_snapshot(store: Store) -> Snapshot:
         )
     images = Counter(image.state for image in store.images())
     attempts = [s.last_attempt for s in store.subscriptions() if s.last_attempt is not None]
+    held = Counter((r.cloud, r.state) for r in Registry(store).all())
+    names = sorted({*clouds, *(cloud for cloud, _ in held)})
+    states = [*CLOUD_STATES, *sorted({s for _, s in held} - set(CLOUD_STATES))]
     return Snapshot(
         lists=lists,
         images={state: images.get(state, 0) for state in STATES},
@@ -78,6 +95,7 @@ def take_snapshot(store: Store) -> Snapshot:
         rejected=sum(1 for h in store.history() if h.outcome == "rejected"),
         peer_failures={p.name: p.failures for p in PeerStore(store).peers()},
         unusable_trust_files=[p.split(":", 1)[0] for p in trust_problems(store)],
+        cloud_images={(c, s): held.get((c, s), 0) for c in names for s in states},
     )
 
 
@@ -169,12 +187,20 @@ def render_metrics(snap: Snapshot, *, bytes_served: int, checks: int, check_fail
         "Cached files that failed a re-hash and were quarantined by this process.",
     )
     out.sample("vmic_image_check_failures_total", check_failures)
+    out.family(
+        "vmic_cloud_images",
+        "gauge",
+        "Glance images vmic registered or adopted, by cloud and state.",
+    )
+    for (cloud, state), count in snap.cloud_images.items():
+        out.sample("vmic_cloud_images", count, cloud=cloud, state=state)
     return out.text()
 
 
 async def metrics(request: web.Request) -> web.Response:
     state = state_of(request)
-    snap = await state.reader.run(take_snapshot)
+    clouds = tuple(cloud.name for cloud in state.config.clouds)
+    snap = await state.reader.run(lambda store: take_snapshot(store, clouds))
     body = render_metrics(
         snap,
         bytes_served=state.counters.bytes_served,

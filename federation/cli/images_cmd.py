@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from federation.cli.common import ExitCode, human_size, iso, print_json, shown, utcnow
@@ -10,6 +13,7 @@ from federation.cli.site_cmd import home_parent, print_changes, site_home
 from keys.errors import ConfigError
 from site_agent import admin, config_edit
 from site_agent import config as site_config
+from site_agent.cloud.registry import DEACTIVATED, Registration, Registry
 from site_agent.records import RUNNABLE_STATES, STATES, ImageRecord
 
 
@@ -22,7 +26,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=(
             "Every image the site knows: id, state (new, approved, refused, available, "
             "expired, revoked, withdrawn), whether it may be shared, size, VO (cut to 16 "
-            "characters; --json and `vmic image show` give it whole) and title."
+            "characters; --json and `vmic image show` give it whole), the clouds it is "
+            "registered in (when the site has any; `vmic image show` gives the Glance ids) "
+            "and title."
         ),
     )
     images.add_argument("--state", choices=STATES, help="only images in this state")
@@ -35,7 +41,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "show",
         parents=[home],
         help="everything the site knows about one image",
-        description="Show an image's endorsed metadata, its state and where its bytes are.",
+        description=(
+            "Show an image's endorsed metadata, its state, where its bytes are and where "
+            "it is registered (each cloud, Glance id and state)."
+        ),
     )
     show.add_argument("image_id", metavar="ID", help="image UUID")
     show.add_argument("--json", action="store_true", help="machine-readable output")
@@ -133,7 +142,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     remove.set_defaults(func=_hooks_remove)
 
 
-def _image_json(image: ImageRecord) -> dict[str, Any]:
+def _cloud_json(reg: Registration) -> dict[str, Any]:
+    return {
+        "cloud": reg.cloud,
+        "glance_id": reg.glance_id,
+        "state": reg.state,
+        "adopted": reg.adopted,
+        "sha512": reg.sha512,
+        "registered_at": iso(reg.registered_at),
+        "changed_at": iso(reg.changed_at),
+        "withdrawn_at": iso(reg.withdrawn_at),
+        "last_error": reg.last_error,
+    }
+
+
+def _image_json(image: ImageRecord, clouds: Sequence[Registration] = ()) -> dict[str, Any]:
     return {
         "id": image.image_id,
         "title": image.title,
@@ -153,6 +176,7 @@ def _image_json(image: ImageRecord) -> dict[str, Any]:
         "first_seen": iso(image.first_seen),
         "changed_at": iso(image.changed_at),
         "approved_at": iso(image.approved_at),
+        "clouds": [_cloud_json(reg) for reg in clouds],
         "entry": image.entry,
     }
 
@@ -171,30 +195,67 @@ def _vo_cell(vo: object) -> str:
     return shown(text)
 
 
+_CLOUDS_WIDTH = 16
+"""Widest cloud cell in the `vmic images` table; more names than fit show as a count."""
+
+
+def _clouds_cell(clouds: Sequence[Registration]) -> str:
+    """The clouds an image is registered in, for the table ("-" if none): their names,
+    or "N clouds" when they do not fit (the image's state says whether it is in use)."""
+    names = sorted({r.cloud for r in clouds})
+    text = ",".join(names) or "-"
+    if len(text) > _CLOUDS_WIDTH:
+        text = f"{len(names)} clouds"
+    return shown(text)
+
+
 def _images(args: argparse.Namespace) -> int:
     with admin.read_store(site_home(args)) as store:
         images = store.images(state=args.state)
+        registered: dict[str, list[Registration]] = defaultdict(list)
+        for reg in Registry(store).all():
+            registered[reg.image_id].append(reg)
     if args.json:
-        print_json([_image_json(i) for i in images])
+        print_json([_image_json(i, registered.get(i.image_id, ())) for i in images])
         return ExitCode.OK
     vos = [_vo_cell(i.entry.get("vo")) for i in images]
     width = max((len(vo) for vo in vos), default=0)
-    for i, vo in zip(images, vos, strict=True):
+    clouds = [_clouds_cell(registered.get(i.image_id, ())) for i in images]
+    clouds_width = max((len(c) for c in clouds), default=0) if registered else 0
+    for i, vo, where in zip(images, vos, clouds, strict=True):
         share = ("shared" if i.shareable else "local") if i.state in RUNNABLE_STATES else "-"
+        cloud_cell = f"{where:<{clouds_width}}  " if clouds_width else ""
         print(
             f"{i.image_id}  {i.state:<9} {share:<6} {human_size(i.size):>10}  "
-            f"{vo:<{width}}  {shown(i.title)}"
+            f"{vo:<{width}}  {cloud_cell}{shown(i.title)}"
         )
     return ExitCode.OK
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M}Z" if moment else "?"
+
+
+def _registration_line(reg: Registration) -> str:
+    """One registration for `vmic image show`: cloud, Glance id, state and since when."""
+    how = "adopted" if reg.adopted else "registered by vmic"
+    line = f"{shown(reg.cloud)}: {shown(reg.glance_id)} {reg.state}"
+    if reg.state == DEACTIVATED:
+        line += f" since {_when(reg.withdrawn_at or reg.changed_at)}"
+    line += f", {how} {_when(reg.registered_at)}"
+    if reg.last_error:
+        line += f" (last error: {shown(reg.last_error)})"
+    return line
 
 
 def _image_show(args: argparse.Namespace) -> int:
     home = site_home(args)
     with admin.read_store(home) as store:
         image = store.image(args.image_id.removeprefix("urn:uuid:").lower())
+        clouds = Registry(store).of_image(image.image_id) if image else []
     if image is None:
         raise ConfigError(f"no image {args.image_id} at this site", hint="see `vmic images`")
-    data = _image_json(image)
+    data = _image_json(image, clouds)
     cached = home.images / image.sha512
     data["cache_file"] = str(cached) if cached.exists() else None
     if args.json:
@@ -230,6 +291,9 @@ def _image_show(args: argparse.Namespace) -> int:
     print(f"  sha512:       {image.sha512}")
     print(f"  download:     {shown(image.url)}")
     print(f"  cache file:   {shown(data['cache_file'] or '-')}")
+    lines = [_registration_line(reg) for reg in clouds] or ["-"]
+    for label, line in zip(["clouds:", *[""] * (len(lines) - 1)], lines, strict=True):
+        print(f"  {label:<13} {line}")
     return ExitCode.OK
 
 

@@ -182,7 +182,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=(
             "The cron job: fetch every subscribed list, verify it, apply the approval "
             "policy, download approved images (resumable, SHA-512 checked), withdraw "
-            "revoked, removed and expired images, and run hooks. Silent when all is well; "
+            "revoked, removed and expired images, run hooks, and bring the configured "
+            "clouds in step (as `vmic cloud sync` does; not with --only or --no-download). "
+            "Silent when all is well; "
             f"one line per problem on stderr and exit {int(ExitCode.PROBLEMS)} otherwise; "
             f"exit {int(ExitCode.LOCKED)} at once when another run holds the site."
         ),
@@ -366,6 +368,8 @@ def _sync(args: argparse.Namespace) -> int:
             version = f" version {result.version}" if result.version else ""
             print(f"{shown(result.subscription)}: {result.outcome}{version}")
         print_changes(report.changes)
+        for line in report.clouds:  # "site1: registered image ... as GLANCE_ID (name)"
+            print(f"cloud {shown(line)}")
         print(f"downloaded {len(report.downloaded)}, hooks run {report.hooks_delivered}")
     for problem in report.problems:
         where = f"{shown(problem.subscription)}: " if problem.subscription else ""

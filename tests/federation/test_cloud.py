@@ -21,6 +21,7 @@ import pytest
 
 from federation.cli.common import ExitCode
 from tests.support.glance import GlanceServer, glance_image
+from tests.support.serving import ServeThread
 from tests.support.site import World, image_bytes, image_uuid
 
 OPS = "ops"
@@ -304,3 +305,54 @@ def test_what_a_run_killed_during_an_upload_leaves_is_cleaned_up(
     with site.store() as store:
         states = store.db.execute("SELECT state FROM cloud_images").fetchall()
     assert sorted(s for (s,) in states) == ["active", "active"]
+
+
+def test_where_each_image_is_registered_shows_in_the_cli_the_catalogue_and_metrics(
+    site: World, glance: GlanceServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert site.vmic("sync", "-v") == 0
+    images = registered(glance)
+    first, second = images[image_uuid(1)]["id"], images[image_uuid(2)]["id"]
+    out = capsys.readouterr().out
+    assert f"cloud site1: registered image {image_uuid(1)} as {first} (Test image 1)" in out
+    assert f"cloud site1: registered image {image_uuid(2)} as {second} (Test image 2)" in out
+
+    publish_raw(site, version=2, images=(1,), revoked=(2,))
+    assert site.vmic("sync", "-v") == 0
+    assert f"cloud site1: deactivated image {image_uuid(2)} ({second})" in capsys.readouterr().out
+
+    assert site.vmic("image", "show", image_uuid(1), "--json") == 0
+    clouds = json.loads(capsys.readouterr().out)["clouds"]
+    assert [(c["cloud"], c["glance_id"], c["state"], c["adopted"]) for c in clouds] == [
+        ("site1", first, "active", False)
+    ]
+    assert clouds[0]["registered_at"] is not None
+    assert site.vmic("image", "show", image_uuid(2)) == 0
+    text = capsys.readouterr().out
+    assert f"  clouds:       site1: {second} deactivated since " in text
+    assert ", registered by vmic " in text
+
+    assert site.vmic("images", "--json") == 0
+    listed = {i["id"]: i["clouds"] for i in json.loads(capsys.readouterr().out)}
+    assert [(c["glance_id"], c["state"]) for c in listed[image_uuid(1)]] == [(first, "active")]
+    assert [(c["glance_id"], c["state"]) for c in listed[image_uuid(2)]] == [
+        (second, "deactivated")
+    ]
+    assert site.vmic("images") == 0
+    table = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "  site1  Test image 1" in table[image_uuid(1)]
+
+    with ServeThread(site.home) as server:
+        catalogue = server.get("/").text
+        page = server.get(f"/image/{image_uuid(2)}").text
+        metrics = server.get("/metrics").text
+
+    assert '<a href="/?sort=clouds&amp;order=asc">Clouds</a>' in catalogue
+    assert "<td>site1</td>" in catalogue
+    assert "<td>site1 (deactivated)</td>" in catalogue
+    assert f"<li>site1: <code>{second}</code> deactivated since " in page
+    assert "registered by vmic" in page
+    assert 'vmic_cloud_images{cloud="site1",state="active"} 1' in metrics
+    assert 'vmic_cloud_images{cloud="site1",state="deactivated"} 1' in metrics
+    assert 'vmic_cloud_images{cloud="site1",state="uploading"} 0' in metrics
