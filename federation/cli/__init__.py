@@ -87,8 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # argparse exits on --help, --version and usage errors
         return int(exc.code) if isinstance(exc.code, int) else ExitCode.USAGE
     try:
-        # `vmic sync` reports its problems itself and logs to the site log only
-        with command_logging(to_stderr=args.command != "sync"):
+        # `vmic sync` and `vmic cloud` report their problems themselves, and log to the
+        # site log only
+        with command_logging(to_stderr=args.command not in ("sync", "cloud")):
             return int(args.func(args))
     except VmicError as error:
         return report_error(error)

@@ -9,6 +9,7 @@ from typing import Any
 
 from federation.cli.common import ExitCode, print_json, shown, utcnow
 from federation.cli.site_cmd import home_parent, site_home
+from federation.cli.sitelog import site_log
 from keys.errors import ConfigError
 from site_agent import config as site_config
 from site_agent import config_edit
@@ -187,7 +188,7 @@ def _sync(args: argparse.Namespace) -> int:
     config = site_config.load(home.config)
     ok = True
     results = []
-    with locked_site(home, now=utcnow(), purpose="vmic cloud sync") as site:
+    with site_log(home), locked_site(home, now=utcnow(), purpose="vmic cloud sync") as site:
         for cloud in _chosen(config.clouds, args.name):
             report = sync_cloud(site, cloud, dry_run=args.dry_run)
             ok = ok and report.ok
@@ -231,7 +232,7 @@ def _adopt(args: argparse.Namespace) -> int:
     home.require_initialised()
     config = site_config.load(home.config)
     (cloud,) = _chosen(config.clouds, args.name)
-    with locked_site(home, now=utcnow(), purpose="vmic cloud adopt") as site:
+    with site_log(home), locked_site(home, now=utcnow(), purpose="vmic cloud adopt") as site:
         report = adopt(site, cloud, dry_run=args.dry_run)
     for line in report.adopted:
         print(shown(line))

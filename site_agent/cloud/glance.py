@@ -178,6 +178,21 @@ class Glance:
             lambda: self._image.add_member(glance_id, member=project),
         )
 
+    def accept_member(self, glance_id: str, project: str) -> bool:
+        """Accept the share on the project's behalf, as atrope does, where the cloud's
+        credentials may (an admin's); otherwise the project's users accept it once (``openstack
+        image set --accept``). Whether it was accepted."""
+        from openstack import exceptions  # noqa: PLC0415
+
+        def accepted() -> bool:
+            try:
+                self._image.update_member(project, glance_id, status="accepted")
+            except exceptions.ForbiddenException:
+                return False
+            return True
+
+        return self._call(f"cannot accept image {glance_id} for project {project}", accepted)
+
     def remove_member(self, glance_id: str, project: str) -> None:
         self._call(
             f"cannot stop sharing image {glance_id} with project {project}",

@@ -105,6 +105,7 @@ def sync_cloud(site: Site, cloud: CloudSettings, *, dry_run: bool = False) -> Cl
             except VmicError as error:
                 report.problems.append(f"{_describe(step)}: {error.message}")
                 log.warning("cloud %s: %s: %s", cloud.name, _describe(step), error.message)
+                _note_error(site, step, error.message)
                 continue
             report.done.append((step, line))
     return report
@@ -132,6 +133,7 @@ def _apply(
         )
         for project in sorted(step.add_members):
             glance.add_member(glance_id, project)
+            glance.accept_member(glance_id, project)
         for project in sorted(step.remove_members):
             glance.remove_member(glance_id, project)
         _record(site, replace(reg, state=ACTIVE, changed_at=site.now, last_error=None))
@@ -193,6 +195,7 @@ def _create(site: Site, glance: Glance, cloud: CloudSettings, wanted: Wanted) ->
             glance.update(glance_id, visibility=wanted.visibility)
         for project in sorted(wanted.members):
             glance.add_member(glance_id, project)
+            glance.accept_member(glance_id, project)
     except VmicError as error:
         _discard(site, glance, cloud, glance_id, error)
         raise
@@ -246,6 +249,16 @@ def _discard(
         return
     with site.store.atomic():
         Registry(site.store).forget(cloud.name, glance_id)
+
+
+def _note_error(site: Site, step: Step, message: str) -> None:
+    """Keep a failed step's reason on the registration it concerns (shown by image show)."""
+    reg = step.registration
+    if reg is None or not any(
+        r.glance_id == reg.glance_id for r in Registry(site.store).all(reg.cloud)
+    ):
+        return
+    _record(site, replace(reg, changed_at=site.now, last_error=message))
 
 
 def _record(site: Site, row: Registration) -> None:

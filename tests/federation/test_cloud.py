@@ -356,3 +356,26 @@ def test_where_each_image_is_registered_shows_in_the_cli_the_catalogue_and_metri
     assert 'vmic_cloud_images{cloud="site1",state="active"} 1' in metrics
     assert 'vmic_cloud_images{cloud="site1",state="deactivated"} 1' in metrics
     assert 'vmic_cloud_images{cloud="site1",state="uploading"} 0' in metrics
+
+
+def test_with_admin_credentials_the_share_is_accepted_for_the_vos_projects(
+    world: World, glance: GlanceServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As atrope does: the VO's users then find the image in their own image list
+    (cloud-info-provider lists images as each project). With a member's credentials the
+    share stays pending until the project accepts it."""
+    path = glance.write_clouds_yaml(tmp_path / "clouds.yaml", "vmic-admin", OPS)  # admin role
+    glance.write_clouds_yaml(path, "vmic-ops", OPS, roles=MEMBER)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(path))
+    publish_raw(world, version=1, images=(1,))
+    assert world.subscribe(auto=True) == 0
+    assert (
+        world.vmic("cloud", "add", "as-admin", "--os-cloud", "vmic-admin", "--vo", "dteam=b") == 0
+    )
+    assert world.vmic("sync") == 0
+
+    listed = glance.request("GET", "/v2/images", "b", roles=MEMBER).json()["images"]
+    assert [i["vmic_image_id"] for i in listed] == [image_uuid(1)]
+    (image,) = listed
+    reply = glance.request("GET", f"/v2/images/{image['id']}/members/b", "b", roles=MEMBER)
+    assert reply.json()["status"] == "accepted"
