@@ -223,24 +223,18 @@ def test_glance_down_is_a_problem_of_the_cloud_and_the_sync_goes_on(
     assert set(registered(glance)) == {image_uuid(1), image_uuid(2), image_uuid(3)}
 
 
-def test_adopt_takes_over_an_image_cloudkeeper_os_registered_in_place(
-    world: World, glance: GlanceServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = glance.write_clouds_yaml(tmp_path / "clouds.yaml", "vmic-ops", OPS, roles=MEMBER)
-    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(path))
-    publish_raw(world, version=1, images=(1,))
-    assert world.subscribe(auto=True) == 0
-    assert world.vmic("sync") == 0
-    data = image_bytes(1)
-    attributes = {"sl:checksum:sha512": hashlib.sha512(data).hexdigest(), "ad:vo": "dteam"}
-    body = {
-        "name": "Test image 1 (cloudkeeper)",
+def _registered_by_another_tool(
+    glance: GlanceServer, marks: dict[str, Any], data: bytes, *, tags: list[str] | None = None
+) -> str:
+    """An image registered (record and bytes) the way another tool does; its Glance id."""
+    body: dict[str, Any] = {
+        "name": "registered elsewhere",
         "disk_format": "raw",
         "container_format": "bare",
-        "APPLIANCE_ID": image_uuid(1),
-        "APPLIANCE_ATTRIBUTES": json.dumps(attributes),
-        "vmcatcher_event_ad_mpuri": "https://appdb.example.org/store/vm/image/1:1/",
     }
+    body.update(marks)
+    if tags:
+        body["tags"] = tags
     created = glance.request(
         "POST",
         "/v2/images",
@@ -258,20 +252,87 @@ def test_adopt_takes_over_an_image_cloudkeeper_os_registered_in_place(
         headers={"Content-Type": "application/octet-stream"},
     )
     assert uploaded.status == 204, uploaded.body
+    return str(created["id"])
+
+
+def _tool_marks(tool: str, sha512: str) -> tuple[dict[str, Any], list[str]]:
+    """What cloudkeeper-os, atrope and vmcatcher's handlers write on an image (their sources)."""
+    if tool == "cloudkeeper-os":
+        attributes = {"sl:checksum:sha512": sha512, "ad:vo": "dteam"}
+        return {
+            "APPLIANCE_ID": image_uuid(1),
+            "APPLIANCE_ATTRIBUTES": json.dumps(attributes),
+            "vmcatcher_event_ad_mpuri": "https://appdb.example.org/store/vm/image/1:1/",
+        }, []
+    if tool == "atrope":
+        return {"appdb_id": image_uuid(1), "image_hash": f"sha512:{sha512}"}, ["atrope-catchall"]
+    return {
+        "vmcatcher_event_dc_identifier": image_uuid(1),
+        "vmcatcher_event_sl_checksum_sha512": sha512,
+    }, []
+
+
+@pytest.fixture
+def held(
+    world: World, glance: GlanceServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> World:
+    """A site holding image 1, with a cloud that shares with proj-b (not synced yet)."""
+    path = glance.write_clouds_yaml(tmp_path / "clouds.yaml", "vmic-ops", OPS, roles=MEMBER)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(path))
+    publish_raw(world, version=1, images=(1,))
+    assert world.subscribe(auto=True) == 0
+    assert world.vmic("sync") == 0
     cloud = ["cloud", "add", "site1", "--os-cloud", "vmic-ops", "--vo", "dteam=proj-b"]
     assert world.vmic(*cloud) == 0
+    return world
 
-    assert world.vmic("cloud", "adopt", "site1") == 0
-    assert world.vmic("cloud", "sync") == 0
+
+@pytest.mark.parametrize("tool", ["cloudkeeper-os", "atrope", "vmcatcher"])
+def test_adopt_takes_over_an_image_another_tool_registered_in_place(
+    tool: str, held: World, glance: GlanceServer
+) -> None:
+    data = image_bytes(1)
+    marks, tags = _tool_marks(tool, hashlib.sha512(data).hexdigest())
+    glance_id = _registered_by_another_tool(glance, marks, data, tags=tags)
+
+    assert held.vmic("cloud", "adopt", "site1") == 0
+    assert held.vmic("cloud", "sync") == 0
 
     images = [img for img in glance.images() if img["status"] != "deleted"]
-    assert [img["id"] for img in images] == [created["id"]]  # no second copy: adopted in place
+    assert [img["id"] for img in images] == [glance_id]  # no second copy: adopted in place
     adopted = images[0]
     assert adopted["vmic_image_id"] == image_uuid(1)
-    assert adopted["vmic_adopted_from"] == "cloudkeeper-os"
-    assert adopted["APPLIANCE_ID"] == image_uuid(1)  # what site scripts read stays
+    assert adopted["vmic_adopted_from"] == tool
+    for key, value in marks.items():
+        assert adopted[key] == value  # what site scripts read stays
+    assert "vmic" in adopted["tags"]
+    assert not any(t.startswith("atrope") for t in adopted["tags"])  # no longer atrope's
     assert adopted["name"] == "Test image 1"
-    assert members(glance, created["id"]) == {"proj-b"}
+    assert members(glance, glance_id) == {"proj-b"}
+
+
+def test_adopt_leaves_other_bytes_and_double_registrations_alone(
+    held: World, glance: GlanceServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = image_bytes(1)
+    old_marks, _ = _tool_marks("cloudkeeper-os", hashlib.sha512(b"older bytes").hexdigest())
+    older = _registered_by_another_tool(glance, old_marks, b"older bytes")
+    capsys.readouterr()
+
+    assert held.vmic("cloud", "adopt", "site1") == ExitCode.PROBLEMS
+    assert "only other bytes in Glance" in capsys.readouterr().err
+
+    marks, tags = _tool_marks("atrope", hashlib.sha512(data).hexdigest())
+    one = _registered_by_another_tool(glance, marks, data, tags=tags)
+    two = _registered_by_another_tool(glance, marks, data, tags=tags)
+    assert held.vmic("cloud", "adopt", "site1") == ExitCode.PROBLEMS
+    assert "registered 2 times" in capsys.readouterr().err
+    for glance_id in (older, one, two):
+        image = glance_image(glance, OPS, glance_id, roles=MEMBER)
+        assert image is not None
+        assert "vmic_image_id" not in image
+    with held.store() as store:
+        assert store.db.execute("SELECT COUNT(*) FROM cloud_images").fetchone()[0] == 0
 
 
 def test_what_a_run_killed_during_an_upload_leaves_is_cleaned_up(
