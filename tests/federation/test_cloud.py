@@ -440,3 +440,21 @@ def test_with_admin_credentials_the_share_is_accepted_for_the_vos_projects(
     (image,) = listed
     reply = glance.request("GET", f"/v2/images/{image['id']}/members/b", "b", roles=MEMBER)
     assert reply.json()["status"] == "accepted"
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(
+    site: World, glance: GlanceServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+
+    assert site.vmic("cloud", "sync", "--dry-run", "--json") == 0
+
+    (report,) = json.loads(capsys.readouterr().out)
+    assert report["dry_run"] is True
+    assert sorted((s["what"], s["image_id"]) for s in report["steps"]) == [
+        ("create", image_uuid(1)),
+        ("create", image_uuid(2)),
+    ]
+    assert glance.images() == []
+    with site.store() as store:
+        assert store.db.execute("SELECT COUNT(*) FROM cloud_images").fetchone()[0] == 0
