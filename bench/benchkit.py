@@ -1,4 +1,5 @@
-"""What the benchmarks share: a loopback file server and a throw-away endorser.
+"""What the benchmarks share: a loopback file server, a throw-away endorser, and how
+they read sizes and print figures.
 
 The server runs in a spawned process so that its CPU is not the measured
 process's; aiohttp's static route answers with ETag and Last-Modified, 304
@@ -8,6 +9,7 @@ its end of the pipe.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import hashlib
@@ -31,6 +33,9 @@ from keys.dn import DistinguishedName
 from keys.pki import create_ca, issue
 from keys.xmlsig import SignerPin, sign_enveloped
 
+MB = 1_000_000
+MiB = 1024**2
+GiB = 1024**3
 STARTUP_TIMEOUT = 60.0
 CHUNK = 4 * 1024 * 1024
 CA_DN = "/DC=org/DC=example/O=vmic bench/CN=vmic bench CA"
@@ -167,3 +172,31 @@ def make_image(path: Path, size: int) -> str:
             digest.update(chunk)
             left -= len(chunk)
     return digest.hexdigest()
+
+
+# -- reading sizes, printing figures ------------------------------------------------------
+
+
+def parse_size(text: str) -> int:
+    """``256k``, ``64m``, ``1g`` or a number of bytes (for --size options)."""
+    units = {"k": 1024, "m": MiB, "g": GiB}
+    suffix = text[-1:].lower()
+    try:
+        value = int(text[:-1]) * units[suffix] if suffix in units else int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (e.g. 256k, 64m, 1g)") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError("the size must be at least 1 byte")
+    return value
+
+
+def samples(values: list[float]) -> str:
+    return ", ".join(f"{v:.3f}" for v in values)
+
+
+def rate(size: int, seconds: float) -> str:
+    return f"{size / seconds / MB:,.0f} MB/s" if seconds > 0 else "n/a"
+
+
+def verdict(met: bool) -> str:
+    return "target met" if met else "target missed"

@@ -76,7 +76,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import tomlkit
-from benchkit import (  # bench/benchkit.py
+from benchkit import (
     CA_DN,
     ENDORSER_DN,
     IMAGE_NAME,
@@ -84,6 +84,8 @@ from benchkit import (  # bench/benchkit.py
     Endorser,
     make_endorser,
     make_image,
+    parse_size,
+    verdict,  # bench/benchkit.py
 )
 from fedkit import (  # bench/fedkit.py
     BYTES_TARGET,
@@ -95,7 +97,6 @@ from fedkit import (  # bench/fedkit.py
     BenchError,
     EndorserServer,
     Finished,
-    GiB,
     MiB,
     Served,
     SiteServer,
@@ -415,18 +416,6 @@ def peers_on(setting: Setting, folder: Path) -> Run:
 # -- output and arguments ----------------------------------------------------------------------
 
 
-def _size(text: str) -> int:
-    units = {"k": 1024, "m": MiB, "g": GiB}
-    suffix = text[-1:].lower()
-    try:
-        value = int(text[:-1]) * units[suffix] if suffix in units else int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r}") from exc
-    if value < 1:
-        raise argparse.ArgumentTypeError("the size must be at least 1 byte")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=(
@@ -438,7 +427,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         )
     )
     parser.add_argument(
-        "--size", type=_size, default=256 * MiB, help="image size, k/m/g suffix (default 256m)"
+        "--size", type=parse_size, default=256 * MiB, help="image size, k/m/g suffix (default 256m)"
     )
     parser.add_argument("--sites", type=int, default=20, help="number of sites (default 20)")
     parser.add_argument("--fanout", type=int, default=3, help="children per site (default 3)")
@@ -462,10 +451,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.sites < 2 or args.fanout < 1 or args.timeout <= 0:
         parser.error("--sites must be at least 2, --fanout at least 1, --timeout positive")
     return args
-
-
-def _verdict(met: bool) -> str:
-    return "target met" if met else "target missed"
 
 
 def _times(values: Sequence[float]) -> str:
@@ -544,7 +529,7 @@ def print_summary(on: Run, off: Run, *, size: int, cpus: int, costs: Costs) -> N
     print("\nresults")
     print(
         f"  endorser bytes, peers on:  {on.served.total:>14,} ({on_x:.2f}x the image)  "
-        f"(target <= {BYTES_TARGET:g}x: {_verdict(on_x <= BYTES_TARGET)})"
+        f"(target <= {BYTES_TARGET:g}x: {verdict(on_x <= BYTES_TARGET)})"
     )
     print(f"  endorser bytes, peers off: {off.served.total:>14,} ({off_x:.2f}x the image)")
     print(
@@ -555,7 +540,7 @@ def print_summary(on: Run, off: Run, *, size: int, cpus: int, costs: Costs) -> N
         f"  propagation, peers on:  {on.seconds:7.2f} s ({len(on.levels)} levels one after another)"
     )
     print(f"  propagation, peers off: {off.seconds:7.2f} s (all syncs at once)")
-    print(f"  ratio on/off: {ratio:.2f}x  (target <= 1: {_verdict(ratio <= 1.0)})")
+    print(f"  ratio on/off: {ratio:.2f}x  (target <= 1: {verdict(ratio <= 1.0)})")
     cpu_on = on.sync_cpu + on.server_cpu + on.endorser_cpu
     cpu_off = off.sync_cpu + off.server_cpu + off.endorser_cpu
     print("\nwhere the time goes")

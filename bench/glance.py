@@ -55,7 +55,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchkit import LIST_NAME, make_endorser, make_image, serving, write_one_image_list
+from benchkit import (
+    LIST_NAME,
+    make_endorser,
+    make_image,
+    parse_size,
+    rate,
+    samples,
+    serving,
+    verdict,
+    write_one_image_list,
+)
 
 from keys.errors import VmicError
 from site_agent import admin
@@ -372,27 +382,6 @@ def profile_vmic(site: Site, env: dict[str, str], workdir: Path) -> str:
 # -- main -------------------------------------------------------------------------------------
 
 
-def _samples(values: list[float]) -> str:
-    return ", ".join(f"{v:.3f}" for v in values)
-
-
-def _rate(size: int, seconds: float) -> str:
-    return f"{size / seconds / MB:,.0f} MB/s" if seconds > 0 else "n/a"
-
-
-def _verdict(met: bool) -> str:
-    return "target met" if met else "target missed"
-
-
-def _size(text: str) -> int:
-    units = {"k": 1024, "m": MiB, "g": GiB}
-    suffix = text[-1:].lower()
-    value = int(text[:-1]) * units[suffix] if suffix in units else int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("the size must be at least 1 byte")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=(
@@ -401,7 +390,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         )
     )
     parser.add_argument(
-        "--size", type=_size, default=GiB, help="image size in bytes, or k/m/g (default 1g)"
+        "--size", type=parse_size, default=GiB, help="image size in bytes, or k/m/g (default 1g)"
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds per side (medians)")
     parser.add_argument(
@@ -473,18 +462,18 @@ def report(size: int, rounds: int, sides: Sides, startup: float, imports: float)
     print(
         f"\nrounds: {rounds}, each side a process of its own, order alternating; medians [samples]"
     )
-    print(f"vmic cloud sync:   {t_vmic:7.3f} s  {_rate(size, t_vmic):>10}  [{_samples(vmic_s)}]")
+    print(f"vmic cloud sync:   {t_vmic:7.3f} s  {rate(size, t_vmic):>10}  [{samples(vmic_s)}]")
     print(
-        f"client (sdk):      {t_client:7.3f} s  {_rate(size, t_client):>10}  [{_samples(client_s)}]"
+        f"client (sdk):      {t_client:7.3f} s  {rate(size, t_client):>10}  [{samples(client_s)}]"
     )
     ratio = t_vmic / t_client
     print(
         f"ratio vmic/client: {ratio:.3f}x  "
-        f"(target <= {RATIO_TARGET:g}x: {_verdict(ratio <= RATIO_TARGET)})"
+        f"(target <= {RATIO_TARGET:g}x: {verdict(ratio <= RATIO_TARGET)})"
     )
     print(
         f"vmic peak RSS:     {peak:.1f} MB  (target < {RSS_TARGET_MB:g} MB: "
-        f"{_verdict(peak < RSS_TARGET_MB)}); the client's {client_peak:.1f} MB"
+        f"{verdict(peak < RSS_TARGET_MB)}); the client's {client_peak:.1f} MB"
     )
     print(
         f"vmic - client:     {t_vmic - t_client:+.3f} s; CPU seconds (user+system, medians): "

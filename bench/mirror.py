@@ -51,12 +51,16 @@ from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from benchkit import (  # bench/benchkit.py, next to this script
+from benchkit import (
     IMAGE_NAME,
     LIST_NAME,
     make_endorser,
     make_image,
+    parse_size,
+    rate,
+    samples,  # bench/benchkit.py, next to this script
     serving,
+    verdict,
     write_one_image_list,
 )
 
@@ -384,27 +388,6 @@ def _median(values: list[float]) -> float:
     return statistics.median(values)
 
 
-def _samples(values: list[float]) -> str:
-    return ", ".join(f"{v:.3f}" for v in values)
-
-
-def _rate(size: int, seconds: float) -> str:
-    return f"{size / seconds / MB:,.0f} MB/s" if seconds > 0 else "n/a"
-
-
-def _verdict(met: bool) -> str:
-    return "target met" if met else "target missed"
-
-
-def _size(text: str) -> int:
-    units = {"k": 1024, "m": MiB, "g": GiB}
-    suffix = text[-1:].lower()
-    value = int(text[:-1]) * units[suffix] if suffix in units else int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("the size must be at least 1 byte")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=(
@@ -415,7 +398,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--size",
-        type=_size,
+        type=parse_size,
         default=GiB,
         help="image size in bytes, or with a k/m/g suffix (default 1g)",
     )
@@ -512,8 +495,8 @@ def print_report(found: Measurements, rounds: int) -> None:
     peak = max(r.peak_rss_mb for r in found.vmic)
     print(f"\nrounds: {rounds}, alternating vmic / curl+sha512sum / hashlib; medians, [samples]")
     print(
-        f"vmic download+install:        {t_vmic:7.3f} s  {_rate(size, t_vmic):>11}  "
-        f"[{_samples(vmic_s)}]"
+        f"vmic download+install:        {t_vmic:7.3f} s  {rate(size, t_vmic):>11}  "
+        f"[{samples(vmic_s)}]"
     )
     print(
         f"  of which download+fsync     {_median([r.download for r in found.vmic]):7.3f} s, "
@@ -524,31 +507,31 @@ def print_report(found: Measurements, rounds: int) -> None:
         f"system {_median([r.cpu_system for r in found.vmic]):.3f} s"
     )
     print(
-        f"curl -s -o && sha512sum:      {t_base:7.3f} s  {_rate(size, t_base):>11}  "
-        f"[{_samples(base_s)}]"
+        f"curl -s -o && sha512sum:      {t_base:7.3f} s  {rate(size, t_base):>11}  "
+        f"[{samples(base_s)}]"
     )
     print(
         f"  of which curl               {_median([r.curl for r in found.baseline]):7.3f} s, "
         f"sha512sum {_median([r.sha512sum for r in found.baseline]):.3f} s"
     )
     print(
-        f"hashlib.sha512 in memory:     {t_hash:7.3f} s  {_rate(size, t_hash):>11}  "
-        f"[{_samples(found.hashes)}]"
+        f"hashlib.sha512 in memory:     {t_hash:7.3f} s  {rate(size, t_hash):>11}  "
+        f"[{samples(found.hashes)}]"
     )
     ratio_base = t_vmic / t_base
     ratio_hash = t_vmic / t_hash
     print(
         f"ratio vmic/baseline:          {ratio_base:.3f}x  "
-        f"(target <= {BASELINE_RATIO_TARGET:g}x: {_verdict(ratio_base <= BASELINE_RATIO_TARGET)})"
+        f"(target <= {BASELINE_RATIO_TARGET:g}x: {verdict(ratio_base <= BASELINE_RATIO_TARGET)})"
     )
     print(
         f"ratio vmic/hashlib-in-memory: {ratio_hash:.3f}x  "
-        f"(target <= {HASH_RATIO_TARGET:g}x: {_verdict(ratio_hash <= HASH_RATIO_TARGET)})"
+        f"(target <= {HASH_RATIO_TARGET:g}x: {verdict(ratio_hash <= HASH_RATIO_TARGET)})"
     )
     print(
         f"vmic peak RSS (child VmHWM):  {peak:.1f} MB, of which "
         f"{found.vmic[0].rss_before_mb:.1f} MB before the download (interpreter, imports)  "
-        f"(target < {RSS_TARGET_MB:g} MB: {_verdict(peak < RSS_TARGET_MB)})"
+        f"(target < {RSS_TARGET_MB:g} MB: {verdict(peak < RSS_TARGET_MB)})"
     )
     print(
         f"\nfsync: a plain write of {size / MB:,.0f} MB (into the page cache) took "
@@ -566,8 +549,8 @@ def print_report(found: Measurements, rounds: int) -> None:
         sync_s = [r.seconds for r in found.syncs]
         t_sync = _median(sync_s)
         print(
-            f"\nvmic sync (whole command, separate): {t_sync:.3f} s  {_rate(size, t_sync)}  "
-            f"[{_samples(sync_s)}]; peak RSS {max(r.peak_rss_mb for r in found.syncs):.1f} MB"
+            f"\nvmic sync (whole command, separate): {t_sync:.3f} s  {rate(size, t_sync)}  "
+            f"[{samples(sync_s)}]; peak RSS {max(r.peak_rss_mb for r in found.syncs):.1f} MB"
         )
         if found.startup is not None:
             print(

@@ -48,7 +48,13 @@ from pathlib import Path
 from typing import TypeVar
 
 import aiohttp
-from benchkit import Endorser, make_endorser, serving  # bench/benchkit.py, next to this script
+from benchkit import (  # bench/benchkit.py, next to this script
+    Endorser,
+    make_endorser,
+    samples,
+    serving,
+    verdict,
+)
 
 from feeds.atom import render_list
 from feeds.model import ImageEntry, ImageList, image_id, list_id, sha512_hex
@@ -260,19 +266,11 @@ def verify_one(raw: bytes, trust: TrustStore, pin: SignerPin) -> float:
 # -- output and arguments -------------------------------------------------------------------------
 
 
-def _samples(values: list[float]) -> str:
-    return ", ".join(f"{v:.3f}" for v in values)
-
-
-def _verdict(met: bool) -> str:
-    return "target met" if met else "target missed"
-
-
-def _line(label: str, samples: list[float], count: int) -> str:
-    median = statistics.median(samples)
+def _line(label: str, values: list[float], count: int) -> str:
+    median = statistics.median(values)
     return (
         f"{label:<44} {median:7.3f} s  {1000 * median / count:6.2f} ms/subscription  "
-        f"[{_samples(samples)}]"
+        f"[{samples(values)}]"
     )
 
 
@@ -422,7 +420,7 @@ def print_report(found: Measurements, rounds: int) -> None:
     )
     print(
         f"  target < {MS_TARGET:g} ms per unchanged subscription: "
-        f"{_verdict(per_unchanged < MS_TARGET)} ({per_unchanged:.2f} ms)"
+        f"{verdict(per_unchanged < MS_TARGET)} ({per_unchanged:.2f} ms)"
     )
     print(_line("vmic sync, every list changed (new version)", found.changed, count))
     print(_line(f"  baseline: {count} plain GETs (200, bodies)", found.full, count))
@@ -434,7 +432,7 @@ def print_report(found: Measurements, rounds: int) -> None:
         f"  vmic adds {t_changed - t_full - verify_all:.3f} s over GETs + verification "
         f"(store, list files, events; ratio to GETs alone {t_changed / t_full:.1f}x)"
     )
-    print(f"  (re-signing all lists before each round, not timed: [{_samples(found.resign)}] s)")
+    print(f"  (re-signing all lists before each round, not timed: [{samples(found.resign)}] s)")
     for text in found.profiles:
         print(text)
 
