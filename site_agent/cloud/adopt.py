@@ -15,6 +15,12 @@ by what that tool writes on it (read in their sources):
 - vmcatcher's handlers: ``vmcatcher_event_dc_identifier`` and
   ``vmcatcher_event_sl_checksum_sha512``.
 
+A tool's properties are its own word; the bytes are Glance's. A candidate is
+taken only if Glance's own hash of what it stores (``os_hash_algo`` sha512,
+``os_hash_value``) is the endorser's SHA-512 and its size the endorsed size:
+an image whose properties name the right digest over other bytes is reported
+and left alone.
+
 Exactly one active match is adopted: the registry records it (so vmic may
 act on it from now on), it gets vmic's tag and properties, and the other
 tool's tag is removed so that tool would no longer claim it (its other
@@ -56,6 +62,17 @@ class Candidate:
     sha512: str | None
     status: str
     tags: tuple[str, ...]
+    hash_algo: str = ""
+    hash_value: str = ""
+    size: int | None = None
+
+    def holds(self, target: Wanted) -> bool:
+        """Whether Glance's own hash and size say these are the endorsed bytes."""
+        return (
+            self.hash_algo == "sha512"
+            and self.hash_value == target.sha512
+            and self.size == target.size
+        )
 
 
 def adopt(site: Site, cloud: CloudSettings, *, dry_run: bool = False) -> AdoptReport:
@@ -89,7 +106,15 @@ def _adopt_one(
     dry_run: bool,
 ) -> None:
     label = f"image {target.image_id} ({target.name})"
-    same = [c for c in found if c.sha512 == target.sha512 and c.status == ACTIVE]
+    claimed = [c for c in found if c.sha512 == target.sha512 and c.status == ACTIVE]
+    same = [c for c in claimed if c.holds(target)]
+    for c in claimed:
+        if not c.holds(target):
+            report.problems.append(
+                f"{label}: {c.glance_id} ({c.tool}) names the endorsed SHA-512 but Glance's own "
+                f"hash or size of its bytes is not the endorser's "
+                f"({c.hash_algo or 'no hash'}, {c.size} bytes): not adopted"
+            )
     if not same:
         older = [c for c in found if c.sha512 != target.sha512]
         if older:
@@ -129,33 +154,38 @@ def candidate(image: Any, image_id: str) -> Candidate | None:
     """What a Glance image says about being ``image_id`` registered by another tool."""
     props: Mapping[str, Any] = getattr(image, "properties", None) or {}
     tags = tuple(str(t) for t in (getattr(image, "tags", None) or ()))
-    status = str(getattr(image, "status", "") or "")
-    glance_id = str(image.id)
+    claim = _claim(props, tags, image_id)
+    if claim is None:
+        return None
+    tool, sha512 = claim
+    size = getattr(image, "size", None)
+    return Candidate(
+        glance_id=str(image.id),
+        tool=tool,
+        sha512=sha512,
+        status=str(getattr(image, "status", "") or ""),
+        tags=tags,
+        hash_algo=str(getattr(image, "hash_algo", "") or "").lower(),
+        hash_value=str(getattr(image, "hash_value", "") or "").lower(),
+        size=size if isinstance(size, int) else None,
+    )
+
+
+def _claim(
+    props: Mapping[str, Any], tags: tuple[str, ...], image_id: str
+) -> tuple[str, str | None] | None:
+    """Which tool registered the image as ``image_id``, and the SHA-512 its properties name."""
     if str(props.get("APPLIANCE_ID", "")).lower() == image_id:
         if any(mark in props or props.get("IMAGE_STATUS") == mark for mark in REMOVAL_MARKS):
             return None
-        return Candidate(
-            glance_id=glance_id,
-            tool="cloudkeeper-os",
-            sha512=_attribute_sha512(props.get("APPLIANCE_ATTRIBUTES")),
-            status=status,
-            tags=tags,
-        )
+        return "cloudkeeper-os", _attribute_sha512(props.get("APPLIANCE_ATTRIBUTES"))
     if str(props.get("appdb_id", "")).lower() == image_id and any(
         t.startswith("atrope") for t in tags
     ):
         digest = props.get("sha512") or str(props.get("image_hash", "")).removeprefix("sha512:")
-        return Candidate(
-            glance_id=glance_id, tool="atrope", sha512=_hex(digest), status=status, tags=tags
-        )
+        return "atrope", _hex(digest)
     if str(props.get("vmcatcher_event_dc_identifier", "")).lower() == image_id:
-        return Candidate(
-            glance_id=glance_id,
-            tool="vmcatcher",
-            sha512=_hex(props.get("vmcatcher_event_sl_checksum_sha512")),
-            status=status,
-            tags=tags,
-        )
+        return "vmcatcher", _hex(props.get("vmcatcher_event_sl_checksum_sha512"))
     return None
 
 

@@ -15,10 +15,12 @@ image id are quoted).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from keys.errors import CloudError, describe
 from site_agent.cloud.plan import Seen, Wanted
@@ -73,11 +75,17 @@ class Glance:
             raise CloudError(f"cloud {self.cloud}: {what}: {_reason(exc)}") from exc
 
     # -- reading -------------------------------------------------------------------------
-    def images(self, tag: str) -> dict[str, Seen]:
-        """Every image carrying ``tag`` that this cloud's credentials can see, by id."""
+    def images(self, tag: str, among: Collection[str]) -> dict[str, Seen]:
+        """The images of ``among`` (ids) that carry ``tag`` and this cloud's credentials can
+        list, by id: one listing, and members read only for those (never for images of
+        others that happen to carry the tag)."""
 
         def listed() -> dict[str, Seen]:
-            return {image.id: self._seen(image) for image in self._image.images(tag=tag)}
+            return {
+                image.id: self._seen(image)
+                for image in self._image.images(tag=tag)
+                if image.id in among
+            }
 
         return self._call(f"cannot list the images tagged {tag}", listed)
 
@@ -115,7 +123,8 @@ class Glance:
 
     # -- changing ------------------------------------------------------------------------
     def create(self, wanted: Wanted, tag: str) -> str:
-        """A new image record, private, with no members; its id (the bytes come next)."""
+        """A new image record, private, hidden from image lists and with no members; its id
+        (the bytes come next; it is shown once they are checked)."""
         from openstack.image.v2.image import Image  # noqa: PLC0415
 
         def created() -> str:
@@ -124,6 +133,7 @@ class Glance:
                 disk_format=wanted.disk_format,
                 container_format=wanted.container_format,
                 visibility="private",
+                is_hidden=True,
                 tags=[tag],
                 **dict(wanted.properties),
             )
@@ -131,16 +141,19 @@ class Glance:
 
         return self._call(f"cannot create an image for {wanted.image_id}", created)
 
-    def upload(self, glance_id: str, path: Path, size: int) -> None:
-        """Stream the file's bytes into the image (never read whole into memory)."""
+    def upload(self, glance_id: str, path: Path, size: int) -> Sent:
+        """Stream the file's bytes into the image (never read whole into memory), hashing
+        them with SHA-512 on the way: what was sent, not what the file held before."""
 
         from openstack.image.v2.image import Image  # noqa: PLC0415
 
-        def uploaded() -> None:
+        def uploaded() -> Sent:
             with path.open("rb") as stream:
-                Image.existing(id=glance_id).upload(self._image, data=stream, size=size)
+                reader = _Hashing(stream, size)
+                Image.existing(id=glance_id).upload(self._image, data=reader, size=size)
+            return Sent(size=reader.count, sha512=reader.digest.hexdigest())
 
-        self._call(f"cannot upload the bytes of image {glance_id}", uploaded)
+        return self._call(f"cannot upload the bytes of image {glance_id}", uploaded)
 
     def update(
         self,
@@ -149,12 +162,15 @@ class Glance:
         name: str | None = None,
         properties: Mapping[str, str] | None = None,
         visibility: str | None = None,
+        hidden: bool | None = None,
     ) -> None:
         changes: dict[str, Any] = dict(properties or {})
         if name is not None:
             changes["name"] = name
         if visibility is not None:
             changes["visibility"] = visibility
+        if hidden is not None:
+            changes["is_hidden"] = hidden
         if changes:
             self._call(
                 f"cannot update image {glance_id}",
@@ -218,6 +234,41 @@ class Glance:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What an upload sent: its byte count and SHA-512."""
+
+    size: int
+    sha512: str
+
+
+class _Hashing:
+    """A file as requests sends it (``read`` and a length), hashed as it is read."""
+
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        self._stream = stream
+        self._size = size
+        self.count = 0
+        self.digest = hashlib.sha512()
+
+    def read(self, amount: int = -1) -> bytes:
+        chunk = self._stream.read(amount)
+        self.digest.update(chunk)
+        self.count += len(chunk)
+        return chunk
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bool__(self) -> bool:  # openstacksdk tests ``if data``: an empty image is data too
+        return True
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.read(_CHUNK):
+            yield chunk
+
+
+_CHUNK = 1024 * 1024
 _TAGS = re.compile(r"<[^>]{0,200}>")
 
 

@@ -1,20 +1,23 @@
 """`vmic cloud sync`: read a cloud, plan, apply each step alone, record what vmic holds there.
 
 For each cloud: what should be there (:mod:`site_agent.cloud.desired`), what
-is there (the images the site's registry names, as Glance shows them now,
-and any other image tagged ``vmic`` for the record), the plan
-(:mod:`site_agent.cloud.plan`), then the steps, each on its own: one that
-fails is reported and the others go on; the next run plans again.
+is there (the images the site's registry names, as Glance shows them now;
+images of others are never read), the plan (:mod:`site_agent.cloud.plan`),
+then the steps, each on its own: one that fails is reported and the others
+go on; the next run plans again.
 
-A new image goes in so (THREATS 38, 39): the record is created private with
-no members; the registry notes it as ``uploading`` before any byte is sent
-(a run killed half way leaves a row that the next run cleans up); the bytes
-are streamed from the verified file in the cache; Glance's own hash of what
-it stored must equal the endorser's SHA-512 (or, where the cloud hashes with
-another algorithm, the same algorithm over the verified file) and its size
-the endorsed size; only then is the image shared as the settings say. Any
-failure on the way deletes the upload: nothing is left ``queued`` or
-``saving`` by vmic, and nobody sees bytes that were not checked.
+A new image goes in so (THREATS 38, 39): the record is created private,
+hidden from image lists and with no members; the registry notes it as
+``uploading`` before any byte is sent (a run killed half way leaves a row
+that the next run cleans up); the bytes are streamed from the verified file
+in the cache and hashed with SHA-512 as they are sent, which must be the
+endorser's; Glance's own hash of what it stored must equal the endorser's
+SHA-512 (or, where the cloud hashes with another SHA-2 or SHA-3 algorithm,
+the same algorithm over the cached file, read again beside SHA-512) and its
+size the endorsed size; only then is the image shown and shared as the
+settings say. Any failure on the way deletes the upload: nothing is left
+``queued`` or ``saving`` by vmic, and nobody sees bytes that were not
+checked.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from pathlib import Path
 
 from keys.errors import CloudError, VmicError
 from site_agent.cloud.desired import TAG, Left, desired
-from site_agent.cloud.glance import Glance
+from site_agent.cloud.glance import Glance, Sent
 from site_agent.cloud.plan import (
     CREATE,
     DEACTIVATE,
@@ -89,7 +92,7 @@ def sync_cloud(site: Site, cloud: CloudSettings, *, dry_run: bool = False) -> Cl
         report.problems.append(f"image {item.image.image_id} ({item.image.title}): {item.reason}")
     with Glance(cloud.name, cloud.os_cloud) as glance:
         registrations = registry.all(cloud.name)
-        seen = glance.images(TAG)
+        seen = glance.images(TAG, {reg.glance_id for reg in registrations})
         for reg in registrations:
             if reg.glance_id not in seen:  # an adopted image need not carry vmic's tag
                 found = glance.image(reg.glance_id)
@@ -186,21 +189,39 @@ def _create(site: Site, glance: Glance, cloud: CloudSettings, wanted: Wanted) ->
         registered_at=site.now,
         changed_at=site.now,
     )
-    _record(site, row)  # before any byte: a run killed now leaves a row to clean up
     try:
-        glance.upload(glance_id, Path(wanted.path), wanted.size)
-        stored = glance.image(glance_id)
-        _check_stored(stored, wanted)
-        if wanted.visibility != "private":
-            glance.update(glance_id, visibility=wanted.visibility)
+        _record(site, row)  # before any byte: a run killed now leaves a row to clean up
+        sent = glance.upload(glance_id, Path(wanted.path), wanted.size)
+        _check_sent(sent, wanted)
+        _check_stored(glance.image(glance_id), wanted)
+        glance.update(
+            glance_id,
+            hidden=False,
+            visibility=wanted.visibility if wanted.visibility != "private" else None,
+        )
         for project in sorted(wanted.members):
             glance.add_member(glance_id, project)
             glance.accept_member(glance_id, project)
+        _record(site, replace(row, state=ACTIVE, changed_at=site.now))
     except VmicError as error:
         _discard(site, glance, cloud, glance_id, error)
         raise
-    _record(site, replace(row, state=ACTIVE, changed_at=site.now))
     return f"registered image {wanted.image_id} as {glance_id} ({wanted.name})"
+
+
+def _check_sent(sent: Sent, wanted: Wanted) -> None:
+    """The bytes that left are the endorsed ones (the cached file was checked when it was
+    mirrored; this checks what was read from it now)."""
+    if sent.size != wanted.size or sent.sha512 != wanted.sha512:
+        raise CloudError(
+            f"the cached file of image {wanted.image_id} no longer holds the endorsed bytes "
+            f"({sent.size} bytes sent, {wanted.size} endorsed); run `vmic sync` to fetch it again"
+        )
+
+
+CLOUD_HASHES = frozenset({"sha512", "sha384", "sha256", "sha3_512", "sha3_384", "sha3_256"})
+"""The algorithms a cloud may hash with for vmic to accept its word on the stored bytes
+(Glance's ``hashing_algorithm``; sha512 is its default). MD5 and SHA-1 are not enough."""
 
 
 def _check_stored(stored: Seen | None, wanted: Wanted) -> None:
@@ -216,7 +237,12 @@ def _check_stored(stored: Seen | None, wanted: Wanted) -> None:
     algo = (stored.hash_algo or "").lower()
     if not algo or not stored.hash_value:
         raise CloudError(f"Glance gave no hash of image {wanted.image_id}; it cannot be checked")
-    expected = wanted.sha512 if algo == "sha512" else _file_hash(Path(wanted.path), algo)
+    if algo not in CLOUD_HASHES:
+        raise CloudError(
+            f"Glance hashes with {algo}, too weak to check image {wanted.image_id} by; "
+            "set its hashing_algorithm to sha512"
+        )
+    expected = wanted.sha512 if algo == "sha512" else _file_hash(Path(wanted.path), algo, wanted)
     if stored.hash_value.lower() != expected:
         raise CloudError(
             f"Glance's {algo} of image {wanted.image_id} is not the endorser's: "
@@ -224,15 +250,19 @@ def _check_stored(stored: Seen | None, wanted: Wanted) -> None:
         )
 
 
-def _file_hash(path: Path, algo: str) -> str:
-    """The cloud's hash algorithm over the verified file (its SHA-512 was checked before)."""
+def _file_hash(path: Path, algo: str, wanted: Wanted) -> str:
+    """The cloud's hash algorithm over the cached file, read once with SHA-512 beside it so
+    that the file is shown to still hold the endorsed bytes."""
+    digest, check = hashlib.new(algo), hashlib.sha512()
     try:
-        digest = hashlib.new(algo)
-    except ValueError as exc:
-        raise CloudError(f"Glance hashes with {algo}, which this machine cannot compute") from exc
-    with path.open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
+        with path.open("rb") as stream:
+            while chunk := stream.read(_CHUNK):
+                digest.update(chunk)
+                check.update(chunk)
+    except OSError as exc:
+        raise CloudError(f"cannot read the cached file of image {wanted.image_id}: {exc}") from exc
+    if check.hexdigest() != wanted.sha512:
+        raise CloudError(f"the cached file of image {wanted.image_id} changed during the upload")
     return digest.hexdigest()
 
 
@@ -247,8 +277,11 @@ def _discard(
     except CloudError as error:
         log.warning("cloud %s: %s (the next run deletes it)", cloud.name, error.message)
         return
-    with site.store.atomic():
-        Registry(site.store).forget(cloud.name, glance_id)
+    try:
+        with site.store.atomic():
+            Registry(site.store).forget(cloud.name, glance_id)
+    except VmicError as error:  # deleted in Glance; the next run forgets the row
+        log.warning("cloud %s: %s", cloud.name, error.message)
 
 
 def _note_error(site: Site, step: Step, message: str) -> None:

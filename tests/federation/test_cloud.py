@@ -23,6 +23,7 @@ from federation.cli.common import ExitCode
 from tests.support.glance import GlanceServer, glance_image
 from tests.support.serving import ServeThread
 from tests.support.site import World, image_bytes, image_uuid
+from tests.support.tamper import TamperingRelay
 
 OPS = "ops"
 MEMBER = "member,reader"
@@ -78,6 +79,7 @@ def test_sync_registers_verified_images_and_shares_them_with_the_vos_projects(
         assert image["os_hash_algo"] == "sha512"
         assert image["os_hash_value"] == hashlib.sha512(image_bytes(n)).hexdigest()
         assert image["visibility"] == "shared"
+        assert image["os_hidden"] is False  # hidden from image lists only until checked
         assert image["vmic_list_id"] == str(site.make_list(version=1).id)
         assert image["os_distro"] == "almalinux"
         assert image["tags"] == ["vmic"]
@@ -180,11 +182,12 @@ def test_an_image_vmic_did_not_register_is_never_touched(site: World, glance: Gl
     )
 
 
-def test_bytes_that_are_not_the_endorsers_never_become_visible(
+def test_a_cache_file_that_rotted_is_never_sent_as_the_endorsed_image(
     site: World, glance: GlanceServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """THREATS 38: the cache file rotted after it was verified; Glance's SHA-512 of what it
-    stored differs, the upload is deleted, nobody else saw it, the next run tries again."""
+    """THREATS 38: the cache file rotted after it was verified; the SHA-512 of the bytes as
+    they were sent is not the endorser's, the upload is deleted, nobody else saw it, the
+    next run tries again."""
     with site.store() as store:
         image = store.image(image_uuid(1))
     assert image is not None
@@ -196,13 +199,87 @@ def test_bytes_that_are_not_the_endorsers_never_become_visible(
 
     assert site.vmic("cloud", "sync") == ExitCode.PROBLEMS
 
-    assert "other bytes were stored; the upload was deleted" in capsys.readouterr().err
+    assert "no longer holds the endorsed bytes" in capsys.readouterr().err
     assert image_uuid(1) not in registered(glance)
     assert all(img.get("vmic_image_id") != image_uuid(1) for img in glance.images())
     assert site.snapshot().images == before.images  # the site's own state is as it was
     cached.write_bytes(good)
     assert site.vmic("cloud", "sync") == 0
     assert registered(glance)[image_uuid(1)]["status"] == "active"
+
+
+def test_bytes_changed_on_the_way_into_glance_never_become_visible(
+    site: World,
+    glance: GlanceServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """THREATS 38: a relay between the site and Glance flips bytes of image 1's upload
+    (same length); Glance's own SHA-512 of what it stored is not the endorser's, so the
+    upload is deleted before it is shown or shared; image 2 goes in untouched."""
+    marker = image_bytes(1)[:32]
+    clouds = tmp_path / "tampered.yaml"
+    with TamperingRelay(_port(glance.endpoint(OPS, MEMBER)), marker, bytes(32)) as relay:
+        entry = {**glance.clouds_entry(OPS, MEMBER), "auth": {"endpoint": relay.url}}
+        entry["image_endpoint_override"] = relay.url
+        clouds.write_text(json.dumps({"clouds": {"vmic-ops": entry}}))
+        monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+        before = site.snapshot()
+        capsys.readouterr()
+
+        assert site.vmic("cloud", "sync") == ExitCode.PROBLEMS
+
+    assert relay.swaps == 1
+    assert "Glance's sha512 of image" in capsys.readouterr().err
+    assert image_uuid(1) not in registered(glance)
+    assert registered(glance)[image_uuid(2)]["status"] == "active"
+    assert all(img.get("vmic_image_id") != image_uuid(1) for img in glance.images())
+    assert site.snapshot().images == before.images
+    with site.store() as store:
+        rows = store.db.execute("SELECT image_id FROM cloud_images").fetchall()
+    assert [r[0] for r in rows] == [image_uuid(2)]
+
+
+def test_an_upload_cut_off_half_way_leaves_nothing_in_glance(
+    site: World,
+    glance: GlanceServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """THREATS 39: the connection drops in the middle of image 1's bytes; the half-filled
+    record is deleted (nothing left queued or saving), image 2 goes in, the next run
+    registers image 1."""
+    clouds = tmp_path / "cut.yaml"
+    marker = image_bytes(1)[2048:2080]
+    with TamperingRelay(_port(glance.endpoint(OPS, MEMBER)), marker, bytes(32), cut=True) as relay:
+        entry = {**glance.clouds_entry(OPS, MEMBER), "auth": {"endpoint": relay.url}}
+        entry["image_endpoint_override"] = relay.url
+        clouds.write_text(json.dumps({"clouds": {"vmic-ops": entry}}))
+        monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+        before = site.snapshot()
+        capsys.readouterr()
+
+        assert site.vmic("cloud", "sync") == ExitCode.PROBLEMS
+
+    assert relay.swaps == 1
+    assert "cannot upload the bytes of image" in capsys.readouterr().err
+    left = [img for img in glance.images() if img.get("vmic_image_id") == image_uuid(1)]
+    assert [img["status"] for img in left if img["status"] != "deleted"] == []
+    assert registered(glance)[image_uuid(2)]["status"] == "active"
+    assert site.snapshot().images == before.images
+    with site.store() as store:
+        rows = store.db.execute("SELECT image_id FROM cloud_images").fetchall()
+    assert [r[0] for r in rows] == [image_uuid(2)]
+
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(tmp_path / "clouds.yaml"))
+    assert site.vmic("cloud", "sync") == 0
+    assert registered(glance)[image_uuid(1)]["status"] == "active"
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
 
 
 def test_glance_down_is_a_problem_of_the_cloud_and_the_sync_goes_on(
@@ -333,6 +410,36 @@ def test_adopt_leaves_other_bytes_and_double_registrations_alone(
         assert "vmic_image_id" not in image
     with held.store() as store:
         assert store.db.execute("SELECT COUNT(*) FROM cloud_images").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("tool", ["cloudkeeper-os", "atrope", "vmcatcher"])
+def test_adopt_goes_by_glances_hash_not_by_what_the_properties_claim(
+    tool: str, held: World, glance: GlanceServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A property is anyone's word: an image naming the endorsed SHA-512 over other bytes
+    (same size, so only the hash tells) is not adopted, and vmic registers its own copy."""
+    data = image_bytes(1)
+    other = bytes(len(data))
+    marks, tags = _tool_marks(tool, hashlib.sha512(data).hexdigest())
+    impostor = _registered_by_another_tool(glance, marks, other, tags=tags)
+    capsys.readouterr()
+
+    assert held.vmic("cloud", "adopt", "site1") == ExitCode.PROBLEMS
+    assert "Glance's own hash or size of its bytes is not the endorser's" in (
+        capsys.readouterr().err
+    )
+    image = glance_image(glance, OPS, impostor, roles=MEMBER)
+    assert image is not None
+    assert "vmic_image_id" not in image
+    assert "vmic" not in image["tags"]
+    with held.store() as store:
+        assert store.db.execute("SELECT COUNT(*) FROM cloud_images").fetchone()[0] == 0
+
+    assert held.vmic("cloud", "sync") == 0  # vmic's own, checked copy goes in beside it
+    ours = [img for img in glance.images() if img.get("vmic_image_id") == image_uuid(1)]
+    assert len(ours) == 1
+    assert ours[0]["id"] != impostor
+    assert ours[0]["os_hash_value"] == hashlib.sha512(data).hexdigest()
 
 
 def test_what_a_run_killed_during_an_upload_leaves_is_cleaned_up(

@@ -283,16 +283,18 @@ class GlanceServer:
             connection.close()
 
     def images(self) -> list[dict[str, Any]]:
-        """Every image in Glance, whatever its owner, status or visibility (as an admin)."""
+        """Every image in Glance, whatever its owner, status, visibility or hiding (as an
+        admin: Glance lists hidden images only when asked for them alone)."""
         found: list[dict[str, Any]] = []
-        path: str | None = "/v2/images?limit=100&member_status=all"
-        while path:
-            reply = self.request("GET", path, "vmic-test-admin")
-            if reply.status != 200:
-                raise RuntimeError(f"listing images: HTTP {reply.status} {reply.body[:300]!r}")
-            page = reply.json()
-            found.extend(page["images"])
-            path = page.get("next")
+        for hidden in ("false", "true"):
+            path: str | None = f"/v2/images?limit=100&member_status=all&os_hidden={hidden}"
+            while path:
+                reply = self.request("GET", path, "vmic-test-admin")
+                if reply.status != 200:
+                    raise RuntimeError(f"listing images: HTTP {reply.status} {reply.body[:300]!r}")
+                page = reply.json()
+                found.extend(page["images"])
+                path = page.get("next")
         return found
 
     def reset(self) -> None:
