@@ -13,7 +13,11 @@ resolves the proxy's name; so :func:`open_url` first resolves the target's
 name itself, with the same resolver, and refuses it as the connector would.
 A name that does not resolve here (a site where only the proxy resolves
 outside names) goes through the proxy, with a warning on the ``vmic.fetch``
-logger once per host and run. Literal addresses are refused either way.
+logger once per host and run. Literal addresses are refused either way, as
+aiohttp reads them (:func:`host_address`: yarl turns full-width digits into
+an IPv4 literal, which aiohttp connects to without the resolver), and an IPv6
+address is judged by the IPv4 address it carries as well (NAT64, 6to4,
+mapped).
 
 :class:`Pace` enforces a transfer's total deadline and minimum average rate;
 aiohttp's own per-read timeout covers a silent server. Failures worth another
@@ -39,6 +43,7 @@ from urllib.request import getproxies, proxy_bypass
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
+from yarl import URL
 
 from feeds.model import check_url
 from keys.errors import (
@@ -75,28 +80,65 @@ class Transient(Exception):  # noqa: N818 -- a signal between attempts, not an e
         self.error = error
 
 
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/96"))
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+_NUMERIC = re.compile(r"[0-9a-fA-FxX.]{1,40}")
+"""A host the C resolver may read as an IPv4 number ('2852039166', '0x7f.1', '127.1')."""
+
+
 def forbidden_address(address: str) -> str | None:
-    """Why vmic must not connect to this IP address (THREATS 24), or None if it may."""
+    """Why vmic must not connect to this IP address (THREATS 24), or None if it may.
+
+    An IPv6 address that carries an IPv4 one (mapped, NAT64, 6to4, Teredo, the old
+    IPv4-compatible form) is judged by that IPv4 address too: a NAT64 gateway or 6to4
+    relay would deliver the request there."""
     ip = ipaddress.ip_address(address)
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_link_local:
-        return "link-local"
-    if ip.is_unspecified or (isinstance(ip, ipaddress.IPv4Address) and ip in _THIS_NETWORK):
-        return "unspecified"
-    if ip.is_multicast:
-        return "multicast"
-    if ip == _BROADCAST:
-        return "broadcast"
+    for each in (ip, *_embedded(ip)):
+        if each.is_link_local:
+            return "link-local"
+        if each.is_unspecified or (
+            isinstance(each, ipaddress.IPv4Address) and each in _THIS_NETWORK
+        ):
+            return "unspecified"
+        if each.is_multicast:
+            return "multicast"
+        if each == _BROADCAST:
+            return "broadcast"
     return None
 
 
-def _literal(host: str) -> bool:
+def _embedded(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    found = [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
+    if ip.teredo is not None:
+        found.append(ip.teredo[1])
+    if any(ip in net for net in _NAT64) or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
+def host_address(url: str) -> str | None:
+    """The IP address ``url``'s host is, or None for a name.
+
+    Read as aiohttp will connect: yarl folds full-width digits and ideographic full
+    stops into an IPv4 literal, which aiohttp then connects to without asking the
+    resolver; and numeric forms the C resolver reads as IPv4 ('2852039166', '0x7f.1')
+    count as the address they stand for."""
     try:
-        ipaddress.ip_address(host)
+        host = URL(url).raw_host or ""
+    except (ValueError, TypeError):
+        host = urlsplit(url).hostname or ""
+    try:
+        return str(ipaddress.ip_address(host))
     except ValueError:
-        return False
-    return True
+        pass
+    if _NUMERIC.fullmatch(host):
+        try:
+            return socket.inet_ntoa(socket.inet_aton(host))
+        except OSError:
+            return None
+    return None
 
 
 class GuardedResolver(AbstractResolver):
@@ -248,9 +290,9 @@ def _checked(url: str) -> str:
         check_url(url, what="fetch")
     except ListFormatError as exc:
         raise FetchError(exc.message) from exc
-    host = urlsplit(url).hostname or ""
-    if _literal(host) and (reason := forbidden_address(host)) is not None:
-        raise FetchError(f"{url}: {host} is a {reason} address: refused")
+    address = host_address(url)
+    if address is not None and (reason := forbidden_address(address)) is not None:
+        raise FetchError(f"{url}: the host is {address}, a {reason} address: refused")
     return url  # a name: the resolver checks its addresses (or _guard_proxied does)
 
 
@@ -273,7 +315,7 @@ async def _guard_proxied(session: aiohttp.ClientSession, url: str) -> None:
     proxy = _proxy_for(url) if session.trust_env else None
     parts = urlsplit(url)
     host = parts.hostname or ""
-    if proxy is None or _literal(host):
+    if proxy is None or host_address(url) is not None:
         return  # the connector's resolver checks the name, or _checked the literal
     connector = session.connector
     if not isinstance(connector, _Connector):

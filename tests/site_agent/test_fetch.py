@@ -28,7 +28,7 @@ from keys.errors import (
     TooLargeError,
 )
 from site_agent.fetch import Validators
-from site_agent.transport import GuardedResolver, forbidden_address
+from site_agent.transport import GuardedResolver, forbidden_address, host_address
 from tests.sim import Simulator
 from tests.site_agent.netkit import (
     LIMITS,
@@ -229,11 +229,41 @@ def test_a_redirect_to_a_link_local_address_is_refused(server: Simulator) -> Non
         ("http://[::]/list.xml", "unspecified"),
         ("http://224.0.0.1/list.xml", "multicast"),
         ("http://255.255.255.255/list.xml", "broadcast"),
+        # what aiohttp connects to without asking a resolver, once yarl has read the host
+        ("http://\uff11\uff16\uff19.\uff12\uff15\uff14.\uff11.\uff11/", "link-local"),
+        ("http://169\u3002254\u3002169\u3002254/latest/", "link-local"),
+        ("http://\uff10.\uff10.\uff10.\uff10/list.xml", "unspecified"),
+        # numbers the C resolver reads as IPv4 addresses
+        ("http://2852039166/list.xml", "link-local"),
+        ("http://0xa9.0xfe.0xa9.0xfe/list.xml", "link-local"),
+        ("http://0/list.xml", "unspecified"),
+        # IPv6 addresses that a gateway or relay turns into a forbidden IPv4 one
+        ("http://[64:ff9b::a9fe:a9fe]/list.xml", "link-local"),
+        ("http://[2002:a9fe:a9fe::1]/list.xml", "link-local"),
+        ("http://[::169.254.169.254]/list.xml", "link-local"),
+        ("http://[64:ff9b::e000:1]/list.xml", "multicast"),
     ],
 )
 def test_forbidden_literal_addresses_are_refused(url: str, reason: str) -> None:
     with pytest.raises(FetchError, match=reason):
         fetch_list(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("http://\uff11\uff12\uff17.\uff10.\uff10.\uff11/", "127.0.0.1"),
+        ("http://127.1/", "127.0.0.1"),
+        ("http://[::FFFF:7F00:1]/", "::ffff:7f00:1"),
+        ("http://mirror.example.org/", None),
+        ("http://cafe.be/", None),
+        ("http://deadbeef/", None),
+    ],
+)
+def test_the_host_is_read_as_aiohttp_and_the_resolver_will_read_it(
+    url: str, address: str | None
+) -> None:
+    assert host_address(url) == address
 
 
 @pytest.mark.parametrize(

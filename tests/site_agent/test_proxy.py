@@ -189,9 +189,20 @@ def test_a_redirect_to_a_forbidden_name_through_the_proxy_is_refused(
     assert origin.requests_for("/list.xml") == []
 
 
-def test_a_literal_forbidden_address_is_refused_with_a_proxy(proxy: _Proxy, names: _Names) -> None:
-    with pytest.raises(FetchError, match=r"169\.254\.169\.254 is a link-local address"):
-        _fetch(proxy, names, "http://169.254.169.254/latest/meta-data/")
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",
+        "http://\uff11\uff16\uff19.\uff12\uff15\uff14.\uff11\uff16\uff19.\uff12\uff15\uff14/",
+        "http://2852039166/latest/meta-data/",
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+    ],
+)
+def test_a_literal_forbidden_address_is_refused_with_a_proxy(
+    url: str, proxy: _Proxy, names: _Names
+) -> None:
+    with pytest.raises(FetchError, match=r", a link-local address: refused"):
+        _fetch(proxy, names, url)
     assert proxy.seen == []
     assert names.asked == []
 
