@@ -8,8 +8,10 @@ file or the new one, never a mix.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +23,31 @@ def read_file(path: Path, *, what: str) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+
+def read_regular(path: Path) -> bytes:
+    """A regular file's bytes; anything else raises OSError "not a regular file".
+
+    Opened without blocking and checked on the open descriptor: a FIFO dropped in a trust
+    folder would block a read for ever, a device never end, and a check before the open
+    could be raced."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as stream:
+            return stream.read()
+    finally:
+        os.close(fd)
+
+
+def list_directory(directory: Path, *, what: str) -> list[Path]:
+    """The entries of a folder, sorted; ConfigError if it cannot be listed."""
+    try:
+        return sorted(directory.iterdir())
+    except OSError as exc:
+        raise ConfigError(f"cannot list {what} {directory}: {exc.strerror}") from exc
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:

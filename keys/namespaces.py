@@ -31,6 +31,7 @@ from pathlib import Path
 
 from keys.dn import DistinguishedName
 from keys.errors import ConfigError, describe
+from keys.fileio import list_directory, read_regular
 
 _TO_ISSUER = re.compile(r'^TO\s+Issuer\s+"((?:[^"\\]|\\.)*)"\s*(.*)$', re.IGNORECASE | re.DOTALL)
 _RULE = re.compile(
@@ -137,12 +138,12 @@ def parse_signing_policy(text: str, source: str) -> dict[DistinguishedName, Name
 def load(directory: Path) -> Namespaces:
     """Every ``*.namespaces`` and ``*.signing_policy`` file of a trust directory."""
     result = Namespaces()
-    for path in sorted(directory.iterdir()):
+    for path in list_directory(directory, what="the trust directory"):
         suffix = path.suffix
         if suffix not in {".namespaces", ".signing_policy"}:
             continue
         try:
-            text = path.read_text(encoding="utf-8", errors="replace")
+            text = read_regular(path).decode("utf-8", errors="replace")
             if suffix == ".namespaces":
                 result.by_namespaces.update(parse_namespaces(text, path.name))
             else:

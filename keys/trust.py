@@ -66,6 +66,7 @@ from keys.certs import (
 )
 from keys.dn import DistinguishedName
 from keys.errors import CertificateError, ConfigError, RevokedError, describe, outside_bytes
+from keys.fileio import list_directory, read_regular
 from keys.namespaces import Namespaces
 from keys.namespaces import load as load_namespaces
 
@@ -156,8 +157,9 @@ class TrustStore:
     def from_directory(cls, directory: Path) -> TrustStore:
         """Load every CA certificate and CRL of a CApath-style directory that can be used."""
         if not directory.is_dir():
+            state = "is not a folder" if directory.exists() else "does not exist"
             raise ConfigError(
-                f"trust directory {directory} does not exist",
+                f"trust directory {directory} {state}",
                 hint="give --trust DIR, e.g. /etc/grid-security/certificates",
             )
         certs: list[x509.Certificate] = []
@@ -165,16 +167,14 @@ class TrustStore:
         unusable: list[UnusableFile] = []
         notes: list[str] = []
         stems: dict[str, list[x509.Certificate]] = {}
-        for path in sorted(directory.iterdir()):
+        for path in list_directory(directory, what="the trust directory"):
             name = path.name
             is_crl = bool(_CRL_NAME.search(name))
             if not is_crl and not _CERT_NAME.search(name):
                 continue
             stem = _STEM.sub("", name)
             try:
-                if not path.is_file():  # a FIFO would block the read, a folder cannot be read
-                    raise IsADirectoryError(0, "not a regular file")
-                data = path.read_bytes()
+                data = read_regular(path)
             except OSError as exc:
                 unusable.append(
                     UnusableFile(file=name, reason=f"unreadable ({exc.strerror})", stem=stem)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 from feeds.verify import verify_list
 from keys.dn import DistinguishedName
 from keys.errors import CertificateError, ConfigError
+from keys.fileio import list_directory
 from keys.namespaces import parse_namespaces, parse_signing_policy
 from keys.trust import TrustStore
 from tests.support.ca import TestCA, write_trust_dir
@@ -166,3 +168,30 @@ def test_signing_policy_globs_match_only_with_star() -> None:
 def test_malformed_namespaces_are_refused(text: str) -> None:
     with pytest.raises(ConfigError):
         parse_namespaces(text, "x.namespaces")
+
+
+def test_a_fifo_named_as_a_namespaces_file_is_a_problem_not_a_hang(
+    tmp_path: Path, ca: TestCA, now: datetime
+) -> None:
+    """Reading a FIFO would wait for a writer for ever: it is reported and constrains
+    nothing, and the real signing policy beside it still decides."""
+    folder = write_trust_dir(tmp_path / "trust", [ca])
+    os.mkfifo(folder / "00000000.namespaces")
+    (folder / "00000000.signing_policy").write_text(SIGNING_POLICY)
+
+    trust = TrustStore.from_directory(folder)
+
+    assert trust.problems == ("00000000.namespaces: unreadable (not a regular file)",)
+    assert trust.validate(ca.issue(INSIDE).cert, [], at=now).anchor == ca.cert
+    with pytest.raises(CertificateError, match=r"00000000\.signing_policy"):
+        trust.validate(ca.issue(OUTSIDE).cert, [], at=now)
+
+
+def test_a_trust_directory_that_cannot_be_listed_is_a_config_error(tmp_path: Path) -> None:
+    not_a_folder = tmp_path / "certificates"
+    not_a_folder.write_text("a file where the folder should be")
+
+    with pytest.raises(ConfigError, match=r"cannot list the trust directory .*certificates"):
+        list_directory(not_a_folder, what="the trust directory")
+    with pytest.raises(ConfigError, match="is not a folder"):
+        TrustStore.from_directory(not_a_folder)
