@@ -13,9 +13,11 @@ lines quote list data, so they are escaped as the terminal output is.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from io import TextIOWrapper
 from logging.handlers import RotatingFileHandler
 
 from federation.cli.common import shown
@@ -24,14 +26,35 @@ from site_agent.home import SiteHome
 
 MAX_BYTES = 1024 * 1024
 BACKUPS = 5
+LOG_MODE = 0o640
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class _Escaped(logging.Formatter):
-    """Every line escaped (list data can hold control characters), tracebacks kept."""
+    """A record is one line: its message escaped whole (list data can hold line feeds that
+    would forge a line of their own, and control characters); a traceback follows on
+    lines of its own, each escaped."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return "\n".join(shown(line) for line in super().format(record).split("\n"))
+        plain = logging.makeLogRecord(record.__dict__)
+        plain.msg, plain.args = shown(record.getMessage()), None
+        plain.exc_info = plain.exc_text = plain.stack_info = None
+        lines = [super().format(plain)]
+        if record.exc_info:
+            lines.extend(self.formatException(record.exc_info).split("\n"))
+        if record.stack_info:
+            lines.extend(self.formatStack(record.stack_info).split("\n"))
+        return "\n".join([lines[0], *(shown(line) for line in lines[1:])])
+
+
+class _SiteLogFile(RotatingFileHandler):
+    """The rotating site log, each file made readable by the site's group only (0640): it
+    quotes URLs, peers and problems of a site's trust."""
+
+    def _open(self) -> TextIOWrapper:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        fd = os.open(self.baseFilename, flags, LOG_MODE)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 @contextmanager
@@ -62,9 +85,7 @@ def site_log(home: SiteHome) -> Iterator[None]:
         yield
         return
     try:
-        handler = RotatingFileHandler(
-            home.log, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8"
-        )
+        handler = _SiteLogFile(home.log, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8")
     except OSError as exc:
         print(f"vmic: cannot write the site log {home.log}: {exc.strerror}", file=sys.stderr)
         yield
