@@ -153,7 +153,7 @@ class Fetcher:
                 etag=response.headers.get("ETag"),
                 last_modified=_strong_last_modified(response.headers),
             )
-            if response.status == 304:
+            if response.status == 304 and headers:
                 return ListFetch(
                     url=final,
                     not_modified=True,

@@ -79,12 +79,9 @@ async def sync_list(
 
 
 def _not_modified(site: Site, sub: Subscription, report: SyncReport) -> ListResult:
-    last = site.store.last_history(sub.name)
-    if last is not None and last.outcome == "rejected" and sub.last_error_kind != "fetch":
-        # the same bytes that were rejected last time (their validators were kept)
-        report.problem(sub.name, sub.last_error_kind or "rejected", sub.last_error or "rejected")
-    else:
-        site.store.record_attempt(sub.name, at=site.now, ok=True)
+    """The endorser's list is the one last taken: validators are kept for accepted bytes
+    only (a rejection clears them, so rejected bytes are fetched and verified again)."""
+    site.store.record_attempt(sub.name, at=site.now, ok=True)
     return ListResult(subscription=sub.name, outcome="not-modified")
 
 
@@ -155,16 +152,13 @@ async def _take(
         if last is None or last.outcome != "rejected" or last.sha256 != digest:
             site.reject_list(sub, error, sha256=digest, via=via)
         kind = type(error).__name__
-        if peer is None:  # the endorser's answer: remember its validators, keep reporting it
+        if peer is None:
+            # The endorser's answer. Its validators are dropped: the next run fetches the
+            # list in full and verifies it again, so a fixed trust store, a new CRL or a
+            # certificate that became valid takes effect at once, and the problem is
+            # reported for as long as it lasts (no new history line for the same bytes).
             store.record_attempt(
-                sub.name,
-                at=now,
-                ok=False,
-                error=error.message,
-                kind=kind,
-                etag=validators.etag if validators else None,
-                last_modified=validators.last_modified if validators else None,
-                validators=validators is not None,
+                sub.name, at=now, ok=False, error=error.message, kind=kind, validators=True
             )
         report.problem(sub.name, kind, f"list rejected{via}: {error.message}")
         return ListResult(subscription=sub.name, outcome="rejected")

@@ -359,3 +359,38 @@ def test_the_same_version_in_other_unsigned_bytes_is_the_same_list(world: World)
     assert stored.read_bytes() == mirrored
     seen = [(h["outcome"], h["version"]) for h in history(world)]
     assert seen == [("accepted", 3), ("same-copy", 3)]
+
+
+def test_a_rejected_list_is_verified_again_each_run_and_taken_once_the_site_is_fixed(
+    world: World,
+) -> None:
+    """The site's CRL went stale, so the endorser's new version is refused. Nothing is
+    remembered of the refused bytes but their digest: each run fetches them in full (no
+    conditional GET), verifies them again and reports the problem, without a new history
+    line; once fetch-crl has run, the same bytes are taken without the endorser doing
+    anything."""
+    subscribed(world)
+    world.publish(version=2, images=(1, 2, 3))
+    later = world.now + timedelta(days=2)
+    write_trust_dir(world.trust, [world.ca], [world.ca.crl(next_update=later - timedelta(hours=1))])
+    before = world.snapshot()
+
+    first = run_sync(world.home, now=later)
+    second = run_sync(world.home, now=later + timedelta(minutes=15))
+
+    assert not first.ok
+    assert not second.ok
+    assert [p.kind for p in first.problems] == [p.kind for p in second.problems]
+    assert world.snapshot() == before
+    assert [h["outcome"] for h in history(world)] == ["accepted", "rejected"]
+    last = world.sim.requests_for(LIST_PATH)[-1]
+    assert (last.if_none_match, last.status) == (None, 200)
+
+    write_trust_dir(world.trust, [world.ca], [world.ca.crl(next_update=later + timedelta(days=7))])
+    third = run_sync(world.home, now=later + timedelta(minutes=30))
+
+    assert third.ok, third.problems
+    assert [h["outcome"] for h in history(world)] == ["accepted", "rejected", "accepted"]
+    assert world.states()[image_uuid(3)] == "new"
+    assert world.vmic("sync") == 0  # and from now on the conditional GET again
+    assert world.sim.requests_for(LIST_PATH)[-1].status == 304
