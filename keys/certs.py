@@ -57,6 +57,9 @@ def read_outside(read: Callable[[], T]) -> tuple[T, list[str]]:
     Whatever ``read`` raises becomes a ``ValueError`` with a readable reason;
     only cryptography's kinds of warnings (``UserWarning`` and its
     ``CryptographyDeprecationWarning``) are returned, and nothing is printed.
+    The warnings module is process-wide, so a warning another thread raises
+    meanwhile is caught too: only those raised from vmic's ``keys`` package or
+    from cryptography itself count as said about these bytes.
     """
     with _WARNINGS, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -64,8 +67,21 @@ def read_outside(read: Callable[[], T]) -> tuple[T, list[str]]:
             value = read()
         except Exception as exc:  # a library may raise anything on such bytes
             raise ValueError(describe(exc)) from exc
-    said = [str(w.message) for w in caught if issubclass(w.category, UserWarning)]
+    said = [
+        str(w.message)
+        for w in caught
+        if issubclass(w.category, UserWarning) and _from_here(w.filename)
+    ]
     return value, list(dict.fromkeys(said))
+
+
+_SOURCES = (Path(__file__).resolve().parent, Path(x509.__file__).resolve().parents[1])
+"""Where a warning about outside bytes comes from: this package, or cryptography."""
+
+
+def _from_here(filename: str) -> bool:
+    where = Path(filename).resolve()
+    return any(where.is_relative_to(source) for source in _SOURCES)
 
 
 def whole(cert: x509.Certificate) -> x509.Certificate:

@@ -35,11 +35,15 @@ def test_a_line_feed_in_list_data_cannot_forge_a_log_line(tmp_path: Path) -> Non
     assert "\\x1b[2K" in lines[0]
 
 
+def _fail(key: str) -> None:
+    raise KeyError(key)
+
+
 def test_a_traceback_follows_its_record_and_each_of_its_lines_is_escaped(tmp_path: Path) -> None:
     home = _home(tmp_path)
     with site_log(home):
         try:
-            {}[FORGED]
+            _fail(FORGED)
         except KeyError:
             logging.getLogger("vmic.sync").exception("a bug while reading %s", FORGED)
 

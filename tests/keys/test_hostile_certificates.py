@@ -16,6 +16,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import threading
+import warnings
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -269,3 +271,44 @@ def crl(ca: TestCA) -> bytes:
 def pem_block(label: str, data: bytes) -> bytes:
     body = base64.encodebytes(data)
     return f"-----BEGIN {label}-----\n".encode() + body + f"-----END {label}-----\n".encode()
+
+
+def _negative_serial(tbs: der.Node) -> None:
+    """serialNumber -1: parsed by cryptography with a warning (RFC 5280 wants it positive)."""
+    assert tbs.children is not None
+    (serial,) = [c for c in tbs.children if c.tag == b"\x02"][:1]
+    serial.content = b"\xff"
+
+
+def test_a_warning_about_a_ca_certificate_is_noted_even_while_other_threads_warn(
+    tmp_path: Path, now: datetime
+) -> None:
+    """The library's warning on a trust-directory CA is kept as a note naming the file; a
+    warning another thread raises meanwhile is not put on it."""
+    ca = TestCA("/DC=org/DC=vmic-test/CN=Odd Serial CA", now=now)
+    tbs = der.tbs_of(ca.cert.public_bytes(serialization.Encoding.DER))
+    _negative_serial(tbs)
+    body = base64.encodebytes(der.resign(tbs, ca.key)).decode("ascii")
+    (tmp_path / "0dd00000.0").write_text(
+        f"-----BEGIN CERTIFICATE-----\n{body}-----END CERTIFICATE-----\n"
+    )
+    stop = threading.Event()
+
+    def chatter() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(UserWarning):  # an error outside the reader's window
+                warnings.warn("said by another thread", UserWarning, stacklevel=1)
+
+    thread = threading.Thread(target=chatter)
+    thread.start()
+    try:
+        trusts = [TrustStore.from_directory(tmp_path) for _ in range(100)]
+    finally:
+        stop.set()
+        thread.join(5)
+
+    for trust in trusts:
+        assert len(trust.notes) == 1, trust.notes
+        assert trust.notes[0].startswith("0dd00000.0: ")
+        assert "serial" in trust.notes[0].lower()
+        assert "another thread" not in trust.notes[0]
