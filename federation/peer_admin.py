@@ -27,7 +27,7 @@ from federation.export import ExportResult, write_export
 from federation.peers import (
     carried_lists,
     check_export_id,
-    check_peer_name,
+    default_peer_name,
     take_export,
     verify_export,
 )
@@ -39,6 +39,7 @@ from keys.xmlsig import SignerPin
 from site_agent.admin import locked_site, read_store
 from site_agent.fetch import Fetcher
 from site_agent.home import SiteHome
+from site_agent.names import check_name
 from site_agent.peerstore import Peer, PeerStore
 from site_agent.site import Site
 
@@ -139,7 +140,7 @@ def add_peer(
         )
         export = verified.image_list
         taken = {p.name for p in store.peers()}
-        chosen = check_peer_name(name or (export.endorser_dn.common_name() or "peer"))
+        chosen = check_name(name, "peer name") if name else default_peer_name(export)
         if chosen in taken or any(p.list_id == export.id for p in store.peers()):
             raise ConfigError(f"this peer (or the name {chosen}) is already followed")
         check_export_id(site, export.id)

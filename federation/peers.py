@@ -18,10 +18,9 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from federation.export import write_export
-from feeds.model import ListId
+from feeds.model import ImageList, ListId
 from feeds.verify import Expectation, PreviousState, VerifiedList, verify_list
 from keys.errors import (
-    ConfigError,
     ListFormatError,
     VerificationError,
     VmicError,
@@ -31,6 +30,7 @@ from keys.trust import TrustStore
 from keys.xmlsig import SignerPin
 from site_agent.admin import default_name
 from site_agent.fetch import Fetcher, Validators
+from site_agent.names import slug
 from site_agent.peering import ByteSource, ListCopy
 from site_agent.peerstore import Peer, PeerImage, PeerStore
 from site_agent.records import Subscription
@@ -330,7 +330,6 @@ def carried_lists(site: Site) -> dict[str, list[ListCopy]]:
     }
 
 
-def check_peer_name(name: str) -> str:
-    if not name or not all(c.isalnum() or c in "._-" for c in name) or len(name) > 64:
-        raise ConfigError(f"peer name {name!r}: use letters, digits, '.', '_' or '-'")
-    return name
+def default_peer_name(export: ImageList) -> str:
+    """A peer's name when none is given: its site's common name, made a name."""
+    return slug(export.endorser_dn.common_name() or "", fallback="peer")

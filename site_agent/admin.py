@@ -9,7 +9,6 @@ the CLI to print. Commands that change trusted state take the site lock
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,11 +23,10 @@ from site_agent import config as site_config
 from site_agent.fetch import Fetcher, ListFetch
 from site_agent.home import SiteHome
 from site_agent.lock import SiteLock
+from site_agent.names import check_name, slug
 from site_agent.records import AVAILABLE, Change, ImageRecord, Subscription
 from site_agent.site import Site
 from site_agent.store import Store
-
-_SLUG = re.compile(r"[^a-z0-9]+")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,7 +81,7 @@ def read_store(home: SiteHome) -> Iterator[Store]:
 
 
 def default_name(title: str, taken: set[str]) -> str:
-    base = _SLUG.sub("-", title.lower()).strip("-")[:40] or "list"
+    base = slug(title, fallback="list")
     name, n = base, 2
     while name in taken:
         name, n = f"{base}-{n}", n + 1
@@ -108,6 +106,8 @@ def subscribe(
     """Fetch and verify the list once; only a list that verifies is subscribed to."""
     if not pins:
         raise ConfigError("pin at least one endorser: --endorser-dn DN --ca-dn DN")
+    if name is not None:
+        check_name(name, "subscription name")
     with locked_site(home, now=now, purpose="vmic subscribe") as site:
         taken = {s.name for s in site.store.subscriptions()}
         if name is not None and name in taken:

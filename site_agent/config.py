@@ -9,7 +9,6 @@ errors, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ from keys.trust import CrlPolicy
 from keys.xmlsig import SignerPin
 from site_agent import vmcatcher
 from site_agent.cloud.settings import CloudSettings, parse_clouds
+from site_agent.names import check_name
 
 EVENT_TYPES = (
     "image.new",
@@ -39,7 +39,6 @@ EVENT_TYPES = (
     "list.expired",
 )
 APPROVAL_POLICIES = ("hold", "auto")
-_HOOK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 DEFAULT_TRUST = "/etc/grid-security/certificates"
 
@@ -468,8 +467,7 @@ def make_hook(
     vmcatcher_env: bool = False,
 ) -> Hook:
     """A checked hook (from config.toml or from `vmic hooks add`)."""
-    if not _HOOK_NAME.fullmatch(name):
-        raise ConfigError(f"hook name {name!r}: use letters, digits, '.', '_' or '-'")
+    check_name(name, "hook name")
     if not events or not all(isinstance(e, str) and (e in EVENT_TYPES or e == "*") for e in events):
         raise ConfigError(f"hook {name}: events must be among {', '.join(EVENT_TYPES)} (or '*')")
     if not command or not all(isinstance(c, str) and c for c in command):

@@ -118,8 +118,8 @@ SCHEMA = [
         subscription, signer, expired_reported, content_sha256)
         SELECT list_id, version, sha256, updated, expires, accepted_at, path, subscription,
             signer, expired_reported, content_sha256
-        FROM lists WHERE subscription LIKE 'peer:%';
-    DELETE FROM lists WHERE subscription LIKE 'peer:%';
+        FROM lists WHERE subscription GLOB 'peer:*';
+    DELETE FROM lists WHERE subscription GLOB 'peer:*';
     """,
     # 5: images vmic registered in (or adopted from) the site's clouds (Glance)
     """

@@ -53,7 +53,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         required=True,
         help="pinned issuer DN (one per --site-dn)",
     )
-    add.add_argument("--name", help="peer name (default: the certificate's CN)")
+    add.add_argument(
+        "--name", help="peer name: letters, digits, . _ - (default: from the certificate's CN)"
+    )
     add.set_defaults(func=_add)
     remove = peer_sub.add_parser(
         "remove",

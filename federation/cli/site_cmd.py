@@ -141,7 +141,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         required=True,
         help="pinned signer issuer DN (one per --endorser-dn)",
     )
-    subscribe.add_argument("--name", help="subscription name (default: from the list title)")
+    subscribe.add_argument(
+        "--name", help="subscription name: letters, digits, . _ - (default: from the list title)"
+    )
     subscribe.add_argument(
         "--auto-approve",
         action="store_true",

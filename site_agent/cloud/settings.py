@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from keys.errors import ConfigError
+from site_agent.names import check_name
 
 VISIBILITIES = ("private", "shared", "community", "public")
 WITHDRAWN = ("deactivate", "delete")
@@ -42,7 +43,6 @@ KEYS = {
     "withdrawn",
     "delete_after_days",
 }
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _PROJECT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 
 
@@ -91,8 +91,7 @@ def parse_cloud(item: object, where: str) -> CloudSettings:
     if unknown:
         raise ConfigError(f"{where}: unknown keys: {', '.join(sorted(unknown))}")
     name = _text(item, "name", where, default=None)
-    if not _NAME.fullmatch(name):
-        raise ConfigError(f"{where}: name {name!r}: use letters, digits, '.', '_' or '-'")
+    check_name(name, f"{where}: name")
     where = f"{where} {name}"
     visibility = _text(item, "visibility", where, default="private")
     if visibility not in VISIBILITIES:

@@ -279,3 +279,35 @@ def test_export_link_reads_only_the_start_of_a_huge_page() -> None:
         "https://b.example.org/export.atom"
     )
     assert export_link(late, "https://b.example.org/") is None
+
+
+def test_a_peer_named_after_a_common_name_with_spaces_gets_a_usable_name(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Simulator() as server:
+        identity = world.ca.issue("/DC=org/DC=vmic-test/OU=Sites/CN=Site of Mallory: Bâle Ost")
+        peer = HostilePeer(sim=server, identity=identity, world=world)
+        peer.publish_export(list_copy=world.publish(version=1), list_version=1, image_data=b"x")
+
+        assert add_peer(world, server.url("/export.atom"), peer) == ExitCode.OK
+
+    (added,) = peers_of(world.home.database)
+    assert added.name == "site-of-mallory-b-le-ost"
+    assert f"following peer {added.name}:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["peer:x", "a b", "x\x1b[2K"])
+def test_peer_add_refuses_a_name_that_is_not_one_short_word(
+    world: World, mallory: HostilePeer, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = world.snapshot()
+
+    code = world.vmic(
+        "peer", "add", mallory.sim.url("/export.atom"), "--name", name,
+        "--site-dn", str(mallory.identity.subject), "--ca-dn", CA_DN,
+    )  # fmt: skip
+
+    assert code == ExitCode.CONFIG
+    assert "peer name" in capsys.readouterr().err
+    assert world.snapshot() == before
+    assert peers_of(world.home.database) == []

@@ -19,9 +19,10 @@ from federation.cli.common import ExitCode
 from feeds.model import list_id
 from keys.errors import RollbackError
 from site_agent.home import SiteHome
+from site_agent.names import check_name
 from site_agent.sync import run_sync
 from tests.support.ca import TestCA, write_trust_dir
-from tests.support.site import LIST_PATH, World, image_uuid
+from tests.support.site import CA_DN, ENDORSER_DN, LIST_PATH, World, image_uuid
 
 
 def subscribed(world: World, *, version: int = 1, auto: bool = False) -> None:
@@ -64,6 +65,36 @@ def test_subscribe_refuses_a_list_that_does_not_verify_and_stores_nothing(
     assert world.snapshot() == before
     with world.store() as store:
         assert store.subscriptions() == []
+
+
+@pytest.mark.parametrize(
+    "name", ["peer:alpha", "two words", ".hidden", "x\x1b[2Ky", "é", "n" * 65, ""]
+)
+def test_subscribe_refuses_a_name_that_is_not_one_short_word(
+    world: World, name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.publish(version=1)
+    before = world.snapshot()
+
+    assert world.subscribe(name=name) == ExitCode.CONFIG
+
+    assert "subscription name" in capsys.readouterr().err
+    assert world.snapshot() == before
+    with world.store() as store:
+        assert store.subscriptions() == []
+
+
+def test_a_subscription_named_from_a_title_is_a_usable_name(world: World) -> None:
+    world.publish(version=1)
+    assert (
+        world.vmic(
+            "subscribe", world.sim.url(LIST_PATH), "--endorser-dn", ENDORSER_DN, "--ca-dn", CA_DN
+        )
+        == 0
+    )
+    with world.store() as store:
+        (sub,) = store.subscriptions()
+    assert check_name(sub.name, "name") == sub.name
 
 
 def test_subscribe_refuses_a_signer_that_is_not_pinned(world: World) -> None:
