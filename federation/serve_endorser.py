@@ -7,6 +7,11 @@ An endorser without a web server of its own can serve, read-only:
     /images/sha512/<hex>      the image files the manifest lists, by the SHA-512
                               they were endorsed with, with Range and HEAD
     /healthz                  the list's version and expiry
+    the paths the list names  the list at the path of its self URL and each
+                              image at the path of its download URL (the
+                              manifest's ``self_url`` and ``url``), so the
+                              URLs in the signed list work as they are
+
 
 Every identifier from a URL is checked before anything touches the
 filesystem; image files are looked up only through the manifest (a plain
@@ -25,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiohttp import hdrs, web
+from yarl import URL
 
 from federation.rehash import CacheGuard
 from federation.serve_images import serve_checked
@@ -50,6 +56,8 @@ class EndorserState:
     guard: CacheGuard = field(init=False)
     counters: Counters = field(default_factory=Counters)
     _files: dict[str, Path] = field(default_factory=dict)
+    _by_path: dict[str, Sha512Hex] = field(default_factory=dict)
+    _self_path: str | None = None
     _manifest_mtime: int = -1
 
     def __post_init__(self) -> None:
@@ -69,11 +77,23 @@ class EndorserState:
             return
         manifest = Manifest.load(self.manifest_path)
         files: dict[str, Path] = {}
+        by_path: dict[str, Sha512Hex] = {}
         for image in manifest.images:
             name = manifest.file_of(image.id)
             if name and "/" not in name and name not in {".", ".."}:
                 files[image.sha512] = self.images / name
-        self._files, self._manifest_mtime = files, mtime
+                by_path[URL(image.url).path] = image.sha512
+        self._files, self._by_path = files, by_path
+        self._self_path = URL(manifest.info.self_url).path
+        self._manifest_mtime = mtime
+
+    def named(self, path: str) -> Sha512Hex | bool | None:
+        """What the list's own URLs name at ``path`` (decoded): an image's SHA-512,
+        True for the list itself, None for nothing."""
+        self._refresh()
+        if path == self._self_path:
+            return True
+        return self._by_path.get(path)
 
     def served_list(self) -> tuple[str, bytes]:
         """The list's id and bytes (read fresh: it is re-signed in place)."""
@@ -96,21 +116,29 @@ def _state(request: web.Request) -> EndorserState:
     return request.app[ENDORSER]
 
 
-async def _list(request: web.Request) -> web.Response:
+async def _list(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     try:
         wanted = list_id(name.removesuffix(".atom")) if name.endswith(".atom") else None
     except ListFormatError:
         wanted = None
     if wanted is None:
+        return await _named(request)
+    served_id, raw = _read_list(request)
+    if served_id != wanted:
         raise web.HTTPNotFound
+    return _list_response(request, raw)
+
+
+def _read_list(request: web.Request) -> tuple[str, bytes]:
     try:
-        served_id, raw = _state(request).served_list()
+        return _state(request).served_list()
     except (OSError, VmicError) as exc:
         log.warning("cannot read the list: %s", exc)
         raise web.HTTPServiceUnavailable(text="503: the list cannot be read\n") from None
-    if served_id != wanted:
-        raise web.HTTPNotFound
+
+
+def _list_response(request: web.Request, raw: bytes) -> web.Response:
     digest = hashlib.sha256(raw).hexdigest()
     modified = datetime.fromtimestamp(_state(request).list_path.stat().st_mtime, UTC)
     headers = {
@@ -129,11 +157,29 @@ async def _list(request: web.Request) -> web.Response:
 
 
 async def _image(request: web.Request) -> web.StreamResponse:
-    state = _state(request)
     try:
         sha512 = sha512_hex(request.match_info["hex"])
     except ListFormatError:
-        raise web.HTTPNotFound from None
+        return await _named(request)
+    return await _image_response(request, sha512)
+
+
+async def _named(request: web.Request) -> web.StreamResponse:
+    """The list or an image at a path one of the list's own URLs names."""
+    try:
+        named = _state(request).named(request.path)
+    except (OSError, VmicError) as exc:
+        log.warning("cannot read the manifest: %s", exc)
+        raise web.HTTPServiceUnavailable(text="503: the manifest cannot be read\n") from None
+    if named is True:
+        return _list_response(request, _read_list(request)[1])
+    if isinstance(named, str):
+        return await _image_response(request, named)
+    raise web.HTTPNotFound
+
+
+async def _image_response(request: web.Request, sha512: Sha512Hex) -> web.StreamResponse:
+    state = _state(request)
     return await serve_checked(
         request,
         state.guard,
@@ -179,4 +225,5 @@ def create_endorser_app(
     app.router.add_get("/lists/{name}", _list)
     app.router.add_get("/images/sha512/{hex}", _image)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/{path:.+}", _named)
     return app

@@ -48,7 +48,9 @@ _TEMPLATE = """\
 
 [trust]
 # OpenSSL CApath-style folder of CA certificates and CRLs (fetch-crl keeps the
-# CRLs fresh). Every list must chain to a CA in it.
+# CRLs fresh). Every list must chain to a CA in it. A relative path in this
+# file is taken from the folder this file is in (the site home), never from
+# the folder a command happens to run in.
 directory = {trust}
 # "require": every CA in a chain needs a current CRL here (missing or stale
 # CRL: the list is rejected). "if-present": use the CRLs that are here.
@@ -205,7 +207,9 @@ class SiteConfig:
 
 def write_default(path: Path, *, trust: Path | None) -> None:
     # A TOML string literal, whatever quotes or backslashes the path holds.
-    text = _TEMPLATE.format(trust=tomlkit.string(str(trust or DEFAULT_TRUST)).as_string())
+    # Absolute, so that cron and systemd (another working folder) find the same folder.
+    where = str(trust.absolute()) if trust is not None else DEFAULT_TRUST
+    text = _TEMPLATE.format(trust=tomlkit.string(where).as_string())
     write_atomic(path, text.encode("utf-8"), mode=0o640)
 
 
@@ -333,11 +337,11 @@ def load(path: Path) -> SiteConfig:
         verify_concurrency=net.count("verify_concurrency", DEFAULT_LIMITS.verify_concurrency),
     )
     return SiteConfig(
-        trust_dir=Path(trust.get("directory", str, DEFAULT_TRUST)),
+        trust_dir=_path(trust.get("directory", str, DEFAULT_TRUST), path),
         crl=CrlPolicy(crl),
         approval=policy,
         expired_retention=timedelta(days=cache.positive("expired_retention_days", 7)),
-        ca_bundle=Path(ca_bundle) if ca_bundle else None,
+        ca_bundle=_path(ca_bundle, path) if ca_bundle else None,
         limits=limits,
         event_max_attempts=events.count("max_attempts", 5),
         hooks=_hooks(data.get("hooks", []), path),
@@ -351,7 +355,8 @@ def load(path: Path) -> SiteConfig:
                 "serve",
                 path,
                 {"bind", "max_connections", "tls_cert", "tls_key", "rehash_hours"},
-            )
+            ),
+            path,
         ),
         clouds=parse_clouds(data.get("clouds", []), path),
     )
@@ -376,9 +381,9 @@ def _identity(section: _Section, path: Path) -> Identity | None:
         raise ConfigError(f"{path}: [identity] {exc.message}") from exc
     chain = section.get("chain", str, None)
     return Identity(
-        cert=Path(cert),
-        key=Path(key),
-        chain=Path(chain) if chain else None,
+        cert=_path(cert, path),
+        key=_path(key, path),
+        chain=_path(chain, path) if chain else None,
         base_url=base_url.rstrip("/"),
         export_validity=timedelta(days=section.positive("export_valid_days", 7)),
     )
@@ -407,15 +412,20 @@ def _federation(section: _Section) -> FederationSettings:
     )
 
 
-def _serve(section: _Section) -> ServeSettings:
+def _path(text: str, config: Path) -> Path:
+    """A path from the configuration; a relative one is taken from the config's folder."""
+    return config.parent.absolute() / Path(text)  # an absolute ``text`` replaces the base
+
+
+def _serve(section: _Section, path: Path) -> ServeSettings:
     tls_cert, tls_key = section.get("tls_cert", str, None), section.get("tls_key", str, None)
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError(f"{section.where}: tls_cert and tls_key go together")
     return ServeSettings(
         bind=section.get("bind", str, "127.0.0.1:8080"),
         max_connections=section.count("max_connections", 64),
-        tls_cert=Path(tls_cert) if tls_cert else None,
-        tls_key=Path(tls_key) if tls_key else None,
+        tls_cert=_path(tls_cert, path) if tls_cert else None,
+        tls_key=_path(tls_key, path) if tls_key else None,
         rehash_interval=timedelta(hours=section.positive("rehash_hours", 24)),
     )
 

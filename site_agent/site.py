@@ -52,6 +52,8 @@ from site_agent.store import Store
 T = TypeVar("T")
 
 PEER_EXPORTS = "peer-exports"
+# the reason `unsubscribe` gives the images it withdraws; subscribing again decides them anew
+UNSUBSCRIBED = "unsubscribed"
 """Under lists/: the bytes of peers' exports, by export id (apart from endorsers' lists)."""
 
 
@@ -137,7 +139,7 @@ class Site:
         if current is not None and current.version == lst.version:
             # The same signed content (the verifier checked): the bytes first accepted stay.
             self._note_other_copy(sub, verified, current)
-            return False, []
+            return False, self._relist_unsubscribed(sub, verified)
         path = self._store_bytes(verified)
         changes: list[Change] = []
         with self.store.atomic():
@@ -166,6 +168,20 @@ class Site:
             )
         self.retire_queued()
         return True, changes
+
+    def _relist_unsubscribed(self, sub: Subscription, verified: VerifiedList) -> list[Change]:
+        """Subscribed again to the version already held: the entries that `unsubscribe`
+        withdrew are decided again, as if new (the approval policy says how)."""
+        lst = verified.image_list
+        changes: list[Change] = []
+        with self.store.atomic():
+            for entry in lst.entries:
+                image = self.store.image(entry.id)
+                if image is not None and image.list_id == lst.id and _unsubscribed(image):
+                    change = self._take_entry(sub, entry, lst.version)
+                    if change is not None:
+                        changes.append(change)
+        return changes
 
     def _note_other_copy(
         self, sub: Subscription, verified: VerifiedList, current: ListVersion
@@ -272,6 +288,7 @@ class Site:
         same_bytes = image.sha512 == entry.sha512 and image.size == entry.size
         updated = dataclasses.replace(
             image,
+            subscription=sub.name,
             sha512=entry.sha512,
             size=entry.size,
             url=entry.url,
@@ -482,7 +499,7 @@ class Site:
     def withdraw_subscription(self, sub: Subscription) -> list[Change]:
         with self.store.atomic():
             changes = [
-                self._withdraw(image, WITHDRAWN, "unsubscribed")
+                self._withdraw(image, WITHDRAWN, UNSUBSCRIBED)
                 for image in self.store.active_images(sub.list_id)
             ]
             self.store.remove_subscription(sub.name)
@@ -507,6 +524,10 @@ class Site:
             self.store.put_image(
                 dataclasses.replace(image, state=APPROVED, reason=reason, changed_at=self.now)
             )
+
+
+def _unsubscribed(image: ImageRecord) -> bool:
+    return image.state == WITHDRAWN and image.reason == UNSUBSCRIBED
 
 
 def _previous(current: ListVersion | None) -> PreviousState | None:

@@ -174,3 +174,31 @@ def test_a_symlink_to_a_file_outside_is_not_followed(published: Endorser, tmp_pa
 
 def test_serve_needs_both_manifest_and_list(published: Endorser) -> None:
     assert main(["serve", "--manifest", str(published.manifest)]) == 3
+
+
+def test_the_list_and_images_are_served_at_the_paths_their_urls_name(
+    published: Endorser,
+) -> None:
+    """A site subscribes to the self URL and downloads the image URLs the list names."""
+    data = (published.images / "img-1.raw").read_bytes()
+    with serving(published) as port:
+        status, headers, body = get(port, "/l.atom")
+        assert (status, body) == (200, published.signed.read_bytes())
+        assert get(port, "/l.atom", {"If-None-Match": headers["etag"]})[0] == 304
+        status, _headers, body = get(port, "/img-1.raw")
+        assert (status, body) == (200, data)
+        status, _headers, part = get(port, "/img-1.raw", {"Range": "bytes=5-9"})
+        assert (status, part) == (206, data[5:10])
+        for path in ("/img-3.raw", "/list.toml", "/img-1.raw/", "/lists/l.atom", "/../l.atom"):
+            assert get(port, path)[0] == 404, path
+        (published.images / "img-1.raw").write_bytes(data.replace(b"image 1", b"image X", 1))
+        assert get(port, "/img-1.raw")[0] == 503  # the same re-hash guards this path
+
+
+def test_the_paths_follow_the_manifest_when_it_changes(published: Endorser) -> None:
+    manifest = Manifest.load(published.manifest)
+    with serving(published) as port:
+        assert get(port, "/img-2.raw")[0] == 200
+        revoked = next(i for i in manifest.images if i.url.endswith("img-2.raw"))
+        main(["endorse", "revoke", str(published.manifest), revoked.id, "--reason", "gone"])
+        assert get(port, "/img-2.raw")[0] == 404

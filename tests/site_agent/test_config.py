@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from federation.cli import main
 from feeds.model import ImageEntry, image_id, sha512_hex
 from keys.errors import ConfigError
 from keys.limits import DEFAULT_LIMITS
@@ -38,6 +39,7 @@ from site_agent.config import (
 from site_agent.config_edit import add_hook, remove_hook
 from site_agent.home import SiteHome
 from site_agent.records import Subscription
+from tests.support.ca import TestCA, write_trust_dir
 
 ADMIN_COMMENT = "# ticket 4711: the storage team wants withdrawn images kept a week  \n"
 
@@ -534,3 +536,44 @@ def test_site_policy_auto_approves_every_subscription(config: Path, now: datetim
 
     assert _decisions(policy, now) == (True, True)
     assert "approve automatically" in policy.describe()
+
+
+def test_init_stores_the_trust_directory_as_an_absolute_path_for_cron(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, root_ca: TestCA
+) -> None:
+    """`vmic site init --trust ca` in one folder; `vmic site check` (as cron would) in another."""
+    write_trust_dir(tmp_path / "admin" / "ca", [root_ca])
+    home = tmp_path / "home"
+    monkeypatch.chdir(tmp_path / "admin")
+    assert main(["site", "init", "--home", str(home), "--trust", "ca"]) == 0
+    elsewhere = tmp_path / "cron"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    config = load(home / "config.toml")
+
+    assert config.trust_dir == tmp_path / "admin" / "ca"
+    assert (
+        'directory = "' + str(tmp_path / "admin" / "ca") + '"' in (home / "config.toml").read_text()
+    )
+    assert main(["site", "check", "--home", str(home)]) == 0
+
+
+def test_a_relative_path_written_in_the_config_is_taken_from_the_site_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "home" / "config.toml"
+    path.parent.mkdir()
+    write_default(path, trust=None)
+    text = path.read_text().replace(f'"{DEFAULT_TRUST}"', '"certificates"')
+    text = text.replace(
+        "[serve]\n", '[serve]\ntls_cert = "tls/cert.pem"\ntls_key = "/etc/tls/key.pem"\n'
+    )
+    path.write_text(text)
+    monkeypatch.chdir(tmp_path)
+
+    config = load(path)
+
+    assert config.trust_dir == tmp_path / "home" / "certificates"
+    assert config.serve.tls_cert == tmp_path / "home" / "tls" / "cert.pem"
+    assert config.serve.tls_key == Path("/etc/tls/key.pem")

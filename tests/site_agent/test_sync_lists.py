@@ -363,6 +363,44 @@ def test_unsubscribe_withdraws_images_and_keeps_the_rollback_state(world: World)
     assert world.subscribe() == ExitCode.ROLLBACK  # the site still remembers version 4
 
 
+@pytest.mark.parametrize("name", ["base", "again"])
+@pytest.mark.parametrize("version", [4, 5])
+def test_subscribing_again_brings_the_images_back_under_the_approval_policy(
+    world: World, name: str, version: int
+) -> None:
+    """The same version (nothing new to accept) or a newer one, under the old name or another."""
+    subscribed(world, version=4)
+    assert world.vmic("approve", image_uuid(1)) == 0
+    assert world.vmic("unsubscribe", "base") == 0
+    assert set(world.states().values()) == {"withdrawn"}
+    world.publish(version=version)
+
+    assert world.subscribe(name=name) == 0
+
+    assert world.states() == {image_uuid(1): "new", image_uuid(2): "new"}  # "hold" decides
+    with world.store() as store:
+        assert {i.subscription for i in store.images()} == {name}
+    assert world.vmic("approve", image_uuid(1), image_uuid(2)) == 0
+    assert world.vmic("sync") == 0
+    assert set(world.states().values()) == {"available"}
+
+
+def test_subscribing_again_with_auto_approve_approves_them(world: World) -> None:
+    subscribed(world, version=2)
+    assert world.vmic("unsubscribe", "base") == 0
+
+    assert world.subscribe(auto=True) == 0
+
+    assert set(world.states().values()) == {"approved"}
+
+
+def test_an_image_the_admin_withdrew_stays_withdrawn_while_subscribed(world: World) -> None:
+    subscribed(world, version=2)
+    assert world.vmic("withdraw", image_uuid(1)) == 0
+    assert world.vmic("sync") == 0
+    assert world.states()[image_uuid(1)] == "withdrawn"
+
+
 def test_sync_on_a_home_that_was_never_initialised_is_refused(tmp_path: Path) -> None:
     home = SiteHome(tmp_path / "nothing")
 
