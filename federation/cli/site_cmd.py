@@ -24,7 +24,7 @@ from federation.peers import SiteFederation
 from feeds.endorse import check_signer
 from keys.certs import load_certificate, load_certificates, load_private_key
 from keys.dn import DistinguishedName
-from keys.errors import ConfigError
+from keys.errors import ConfigError, LockedError, VmicError
 from keys.xmlsig import SignerPin
 from site_agent import admin, config_edit
 from site_agent.check import check_site
@@ -239,6 +239,23 @@ def _set_identity(args: argparse.Namespace) -> None:
         chain=args.chain.resolve() if args.chain else None,
         base_url=args.base_url.rstrip("/"),
     )
+    _first_export(site_home(args))
+
+
+def _first_export(home: SiteHome) -> None:
+    """Sign the export at once, so /export.atom answers as soon as `vmic serve` runs."""
+    from federation import peer_admin  # the signing code, only when an identity is set
+
+    try:
+        result = peer_admin.export_now(home, force=False, now=utcnow())
+    except LockedError as error:
+        print(f"export not written now ({shown(error.message)}); the next `vmic sync` writes it")
+        return
+    except VmicError as error:  # the identity is set; `vmic site check` and sync say more
+        print(f"vmic: the export cannot be signed yet: {shown(error.message)}", file=sys.stderr)
+        return
+    state = "written" if result.written else "unchanged"
+    print(f"export {state}: {result.path} version {result.version}, {result.images} image(s)")
 
 
 def _identity(args: argparse.Namespace) -> int:

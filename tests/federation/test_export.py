@@ -90,7 +90,7 @@ def test_a_new_export_version_only_when_something_changed(world: World, tmp_path
     assert world.vmic("sync") == 0
     second = (world.home.exports / "export.atom").read_bytes()
     assert second != first
-    assert b"<vmic:version>2</vmic:version>" in second
+    assert b"<vmic:version>3</vmic:version>" in second  # 1: written by `site identity`
     assert image_uuid(2).encode() not in second
 
 
@@ -102,7 +102,32 @@ def test_an_export_past_half_its_validity_is_signed_again(world: World, tmp_path
     with locked_site(world.home, now=world.now + timedelta(days=4), purpose="test") as site:
         result = write_export(site)
     assert result.written
-    assert result.version == 2
+    assert result.version == 3  # 1 by `site identity`, 2 by the sync that approved
+
+
+def test_the_export_is_signed_as_soon_as_the_identity_is_set(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/export.atom answers right after `vmic site identity`, before any sync or `vmic export`."""
+    assert not (world.home.exports / "export.atom").exists()
+
+    site = with_identity(world, tmp_path)
+
+    assert "export written" in capsys.readouterr().out
+    export = verified_export(world, site)
+    assert export.image_list.version == 1
+    assert export.image_list.entries == ()
+
+
+def test_an_identity_set_while_a_sync_runs_is_kept_and_the_export_waits(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with locked_site(world.home, now=world.now, purpose="vmic sync"):
+        site = with_identity(world, tmp_path)
+    assert "the next `vmic sync` writes it" in capsys.readouterr().out
+    assert not (world.home.exports / "export.atom").exists()
+    assert world.vmic("sync") == 0
+    assert verified_export(world, site).image_list.version == 1
 
 
 def test_export_without_an_identity_is_a_configuration_error(
