@@ -49,6 +49,7 @@ from site_agent.report import ListResult, SyncReport
 from site_agent.site import Site
 from site_agent.store import TRUST_PROBLEMS, Store
 from site_agent.sync_lists import sync_list
+from site_agent.transport import about
 from site_agent.units import log, run_unit, run_unit_now, subscription_recorder
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -298,7 +299,7 @@ async def _download_from_any(
                 progress=callback,
             )
         except VmicError as error:
-            errors.append(f"{source.url}: {error.message}")
+            errors.append(about(source.url, error.message))
             if source.peer is not None and peering is not None:
                 peering.record_transfer(
                     site, source, ok=False, size=0, seconds=0, error=error.message

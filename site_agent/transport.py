@@ -33,6 +33,7 @@ import ipaddress
 import logging
 import re
 import socket
+import os
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -277,7 +278,34 @@ def failed(url: str, exc: BaseException) -> BaseException:
         return FetchError(f"{url}: cannot be requested ({describe(exc)})")
     if isinstance(exc, aiohttp.ClientPayloadError):
         return Transient(FetchError(f"{url}: transfer broken off ({type(exc).__name__})"))
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # aiohttp's own text says "ssl:default" even for http://; name what failed instead
+        cause, number = exc.os_error, exc.os_error.errno
+        if isinstance(cause, socket.gaierror) and cause.strerror:
+            reason = f"the name does not resolve: {cause.strerror}"
+        elif isinstance(number, int) and number > 0:
+            reason = os.strerror(number)
+        else:
+            reason = describe(cause)
+        return Transient(
+            FetchError(
+                f"{url}: cannot connect to {exc.host}:{exc.port} ({reason})",
+                hint="check the URL (host and port), that the server runs, and the network",
+            )
+        )
+    if isinstance(exc, aiohttp.ServerDisconnectedError) and url.startswith("http:"):
+        return Transient(
+            FetchError(
+                f"{url}: the server closed the connection without an answer",
+                hint="if the server speaks only HTTPS, write https://",
+            )
+        )
     return Transient(FetchError(f"{url}: connection failed ({type(exc).__name__}: {exc})"))
+
+
+def about(url: str, message: str) -> str:
+    """``message`` about ``url``, naming the URL once."""
+    return message if message.startswith(url) else f"{url}: {message}"
 
 
 def status_error(url: str, status: int) -> BaseException:
@@ -287,9 +315,12 @@ def status_error(url: str, status: int) -> BaseException:
 
 def _checked(url: str) -> str:
     try:
-        check_url(url, what="fetch")
+        check_url(url, what="URL")
     except ListFormatError as exc:
-        raise FetchError(exc.message) from exc
+        raise FetchError(
+            exc.message.removeprefix("URL: "),
+            hint="vmic fetches http:// and https:// URLs, without a user name or password",
+        ) from exc
     address = host_address(url)
     if address is not None and (reason := forbidden_address(address)) is not None:
         raise FetchError(f"{url}: the host is {address}, a {reason} address: refused")

@@ -42,7 +42,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         ),
     )
     parser.add_argument(
-        "list", type=Path, metavar="LIST", help="signed list file (Atom, or HEPiX S/MIME)"
+        "list",
+        metavar="LIST",
+        help="signed list (Atom, or HEPiX S/MIME): a file, or an http(s):// URL to fetch it from",
     )
     parser.add_argument("--trust", required=True, type=Path, help="trust directory (CApath)")
     parser.add_argument(
@@ -74,6 +76,21 @@ def _pins(args: argparse.Namespace) -> list[SignerPin] | None:
     ]
 
 
+def _read(where: str) -> bytes:
+    """The list's bytes from a file, or fetched (as `vmic subscribe` would) from a URL."""
+    if not where.startswith(("http://", "https://")):
+        return read_file(Path(where), what="list")
+    import asyncio  # the network client, only when a URL is given
+
+    from site_agent.fetch import Fetcher
+
+    async def fetch() -> bytes:
+        async with Fetcher() as fetcher:
+            return (await fetcher.fetch_list(where)).body
+
+    return asyncio.run(fetch())
+
+
 def _verify(args: argparse.Namespace) -> int:
     now: datetime = args.at or utcnow()
     try:
@@ -82,7 +99,7 @@ def _verify(args: argparse.Namespace) -> int:
         raise ConfigError(f"--list-id: {exc.message}") from exc
     try:
         verified = verify_list(
-            read_file(args.list, what="list"),
+            _read(args.list),
             trust=TrustStore.from_directory(args.trust),
             pins=_pins(args),
             now=now,
@@ -173,6 +190,8 @@ def _print_summary(verified: VerifiedList, now: datetime) -> None:
         expired = "  [image expired]" if e.expired_at(now) else ""
         print(f"    {e.id}  {e.format:<7} {human_size(e.size):>10}  {shown(e.title)}{expired}")
         print(f"      {shown(e.url)}")
+        if e.policy_override:
+            print(f"      policy override: {shown(e.policy_override)}")
     if lst.tombstones:
         print(f"  revoked:  {len(lst.tombstones)}")
         for t in lst.tombstones:

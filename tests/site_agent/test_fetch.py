@@ -178,7 +178,9 @@ def test_a_refused_connection_is_retried_then_reported() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    with pytest.raises(FetchError, match="connection failed"):
+    with pytest.raises(
+        FetchError, match=r"cannot connect to 127\.0\.0\.1:\d+ \(Connection refused"
+    ):
         fetch_list(f"http://127.0.0.1:{port}/list.xml")
 
 
