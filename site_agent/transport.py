@@ -31,9 +31,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import re
 import socket
-import os
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path

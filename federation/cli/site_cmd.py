@@ -244,7 +244,7 @@ def _set_identity(args: argparse.Namespace) -> None:
 
 def _first_export(home: SiteHome) -> None:
     """Sign the export at once, so /export.atom answers as soon as `vmic serve` runs."""
-    from federation import peer_admin  # the signing code, only when an identity is set
+    from federation import peer_admin  # noqa: PLC0415 - signing code, only with an identity
 
     try:
         result = peer_admin.export_now(home, force=False, now=utcnow())

@@ -80,9 +80,9 @@ def _read(where: str) -> bytes:
     """The list's bytes from a file, or fetched (as `vmic subscribe` would) from a URL."""
     if not where.startswith(("http://", "https://")):
         return read_file(Path(where), what="list")
-    import asyncio  # the network client, only when a URL is given
+    import asyncio  # noqa: PLC0415 - the network client, only when a URL is given
 
-    from site_agent.fetch import Fetcher
+    from site_agent.fetch import Fetcher  # noqa: PLC0415
 
     async def fetch() -> bytes:
         async with Fetcher() as fetcher:
