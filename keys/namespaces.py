@@ -27,8 +27,10 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+from keys.certs import read_outside
 from keys.dn import DistinguishedName
 from keys.errors import ConfigError, describe
 from keys.fileio import list_directory, read_regular
@@ -99,9 +101,12 @@ def parse_namespaces(text: str, source: str) -> dict[DistinguishedName, Namespac
             rule = _RULE.match(rest)
             if not rule:
                 raise ConfigError(f"{source}: cannot read {rest[:80]!r}")
+            text = rule.group(2).replace('\\"', '"')
             try:
-                pattern = re.compile(rule.group(2).replace('\\"', '"'))
-            except re.error as exc:
+                # `re` warns about sets that a future Python reads otherwise ("[[");
+                # the pattern means today what the CA's file has always meant to OpenSSL
+                pattern, _said = read_outside(partial(re.compile, text))
+            except ValueError as exc:
                 raise ConfigError(f"{source}: bad pattern {rule.group(2)!r}: {exc}") from exc
             (space.permit if rule.group(1).upper() == "PERMIT" else space.deny).append(pattern)
             rest = rule.group(3).strip()

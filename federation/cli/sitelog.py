@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from io import TextIOWrapper
 from logging.handlers import RotatingFileHandler
+from typing import TextIO
 
 from federation.cli.common import shown
 from keys.errors import VmicError
@@ -57,9 +59,27 @@ class _SiteLogFile(RotatingFileHandler):
         return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
+def _warning_to_log(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A library's warning (a deprecation, say) is not the admin's business: one line in
+    the site log, never Python's display of a source line on stderr."""
+    logging.getLogger("vmic.warnings").info(
+        "%s from %s:%d: %s", category.__name__, filename, lineno, message
+    )
+
+
 @contextmanager
 def command_logging(*, to_stderr: bool) -> Iterator[None]:
-    """For one command: never Python's fallback output; warnings on stderr if asked."""
+    """For one command: never Python's fallback output; warnings on stderr if asked.
+
+    Python warnings raised while the command runs go to the ``vmic.warnings``
+    logger (the site log, when the command keeps one) instead of stderr."""
     logger = logging.getLogger("vmic")
     handler: logging.Handler = logging.NullHandler()
     if to_stderr:
@@ -67,9 +87,12 @@ def command_logging(*, to_stderr: bool) -> Iterator[None]:
         handler.setFormatter(_Escaped("vmic: %(message)s"))
         handler.setLevel(logging.WARNING)
     logger.addHandler(handler)
+    shown_before = warnings.showwarning
+    warnings.showwarning = _warning_to_log
     try:
         yield
     finally:
+        warnings.showwarning = shown_before
         logger.removeHandler(handler)
 
 

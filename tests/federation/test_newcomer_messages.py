@@ -9,14 +9,22 @@ also checks that the site's trusted state did not change.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from federation.cli import main
 from federation.cli.common import ExitCode
+from tests.support import der
+from tests.support.ca import TestCA
 from tests.support.site import CA_DN, ENDORSER_DN, LIST_PATH, World, image_uuid
 
 
@@ -159,3 +167,48 @@ def test_verify_of_an_unreachable_url_is_a_fetch_error(
 def verify(world: World, *args: str) -> int:
     """`vmic verify` takes no site home: run it as an endorser or a site admin would."""
     return main(["verify", *args, "--trust", str(world.trust)])
+
+
+def igtf_directory(world: World) -> None:
+    """What an IGTF distribution and fetch-crl leave besides plain CAs: a CA as NAME.pem
+    reached through its hash link, .info/.crl_url/.signing_policy/.namespaces files, a
+    packaged CA the library warns about (a negative serial), a rule Python warns about."""
+    other = TestCA("/DC=org/DC=igtf-test/CN=Negative Serial CA", now=world.now)
+    tbs = der.tbs_of(other.cert.public_bytes(serialization.Encoding.DER))
+    tbs.children[1].content = b"\xff"  # serialNumber -1
+    negative = ssl.DER_cert_to_PEM_cert(der.resign(tbs, other.key))  # (no library would)
+    (world.trust / "NegativeSerial.pem").write_text(negative)
+    (world.trust / "5e7a1b2c.0").symlink_to("NegativeSerial.pem")
+    (world.trust / "00000000.info").write_text("alias = vmic-test\nversion = 1.0\n")
+    (world.trust / "00000000.crl_url").write_text("http://crl.example.org/vmic-test.crl\n")
+    (world.trust / "00000000.namespaces").write_text(
+        f'TO Issuer "{CA_DN}" PERMIT Subject "/DC=org/DC=vmic-test/OU=Users/[[C]N=.*"\n'
+    )
+    (world.trust / "00000000.signing_policy").write_text(
+        f"access_id_CA X509 '{CA_DN}'\npos_rights globus CA:sign\n"
+        "cond_subjects globus '\"/DC=org/DC=vmic-test/*\"'\n"
+    )
+
+
+def test_verify_against_an_igtf_directory_prints_no_library_warning(
+    world: World, tmp_path: Path
+) -> None:
+    """Python shows every warning here (PYTHONWARNINGS=always): none reaches the admin."""
+    igtf_directory(world)
+    list_file = tmp_path / "base.atom"
+    list_file.write_bytes(world.publish(version=2))
+    command = [sys.executable, "-m", "federation", "verify", str(list_file)]
+    command += ["--trust", str(world.trust), "--endorser-dn", ENDORSER_DN, "--ca-dn", CA_DN]
+
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONWARNINGS": "always"},
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert "version 2 is trusted" in done.stdout

@@ -6,9 +6,19 @@ import logging
 import os
 import re
 import stat
+import warnings
 from pathlib import Path
 
-from federation.cli.sitelog import BACKUPS, LOG_MODE, MAX_BYTES, site_log
+import pytest
+
+from federation.cli.sitelog import (
+    BACKUPS,
+    LOG_MODE,
+    MAX_BYTES,
+    _warning_to_log,
+    command_logging,
+    site_log,
+)
 from site_agent.home import SiteHome
 
 FORGED = "Evil list\n2026-01-01 00:00:00,000 ERROR vmic.sync: all lists verified\x1b[2K"
@@ -68,3 +78,19 @@ def test_the_log_and_its_rotations_are_not_readable_by_others(tmp_path: Path) ->
     assert 2 <= len(logs) <= BACKUPS + 1  # rotated at least once
     for path in logs:
         assert stat.S_IMODE(path.stat().st_mode) == LOG_MODE
+
+
+def test_a_library_warning_goes_to_the_site_log_not_to_stderr(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    home = SiteHome(tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        with command_logging(to_stderr=True), site_log(home):
+            warnings.warn("old API, use the new one", DeprecationWarning, stacklevel=1)
+        assert warnings.showwarning is not _warning_to_log  # put back after the command
+
+    assert capfd.readouterr() == ("", "")
+    text = home.log.read_text()
+    assert "INFO vmic.warnings: DeprecationWarning from " in text
+    assert text.rstrip().endswith("old API, use the new one")

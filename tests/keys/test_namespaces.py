@@ -195,3 +195,18 @@ def test_a_trust_directory_that_cannot_be_listed_is_a_config_error(tmp_path: Pat
         list_directory(not_a_folder, what="the trust directory")
     with pytest.raises(ConfigError, match="is not a folder"):
         TrustStore.from_directory(not_a_folder)
+
+
+def test_a_pattern_python_warns_about_is_read_without_a_word_on_stderr(
+    tmp_path: Path, ca: TestCA, now: datetime, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`[[` is a set holding `[` to OpenSSL and to Python today; Python warns that it may
+    not stay so. The rule still applies, and nothing is printed."""
+    rule = f'TO Issuer "{CA}" PERMIT Subject "/DC=org/DC=vmic-test/OU=Users/[[C]N=.*"\n'
+    trust = trust_with(tmp_path, ca, namespaces=rule)
+
+    trust.validate(ca.issue(INSIDE).cert, [], at=now)
+    with pytest.raises(CertificateError, match="outside the namespace"):
+        trust.validate(ca.issue("/DC=org/DC=vmic-test/OU=Users/O=Jane").cert, [], at=now)
+
+    assert capfd.readouterr() == ("", "")
