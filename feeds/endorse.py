@@ -1,11 +1,13 @@
 """The endorser's workflow: manifest edits, rendering, signing.
 
 Each function does one command's work and returns what the CLI reports.
-Versioning: every render or sign issues the next version (a new signing
-always changes the bytes, and sites reject one version with two different
-documents); ``updated`` moves only when the content changed. The manifest is
-saved with the new version *before* the output is written, so a failure can
-burn a version number but never reuse one.
+Versioning: every signing, and every render of a template for an external
+signer, issues the next version (a new signing always changes the bytes,
+and sites reject one version with two different documents); a render for
+review only shows the next version and records nothing; ``updated`` moves
+only when the content changed. The manifest is saved with the new version
+*before* the output is written, so a failure can burn a version number but
+never reuse one.
 """
 
 from __future__ import annotations
@@ -217,8 +219,10 @@ def issue_next(
     valid_for: timedelta,
     endorser_dn: DistinguishedName,
     issuer_dn: DistinguishedName,
+    record: bool = True,
 ) -> ImageList:
-    """The next version of the list; the manifest records it (and is saved) first."""
+    """The next version of the list; the manifest records it (and is saved) first, unless
+    ``record`` is false (a preview: nothing is issued)."""
     content = manifest.content_sha256()
     updated = manifest.state.updated
     if updated is not None and now < updated:
@@ -248,6 +252,8 @@ def issue_next(
         entries=manifest.images,
         tombstones=manifest.tombstones(),
     )
+    if not record:
+        return image_list
     manifest.record_issue(
         version=version,
         updated=updated,
@@ -269,7 +275,8 @@ def render(
     template: str | None = None,
     digest: str = "sha256",
 ) -> ImageList:
-    """Write the unsigned list (optionally with an empty signature for external signers)."""
+    """Write the unsigned list: a preview for review (nothing issued), or with ``template``
+    an empty signature for an external signer to fill in (the version is issued)."""
     manifest = Manifest.load(path)
     if cert is not None:
         endorser_dn = DistinguishedName.from_x509(cert.subject)
@@ -282,7 +289,12 @@ def render(
             hint="give --cert CERT.pem (the certificate that will sign it)",
         )
     image_list = issue_next(
-        manifest, now=now, valid_for=valid_for, endorser_dn=endorser_dn, issuer_dn=issuer_dn
+        manifest,
+        now=now,
+        valid_for=valid_for,
+        endorser_dn=endorser_dn,
+        issuer_dn=issuer_dn,
+        record=template is not None,
     )
     root = render_list(image_list)
     if template is not None:

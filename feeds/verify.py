@@ -55,7 +55,7 @@ from keys.errors import (
 from keys.limits import DEFAULT_LIMITS, Limits
 from keys.smime import SignedContent, looks_like_smime, verify_smime
 from keys.trust import CrlPolicy, TrustStore, ValidatedChain
-from keys.xmlsig import SignerPin, verify_enveloped
+from keys.xmlsig import SignerPin, check_pins, verify_enveloped
 
 
 class ListFormat(StrEnum):
@@ -314,11 +314,7 @@ def _verify_hepix(
         DistinguishedName.from_x509(signed.signer.issuer),
     )
     chain = trust.validate(signed.signer, signed.others, at=now, crl=crl)
-    if pins is not None and not any(pin.matches(chain.leaf) for pin in pins):
-        raise UntrustedSignerError(
-            f"signed by {image_list.endorser_dn} (issuer {image_list.issuer_dn}), "
-            "which is not a pinned endorser"
-        )
+    check_pins(chain.leaf, pins)
     return image_list, chain, signed
 
 

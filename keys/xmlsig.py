@@ -90,6 +90,29 @@ class SignerPin:
         )
 
 
+def check_pins(cert: x509.Certificate, pins: Sequence[SignerPin] | None) -> None:
+    """UntrustedSignerError unless ``cert`` is a pinned signer (``None``: any signer), saying
+    which half of a pin differs: the endorser's DN, or the DN of the CA that issued it."""
+    if pins is None or any(pin.matches(cert) for pin in pins):
+        return
+    subject = DistinguishedName.from_x509(cert.subject)
+    issuer = DistinguishedName.from_x509(cert.issuer)
+    same_subject = [pin for pin in pins if pin.subject == subject]
+    if same_subject:
+        expected = " or ".join(str(pin.issuer) for pin in same_subject)
+        raise UntrustedSignerError(
+            f"signed by the pinned endorser {subject}, but its certificate was issued by "
+            f"{issuer}, not by the pinned CA {expected}",
+            hint="check --ca-dn: the DN of the CA that issued the endorser's certificate "
+            "(`vmic keys show` prints it as issuer)",
+        )
+    pinned = " or ".join(str(pin.subject) for pin in pins)
+    raise UntrustedSignerError(
+        f"signed by {subject} (issuer {issuer}), which is not a pinned endorser (pinned: {pinned})",
+        hint="check --endorser-dn: the endorser's full subject DN, as `vmic keys show` prints it",
+    )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VerifiedXml:
     """What a valid signature covered, and who signed it."""
@@ -137,12 +160,7 @@ def verify_enveloped(
     signed_root = _reparse(content)
     if signed_root.tag != root_tag:
         raise SignatureError("the signed content is not the whole document")
-    if pins is not None and not any(pin.matches(chain.leaf) for pin in pins):
-        raise UntrustedSignerError(
-            f"signed by {DistinguishedName.from_x509(chain.leaf.subject)} "
-            f"(issuer {DistinguishedName.from_x509(chain.leaf.issuer)}), "
-            "which is not a pinned endorser"
-        )
+    check_pins(chain.leaf, pins)
     return VerifiedXml(
         root=signed_root,
         chain=chain,

@@ -135,8 +135,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=(
             "Write the next version of the list, unsigned: for review, or for signing with "
             "an external tool (xmlsec1, a hardware token). --template adds an empty "
-            "signature of the vmic profile for such a tool to fill in. Each render issues "
-            "a new version number."
+            "signature of the vmic profile for such a tool to fill in, and issues the "
+            "version (the manifest records it: the result is meant to be signed and "
+            "published). Without --template the output is a preview of the next version: "
+            "nothing is recorded, so render for review as often as you like."
         ),
     )
     render.add_argument("manifest", type=Path, metavar="MANIFEST", help="the list's manifest")
@@ -369,10 +371,16 @@ def _render(args: argparse.Namespace) -> int:
         template=args.template,
         digest=args.digest,
     )
-    kind = "template for signing" if args.template else "unsigned list"
-    print(
-        f"wrote {kind} {args.out}: version {image_list.version}, {len(image_list.entries)} images"
-    )
+    if args.template:
+        print(
+            f"wrote template for signing {args.out}: version {image_list.version} (issued), "
+            f"{len(image_list.entries)} images"
+        )
+    else:
+        print(
+            f"wrote preview {args.out}: version {image_list.version} (not issued; "
+            f"`vmic endorse sign` issues it), {len(image_list.entries)} images"
+        )
     return ExitCode.OK
 
 

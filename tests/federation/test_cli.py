@@ -349,7 +349,10 @@ def test_endorse_render_template_then_unsigned_list_is_refused(
     endorser: Endorser, capsys: pytest.CaptureFixture[str]
 ) -> None:
     unsigned = endorser.root / "unsigned.atom"
+    manifest = endorser.manifest.read_bytes()
     assert run("endorse", "render", endorser.manifest, "--out", unsigned) == 0
+    assert "(not issued; `vmic endorse sign` issues it)" in capsys.readouterr().out
+    assert endorser.manifest.read_bytes() == manifest  # a preview burns no version
     assert b"<ds:Signature" not in unsigned.read_bytes()
     assert run("verify", unsigned, "--trust", endorser.ca) == ExitCode.SIGNATURE
     assert "not signed" in capsys.readouterr().err

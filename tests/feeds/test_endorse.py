@@ -410,10 +410,11 @@ def test_comments_a_person_added_survive_add_revoke_and_sign(
 # -- render ---------------------------------------------------------------------
 
 
-def test_render_with_a_cert_writes_an_unsigned_list_and_bumps_the_version(
+def test_a_render_for_review_writes_the_next_version_and_issues_nothing(
     manifest: Path, tmp_path: Path, now: datetime, endorser: Identity, trust: TrustStore
 ) -> None:
     add_image(manifest, image(tmp_path, "one", b"one"), meta(1), now=now)
+    before = manifest.read_bytes()
     out = tmp_path / "unsigned.atom"
     rendered = render(manifest, out, now=now, valid_for=VALID_FOR, cert=endorser.cert)
     assert rendered.version == 1
@@ -425,15 +426,28 @@ def test_render_with_a_cert_writes_an_unsigned_list_and_bumps_the_version(
     assert root.find(f".//{{{DS}}}Signature") is None
     assert read_list(root) == rendered
     assert raw == to_bytes(render_list(rendered))
+    assert manifest.read_bytes() == before  # nothing issued, nothing recorded
+    with pytest.raises(SignatureError, match="not signed"):
+        verify(raw, trust, endorser, now)
+    again = render(manifest, out, now=now, valid_for=VALID_FOR, cert=endorser.cert)
+    assert again.version == 1
+    assert manifest.read_bytes() == before
+
+
+def test_a_render_for_an_external_signer_issues_the_version(
+    manifest: Path, tmp_path: Path, now: datetime, endorser: Identity
+) -> None:
+    out = tmp_path / "template.atom"
+    issued = render(manifest, out, now=now, valid_for=VALID_FOR, cert=endorser.cert, template="ec")
+    assert issued.version == 1
     state = Manifest.load(manifest)
     assert state.state.version == 1
     assert state.info.endorser_dn == endorser.subject
-    with pytest.raises(SignatureError, match="not signed"):
-        verify(raw, trust, endorser, now)
     # The DNs are now recorded, so the next render needs no certificate.
-    again = render(manifest, out, now=now, valid_for=VALID_FOR)
-    assert again.version == 2
-    assert again.endorser_dn == endorser.subject
+    preview = render(manifest, tmp_path / "preview.atom", now=now, valid_for=VALID_FOR)
+    assert preview.version == 2
+    assert preview.endorser_dn == endorser.subject
+    assert Manifest.load(manifest).state.version == 1
 
 
 def test_render_without_cert_or_recorded_dns_is_refused(

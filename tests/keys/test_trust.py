@@ -530,7 +530,7 @@ def test_ca_without_critical_basic_constraints_is_rejected(ca: TestCA, now: date
     leaf = lax.issue(SIGNER)
 
     with pytest.raises(
-        CertificateError, match=r"2\.5\.29\.19: Certificate extension has incorrect criticality"
+        CertificateError, match=r"2\.5\.29\.19\)?: Certificate extension has incorrect criticality"
     ):
         store([ca, lax]).validate(leaf.cert, leaf.intermediates, at=now)
 
@@ -539,7 +539,7 @@ def test_ca_without_critical_basic_constraints_is_rejected(ca: TestCA, now: date
     ("issue_kwargs", "fragment"),
     [
         ({"digital_signature": False}, "lacks keyUsage digitalSignature"),
-        ({"key_usage": False}, "2.5.29.15: Certificate is missing required extension"),
+        ({"key_usage": False}, r"2\.5\.29\.15\)?: Certificate is missing required extension"),
         ({"is_ca": True}, "is a CA certificate"),
     ],
     ids=["no-digital-signature", "no-key-usage", "leaf-is-ca"],

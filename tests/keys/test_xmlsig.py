@@ -517,7 +517,10 @@ def test_same_subject_from_another_trusted_ca_is_not_the_pinned_endorser(
     verify = Verifier(trust=store([root_ca, other_ca]), pins=[pin_of(endorser)], at=now)
 
     assert twin.subject == endorser.subject
-    with pytest.raises(UntrustedSignerError, match="issuer /DC=org/DC=other-grid"):
+    with pytest.raises(
+        UntrustedSignerError,
+        match="issued by /DC=org/DC=other-grid/CN=Other Trusted CA, not by the pinned CA",
+    ):
         verify(sign(image_list(twin, now=now), twin))
 
 
@@ -1546,3 +1549,28 @@ def test_xmlsec1_agrees_on_what_verifies(
     else:
         with pytest.raises(SignatureError):
             verify(raw)
+
+
+def test_a_wrong_endorser_and_a_wrong_ca_pin_are_told_apart(
+    root_ca: TestCA, endorser: Identity, now: datetime
+) -> None:
+    """The message (and its hint) says which half of the pin to look at."""
+    signed = sign(image_list(endorser, now=now), endorser)
+    wrong_ca = SignerPin(
+        subject=endorser.subject, issuer=DistinguishedName.parse("/DC=org/DC=x/CN=Typo CA")
+    )
+    wrong_endorser = SignerPin(
+        subject=DistinguishedName.parse("/DC=org/DC=vmic-test/OU=Users/CN=Jane Endorsr"),
+        issuer=endorser.issuer,
+    )
+
+    with pytest.raises(UntrustedSignerError) as ca_case:
+        Verifier(trust=store([root_ca]), pins=[wrong_ca], at=now)(signed)
+    with pytest.raises(UntrustedSignerError) as endorser_case:
+        Verifier(trust=store([root_ca]), pins=[wrong_endorser], at=now)(signed)
+
+    assert "not by the pinned CA /DC=org/DC=x/CN=Typo CA" in ca_case.value.message
+    assert "--ca-dn" in (ca_case.value.hint or "")
+    assert "which is not a pinned endorser" in endorser_case.value.message
+    assert "pinned: /DC=org/DC=vmic-test/OU=Users/CN=Jane Endorsr" in endorser_case.value.message
+    assert "--endorser-dn" in (endorser_case.value.hint or "")
