@@ -10,11 +10,59 @@ from __future__ import annotations
 
 import fcntl
 import os
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
 from keys.errors import ConfigError, LockedError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Holder:
+    """The run that holds a site's lock, as it wrote itself into the lock file."""
+
+    pid: int
+    since: datetime
+    purpose: str
+
+    def describe(self, now: datetime) -> str:
+        minutes = max(int((now - self.since).total_seconds() // 60), 0)
+        return (
+            f"pid {self.pid}, since {self.since:%Y-%m-%dT%H:%M:%SZ}, running for {minutes} min: "
+            f"{self.purpose}"
+        )
+
+
+def holder(path: Path) -> Holder | None:
+    """Who holds the lock at ``path``, read without taking it (so a run starting meanwhile is
+    never turned away); None when free, or when the writer is gone (killed: the kernel
+    released its lock)."""
+    try:
+        with path.open("rb") as file:
+            found = _parse_holder(file.read(200))
+    except OSError:
+        return None
+    if found is None:
+        return None
+    try:
+        os.kill(found.pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # alive, another user's
+    return found
+
+
+def _parse_holder(data: bytes) -> Holder | None:
+    words = data.decode("utf-8", errors="replace").split()
+    if len(words) < 3 or not words[0].isdigit():
+        return None
+    try:
+        since = datetime.strptime(words[1], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return Holder(pid=int(words[0]), since=since, purpose=" ".join(words[2:]))
 
 
 class SiteLock:
@@ -31,11 +79,12 @@ class SiteLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            holder = _read_holder(fd)
+            try:
+                other = _parse_holder(os.pread(fd, 200, 0))
+            except OSError:
+                other = None
             os.close(fd)
-            raise LockedError(
-                f"another vmic run holds {self.path}{holder}; `{self.purpose}` did nothing"
-            ) from exc
+            raise _locked(self.path, self.purpose, other) from exc
         except OSError as exc:
             os.close(fd)
             raise ConfigError(f"cannot lock {self.path}: {exc.strerror}") from exc
@@ -58,13 +107,19 @@ class SiteLock:
             self._fd = None
 
 
-def _read_holder(fd: int) -> str:
-    try:
-        text = os.pread(fd, 200, 0).decode("utf-8", errors="replace").split()
-    except OSError:
-        return ""
-    if len(text) >= 2:
-        return (
-            f" (pid {text[0]}, since {text[1]}{', ' + ' '.join(text[2:]) if len(text) > 2 else ''})"
+def _locked(path: Path, purpose: str, other: Holder | None) -> LockedError:
+    now = datetime.now(UTC)
+    who = f" ({other.describe(now)})" if other else ""
+    hint = (
+        "this run did nothing; run it again once the other has finished "
+        "(`vmic status` shows its downloads meanwhile; reading commands such as "
+        "`vmic images` work now)"
+    )
+    if other is not None and other.purpose.startswith("vmic sync"):
+        hint = (
+            "a `vmic sync` may download images for a long time: "
+            "`vmic status` shows how far its downloads are; run this again once it has "
+            "finished (reading commands such as `vmic images` work now), or leave it to the "
+            "next scheduled sync"
         )
-    return ""
+    return LockedError(f"another vmic run holds {path}{who}; `{purpose}` did nothing", hint=hint)

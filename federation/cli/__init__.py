@@ -24,6 +24,7 @@ from federation.cli import (
     policy_cmd,
     serve_cmd,
     site_cmd,
+    status_cmd,
     verify_cmd,
 )
 from federation.cli.common import ExitCode, report_error
@@ -56,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     policy_cmd.register(commands)
     verify_cmd.register(commands)
     site_cmd.register(commands)
+    status_cmd.register(commands)
     images_cmd.register(commands)
     serve_cmd.register(commands)
     peer_cmd.register(commands)
