@@ -256,6 +256,11 @@ class Change:
     what: str  # new, approved, changed, restored, revoked, removed, expired, conflict, ...
     detail: str = ""
 
+    @property
+    def waits_for_admin(self) -> bool:
+        """The image came (new, new bytes, or listed again) and is held for the admin."""
+        return self.what in ("new", "changed", "relisted")
+
 
 def entry_data(entry: ImageEntry) -> dict[str, Any]:
     """An image entry as JSON-friendly data (stored with the image, given to hooks)."""

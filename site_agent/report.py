@@ -46,6 +46,11 @@ class SyncReport:
     def ok(self) -> bool:
         return not self.problems
 
+    @property
+    def waiting(self) -> list[Change]:
+        """Images that arrived in this run and wait for the admin (said once, when they came)."""
+        return [change for change in self.changes if change.waits_for_admin]
+
     def problem(self, subscription: str | None, kind: str, message: str) -> None:
         self.problems.append(Problem(subscription=subscription, kind=kind, message=message))
         _log.warning("%s: %s: %s", subscription or "site", kind, message)
@@ -62,6 +67,7 @@ class SyncReport:
                 {"image_id": c.image_id, "title": c.title, "what": c.what, "detail": c.detail}
                 for c in self.changes
             ],
+            "waiting": [c.image_id for c in self.waiting],
             "downloaded": self.downloaded,
             "hooks_delivered": self.hooks_delivered,
             "clouds": self.clouds,

@@ -393,6 +393,14 @@ def _sync(args: argparse.Namespace) -> int:
     for problem in report.problems:
         where = f"{shown(problem.subscription)}: " if problem.subscription else ""
         print(f"vmic sync: {where}{problem.kind}: {shown(problem.message)}", file=sys.stderr)
+    if not args.json:  # a notice for cron's mail: a person has to decide, once per arrival
+        for change in report.waiting:
+            print(
+                f"vmic sync: image {change.image_id} ({shown(change.title)}) waits for "
+                f"approval: `vmic image show {change.image_id}`, then `vmic approve` or "
+                "`vmic refuse`",
+                file=sys.stderr,
+            )
     return ExitCode.OK if report.ok else ExitCode.PROBLEMS
 
 

@@ -106,18 +106,44 @@ def test_subscribe_refuses_a_signer_that_is_not_pinned(world: World) -> None:
     assert world.snapshot() == before
 
 
-def test_sync_is_silent_and_accepts_a_new_version(
+def test_sync_accepts_a_new_version_and_says_once_what_waits_for_the_admin(
     world: World, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Silent when all is well; an image held for the admin is worth a line (cron mails it)
+    in the run it arrived, not in every run after."""
     subscribed(world)
     world.publish(version=2, images=(1, 2, 3))
     capsys.readouterr()
 
     assert world.vmic("sync") == 0
 
-    assert capsys.readouterr() == ("", "")
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.splitlines() == [
+        f"vmic sync: image {image_uuid(3)} (Test image 3) waits for approval: "
+        f"`vmic image show {image_uuid(3)}`, then `vmic approve` or `vmic refuse`"
+    ]
     assert world.states()[image_uuid(3)] == "new"
     assert [h["version"] for h in history(world)] == [1, 2]
+    assert world.vmic("sync") == 0
+    assert capsys.readouterr() == ("", "")  # said once
+    world.publish(version=3, images=(1, 2, 3, 4))
+    assert world.vmic("sync", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["waiting"] == [image_uuid(4)]
+
+
+def test_sync_is_silent_when_the_policy_approves_what_comes(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    subscribed(world, auto=True)
+    world.publish(version=2, images=(1, 2, 3))
+    capsys.readouterr()
+
+    assert world.vmic("sync") == 0
+
+    assert capsys.readouterr() == ("", "")
+    assert world.states()[image_uuid(3)] == "available"
 
 
 def test_sync_uses_a_conditional_get(world: World) -> None:
