@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
@@ -56,11 +57,19 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="approve images to run here (and be shared)",
         description=(
             "Approve images to run at this site; the next sync downloads them. They may be "
-            "shared with peer sites unless --local-only is given."
+            "shared with peer sites unless --local-only is given. An image whose endorser "
+            "overrode the trusted-image policy check (the signed list says which rules and "
+            "why) is shown first and approved only on confirmation, or with --yes."
         ),
     )
     approve.add_argument("image_ids", nargs="+", metavar="ID", help="image UUIDs")
     approve.add_argument("--local-only", action="store_true", help="approve, but do not share")
+    approve.add_argument(
+        "--yes",
+        action="store_true",
+        help="approve images that carry a policy override without asking (the endorser "
+        "published them despite an error of the trusted-image policy check)",
+    )
     approve.set_defaults(func=_approve)
 
     refuse = commands.add_parser(
@@ -173,6 +182,7 @@ def _image_json(image: ImageRecord, clouds: Sequence[Registration] = ()) -> dict
         "info_url": image.entry.get("info_url"),
         "appliance_id": image.entry.get("appliance_id"),
         "base_marketplace_url": image.entry.get("base_marketplace_url"),
+        "policy_override": image.entry.get("policy_override"),
         "first_seen": iso(image.first_seen),
         "changed_at": iso(image.changed_at),
         "approved_at": iso(image.approved_at),
@@ -225,9 +235,10 @@ def _images(args: argparse.Namespace) -> int:
     for i, vo, where in zip(images, vos, clouds, strict=True):
         share = ("shared" if i.shareable else "local") if i.state in RUNNABLE_STATES else "-"
         cloud_cell = f"{where:<{clouds_width}}  " if clouds_width else ""
+        override = "  [policy override]" if i.entry.get("policy_override") else ""
         print(
             f"{i.image_id}  {i.state:<9} {share:<6} {human_size(i.size):>10}  "
-            f"{vo:<{width}}  {cloud_cell}{shown(i.title)}"
+            f"{vo:<{width}}  {cloud_cell}{shown(i.title)}{override}"
         )
     return ExitCode.OK
 
@@ -263,6 +274,8 @@ def _image_show(args: argparse.Namespace) -> int:
         return ExitCode.OK
     entry = image.entry
     print(f"{shown(image.title)}  ({image.image_id})")
+    if entry.get("policy_override"):
+        print(f"  POLICY OVERRIDE: {_override(image)}")
     print(f"  state:        {image.state}{f' ({shown(image.reason)})' if image.reason else ''}")
     print(f"  shareable:    {'yes' if image.shareable else 'no'}")
     print(
@@ -297,7 +310,36 @@ def _image_show(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _override(image: ImageRecord) -> str:
+    """What the endorser said when publishing an image that fails the policy check."""
+    return (
+        f"{shown(image.entry['policy_override'])} (the endorser published it although the "
+        "trusted-image policy check found errors; see docs/policy-rules.md)"
+    )
+
+
+def _confirm_overrides(args: argparse.Namespace) -> None:
+    """Show each policy override among the images to approve; go on only if the admin says
+    so (--yes, or 'y' at a terminal)."""
+    with admin.read_store(site_home(args)) as store:
+        images = [store.image(i.removeprefix("urn:uuid:").lower()) for i in args.image_ids]
+    overridden = [i for i in images if i is not None and i.entry.get("policy_override")]
+    if not overridden or args.yes:
+        return
+    for image in overridden:
+        print(f"{image.image_id} ({shown(image.title)}): policy override: {_override(image)}")
+    if not sys.stdin.isatty():
+        raise ConfigError(
+            f"{len(overridden)} image(s) carry a policy override; nothing was approved",
+            hint="read the override above, then approve with --yes",
+        )
+    answer = input("approve anyway? [y/N] ").strip().lower()
+    if answer not in ("y", "yes"):
+        raise ConfigError("not approved", hint="nothing was changed")
+
+
 def _approve(args: argparse.Namespace) -> int:
+    _confirm_overrides(args)
     changes = admin.approve(
         site_home(args), args.image_ids, shareable=not args.local_only, now=utcnow()
     )

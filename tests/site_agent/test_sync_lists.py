@@ -119,10 +119,11 @@ def test_sync_accepts_a_new_version_and_says_once_what_waits_for_the_admin(
 
     out, err = capsys.readouterr()
     assert out == ""
-    assert err.splitlines() == [
+    notice = (
         f"vmic sync: image {image_uuid(3)} (Test image 3) waits for approval: "
         f"`vmic image show {image_uuid(3)}`, then `vmic approve` or `vmic refuse`"
-    ]
+    )
+    assert err.splitlines() == [notice]
     assert world.states()[image_uuid(3)] == "new"
     assert [h["version"] for h in history(world)] == [1, 2]
     assert world.vmic("sync") == 0
