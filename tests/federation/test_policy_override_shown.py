@@ -13,6 +13,7 @@ import pty
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -43,10 +44,8 @@ def test_verify_shows_the_override_of_each_image(
     url = world.sim.url(LIST_PATH)
     capsys.readouterr()
 
-    code = main(
-        ["verify", url, "--trust", str(world.trust), "--endorser-dn", ENDORSER_DN]
-        + ["--ca-dn", CA_DN]
-    )
+    pins = ["--endorser-dn", ENDORSER_DN, "--ca-dn", CA_DN]
+    code = main(["verify", url, "--trust", str(world.trust), *pins])
 
     assert code == 0
     out = capsys.readouterr().out
@@ -78,7 +77,7 @@ def test_approve_refuses_an_override_without_confirmation_and_changes_nothing(
     before = overridden.snapshot()
     capsys.readouterr()
 
-    with open(os.devnull) as no_terminal:  # as cron or a script runs it
+    with Path(os.devnull).open() as no_terminal:  # as cron or a script runs it
         monkeypatch.setattr(sys, "stdin", no_terminal)
         assert overridden.vmic("approve", image_uuid(2), image_uuid(1)) == ExitCode.CONFIG
 
