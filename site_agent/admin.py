@@ -184,6 +184,15 @@ def refuse(home: SiteHome, image_ids: Sequence[str], *, reason: str, now: dateti
         return [site.refuse(i, reason=reason) for i in image_ids]
 
 
+def purge(home: SiteHome, image_ids: Sequence[str], *, now: datetime) -> tuple[list[Change], int]:
+    """Delete the bytes of images that no longer run; the changes and the bytes freed."""
+    with locked_site(home, now=now, purpose="vmic image purge") as site:
+        for image_id in image_ids:  # refuse before deleting anything
+            site.purgeable(image_id)
+        done = [site.purge(i) for i in image_ids]
+    return [change for change, _ in done], sum(freed for _, freed in done)
+
+
 def withdraw(home: SiteHome, image_ids: Sequence[str], *, now: datetime) -> list[Change]:
     with locked_site(home, now=now, purpose="vmic withdraw") as site:
         return [site.withdraw(i) for i in image_ids]

@@ -103,6 +103,33 @@ class Cache:
                 removed.append(path)
         return removed
 
+    def purge(self, sha512: str, *, keep_cached: bool) -> int:
+        """Delete every copy of these bytes: retired and quarantined files, a partial
+        download, and (unless ``keep_cached``: another image runs on them) the cached file.
+        Returns the bytes freed."""
+        self.path(sha512)  # checks the name
+        found = [
+            path
+            for folder in (self.home.expired, self.home.quarantine)
+            for path in sorted(folder.iterdir())
+            if path.name.startswith(f"{sha512}.") and path.is_file()
+        ]
+        partial = self.partial(sha512)
+        found += [p for p in (partial, partial.with_name(partial.name + ".resume")) if p.exists()]
+        if not keep_cached and self.path(sha512).exists():
+            found.append(self.path(sha512))
+        freed = 0
+        for path in found:
+            try:
+                size = path.stat().st_size
+                path.unlink()
+            except OSError as exc:
+                raise StoreError(f"cannot delete {path}: {exc.strerror}") from exc
+            freed += size
+        for folder in {path.parent for path in found}:
+            fsync_dir(folder)
+        return freed
+
     def discard_partial(self, sha512: str) -> None:
         partial = self.partial(sha512)
         partial.unlink(missing_ok=True)

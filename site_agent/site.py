@@ -506,6 +506,41 @@ class Site:
         self.retire_queued()
         return changes
 
+    def purgeable(self, image_id: str) -> ImageRecord:
+        """The image, if its bytes may be purged: it no longer runs here."""
+        image = self.find(image_id)
+        if image.state in RUNNABLE_STATES:
+            raise ConfigError(
+                f"image {image.image_id} is {image.state}; only an image that no longer runs "
+                "here can be purged",
+                hint="`vmic withdraw` or `vmic refuse` it first",
+            )
+        return image
+
+    def purge(self, image_id: str) -> tuple[Change, int]:
+        """Delete the bytes of an image that no longer runs here, for good; its record and
+        the history stay (a line in the history says what was deleted). Returns the change
+        and the number of bytes freed."""
+        image = self.purgeable(image_id)
+        shared = self.store.sha512_in_use(image.sha512, states=RUNNABLE_STATES)
+        freed = self.cache.purge(image.sha512, keep_cached=shared)
+        with self.store.atomic():
+            self.store.add_history(
+                HistoryRecord(
+                    subscription=image.subscription,
+                    list_id=image.list_id,
+                    at=self.now,
+                    outcome="purged",
+                    version=image.list_version,
+                    reason=f"image {image.image_id}: its bytes deleted by the admin ({freed} "
+                    "bytes freed)"
+                    + ("; the cached file stays: another image runs on it" if shared else ""),
+                )
+            )
+        detail = f"{freed} bytes freed" + ("; cached copy kept: in use" if shared else "")
+        change = Change(image_id=image.image_id, title=image.title, what="purged", detail=detail)
+        return change, freed
+
     def mark_available(self, image: ImageRecord) -> Change:
         available = dataclasses.replace(image, state=AVAILABLE, changed_at=self.now)
         with self.store.atomic():

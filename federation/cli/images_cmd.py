@@ -51,6 +51,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     show.add_argument("--json", action="store_true", help="machine-readable output")
     show.set_defaults(func=_image_show)
 
+    purge = image_sub.add_parser(
+        "purge",
+        parents=[home],
+        help="delete the bytes of images that no longer run here, for good",
+        description=(
+            "Delete every copy of the bytes of images that no longer run here (withdrawn, "
+            "revoked, expired or refused): the file kept in cache/expired for the retention "
+            "period, a quarantined copy, a partial download. The image's record and the "
+            "history stay, with a line saying what was deleted. Bytes another runnable image "
+            "uses stay in the cache. An approved or available image is refused: withdraw "
+            "it first."
+        ),
+    )
+    purge.add_argument("image_ids", nargs="+", metavar="ID", help="image UUIDs")
+    purge.set_defaults(func=_image_purge)
+
     approve = commands.add_parser(
         "approve",
         parents=[home],
@@ -336,6 +352,13 @@ def _confirm_overrides(args: argparse.Namespace) -> None:
     answer = input("approve anyway? [y/N] ").strip().lower()
     if answer not in ("y", "yes"):
         raise ConfigError("not approved", hint="nothing was changed")
+
+
+def _image_purge(args: argparse.Namespace) -> int:
+    changes, freed = admin.purge(site_home(args), args.image_ids, now=utcnow())
+    print_changes(changes)
+    print(f"{human_size(freed)} freed")
+    return ExitCode.OK
 
 
 def _approve(args: argparse.Namespace) -> int:
