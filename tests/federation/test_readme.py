@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from federation.cli import build_parser, main
+from federation.cli.common import ExitCode
 from federation.cli.reference import README, commands, current, render
 
 
@@ -23,6 +24,13 @@ def test_every_command_has_help(path: tuple[str, ...], capsys: pytest.CaptureFix
     assert main([*path, "--help"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: vmic")
+
+
+def test_the_exit_code_table_lists_every_code_the_program_uses() -> None:
+    text = README.read_text()
+    table = text[text.index("| code | reason |") :].split("\n\n", 1)[0]
+    rows = {int(line.split("|")[1]) for line in table.splitlines()[2:]}
+    assert rows == {int(code) for code in ExitCode}
 
 
 def test_readme_shows_the_two_commands() -> None:
