@@ -1,19 +1,23 @@
-"""The catalogue pages of `vmic serve`: a table of the site's images and a page per image.
+"""The catalogue page of `vmic serve`: a table of the site's images, and what the image
+pages share (rows, columns, the page frame).
 
-``GET /`` shows every image the site knows with its endorser, list, VO, OS,
-architecture, hypervisor, format, size, state, whether it is approved to run
-locally and may be shared, its dates and a link to its page (HEPiX
-``ad:mpuri``, by its host name); ``?q=`` filters (every word must appear in
-the row), ``?sort=COLUMN&order=asc|desc`` sorts, so the page works without
-its script. ``GET /image/<uuid>`` shows what the HEPiX catalogue showed
-(endorser DN, download location, file name, status, UUID, production and
-endorsement dates, checksum, hypervisor, OS version, architecture), the
-image's VO, page, EGI AppDB appliance id and base image page, and where the
-bytes can be had: this site's ``/images/sha512/<hex>`` while the image is
-available, the endorser's URL, and peers that offer it; and where vmic
-registered it (each cloud, Glance id and state, from the site's registry of
-``cloud_images``), which the table shows too, in a Clouds column, once any
-image is registered.
+``GET /`` shows the images a VO user can run here (state ``available``);
+``?state=all`` (or one state by name: the form's Show menu) shows the
+others too. Each row has the endorser's name (the CN of its DN, the whole
+DN on hover), list, VO, image version, OS, architecture, hypervisor,
+format, size, state, whether it is approved to run locally and may be
+shared, its dates (the image's own expiry, else its list's, marked "list")
+and a link to its page (HEPiX ``ad:mpuri``, by its host name); an image an
+endorser published despite a policy-check error is marked "policy
+override". ``?q=`` filters (every word must appear in the row),
+``?sort=COLUMN&order=asc|desc`` sorts, so the page works without its
+script. Above the table, each subscribed list's version in force, expiry
+and last successful sync, flagged when it expired or expires within
+:data:`LIST_EXPIRY_WARNING`.
+
+``GET /image/<uuid>``, the page of one image, is in
+:mod:`federation.catalogue_image`. The table shows where vmic registered each
+image (a Clouds column, once any image is registered in a cloud).
 
 Every page names the site's signed export in its head, by the feed
 autodiscovery link (``<link rel="alternate" type="application/atom+xml"
@@ -31,22 +35,44 @@ import secrets
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from urllib.parse import unquote, urlsplit
+from datetime import datetime, timedelta
+from functools import lru_cache
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from federation.catalogue_assets import SCRIPT, STYLE
 from federation.markup import Markup, escape, join, link, query, render, trusted
 from federation.serve_state import state_of
-from feeds.model import image_id
-from keys.errors import ListFormatError
-from site_agent.cloud.registry import ACTIVE, DEACTIVATED, Registration, Registry
-from site_agent.peerstore import PeerImage, PeerStore
-from site_agent.records import AVAILABLE, RUNNABLE_STATES, ImageRecord, ListVersion, parse_iso
+from keys.dn import DistinguishedName
+from keys.errors import ConfigError
+from site_agent.cloud.registry import ACTIVE, Registration, Registry
+from site_agent.records import (
+    AVAILABLE,
+    RUNNABLE_STATES,
+    STATES,
+    ImageRecord,
+    ListVersion,
+    Subscription,
+    iso,
+    parse_iso,
+)
+from site_agent.status import LIST_EXPIRY_WARNING
 from site_agent.store import Store
 
 MAX_QUERY = 200
+ALL_STATES = "all"
+"""``?state=all``: images in every state; by default only ``available`` ones."""
+OVERRIDE_MARK = "policy override"
+
+
+@lru_cache(maxsize=256)
+def common_name(dn: str) -> str:
+    """The CN of a slash-form DN, for display only; the DN itself if it has none."""
+    try:
+        return DistinguishedName.parse_slash(dn).common_name() or dn
+    except ConfigError:
+        return dn
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,6 +87,27 @@ class Row:
     @property
     def endorser(self) -> str:
         return self.listed.signer if self.listed else ""
+
+    @property
+    def endorser_name(self) -> str:
+        return common_name(self.endorser) if self.endorser else ""
+
+    @property
+    def expires(self) -> datetime | None:
+        """The image's own expiry, else that of the list version in force, if it lists it."""
+        own, listed = self.image.expires, self.listed
+        if own is None and listed is not None and listed.version == self.image.list_version:
+            return listed.expires
+        return own
+
+    @property
+    def expiry_from_list(self) -> bool:
+        return self.image.expires is None and self.expires is not None
+
+    @property
+    def policy_override(self) -> str:
+        """Why the endorser published the image despite a policy-check error, if it did."""
+        return self.field("policy_override")
 
     def field(self, name: str) -> str:
         value = self.image.entry.get(name)
@@ -104,7 +151,7 @@ def _date(value: datetime | str | None) -> str:
     return moment.strftime("%Y-%m-%d") if moment else ""
 
 
-def _time(value: datetime | str | None) -> str:
+def show_time(value: datetime | str | None) -> str:
     moment = parse_iso(value) if isinstance(value, str) else value
     return moment.strftime("%Y-%m-%d %H:%M UTC") if moment else "—"
 
@@ -118,7 +165,7 @@ def human_size(size: int) -> str:
     return f"{value:.1f} TiB"
 
 
-def _yes(flag: bool) -> str:
+def yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
@@ -131,9 +178,15 @@ def _list_name(row: Row) -> str:
     return f"{row.image.subscription}{version}"
 
 
+def _expires(row: Row) -> str:
+    return _date(row.expires) + (" (list)" if row.expiry_from_list else "")
+
+
 COLUMNS: tuple[Column, ...] = (
     Column("title", "Title", lambda r: r.image.title, _text(lambda r: r.image.title)),
-    Column("endorser", "Endorser", lambda r: r.endorser, _text(lambda r: r.endorser), "dn"),
+    Column(
+        "endorser", "Endorser", lambda r: r.endorser_name, _text(lambda r: r.endorser_name), "dn"
+    ),
     Column("list", "List", _list_name, _text(_list_name)),
     Column("vo", "VO", lambda r: r.field("vo"), _text(lambda r: r.field("vo"))),
     Column("version", "Version", lambda r: r.field("version"), _text(lambda r: r.field("version"))),
@@ -151,14 +204,14 @@ COLUMNS: tuple[Column, ...] = (
     Column(
         "approved",
         "Approved locally",
-        lambda r: _yes(r.approved_locally),
-        lambda r: _yes(r.approved_locally),
+        lambda r: yes_no(r.approved_locally),
+        lambda r: yes_no(r.approved_locally),
     ),
     Column(
         "shareable",
         "Shareable",
-        lambda r: _yes(r.image.shareable),
-        lambda r: _yes(r.image.shareable),
+        lambda r: yes_no(r.image.shareable),
+        lambda r: yes_no(r.image.shareable),
     ),
     Column(
         "endorsed",
@@ -167,13 +220,7 @@ COLUMNS: tuple[Column, ...] = (
         lambda r: r.field("endorsed"),
         "date",
     ),
-    Column(
-        "expires",
-        "Expires",
-        lambda r: _date(r.field("expires")),
-        lambda r: r.field("expires"),
-        "date",
-    ),
+    Column("expires", "Expires", _expires, lambda r: iso(r.expires) or "", "date"),
     Column("page", "Image page", lambda r: r.page_host, _text(lambda r: r.page_host)),
     Column("clouds", "Clouds", lambda r: r.cloud_names, _text(lambda r: r.cloud_names)),
 )
@@ -187,10 +234,39 @@ def _columns(rows: list[Row]) -> tuple[Column, ...]:
     return tuple(c for c in COLUMNS if c.key != "clouds")
 
 
-def load_rows(store: Store) -> list[Row]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListHealth:
+    """A subscribed list: the version in force, if any, and its last successful sync."""
+
+    subscription: Subscription
+    current: ListVersion | None
+
+    def flag(self, now: datetime) -> tuple[str, str]:
+        """``ok``, ``soon``, ``expired`` or ``none`` (no version yet), and what that means."""
+        current = self.current
+        if current is None:
+            return "none", "no version accepted yet"
+        left = current.expires - now
+        if left <= timedelta(0):
+            return "expired", "expired: sync withdraws its images until a new version comes"
+        if left < LIST_EXPIRY_WARNING:
+            hours = left // timedelta(hours=1)
+            span = f"{left.days} days" if left.days >= 2 else f"{hours} hours"
+            return "soon", f"expires in {span if hours else 'less than an hour'}"
+        return "ok", "ok"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CatalogueData:
+    rows: list[Row]
+    lists: list[ListHealth]
+
+
+def load_catalogue(store: Store) -> CatalogueData:
     """Every image, with the list version in force for its list and where it is
-    registered (on the reader thread)."""
-    listed: dict[str, ListVersion | None] = {}
+    registered, and each subscribed list's health (on the reader thread)."""
+    subscriptions = store.subscriptions()
+    listed = {sub.list_id: store.current_list(sub.list_id) for sub in subscriptions}
     clouds: dict[str, list[Registration]] = defaultdict(list)
     for reg in Registry(store).all():
         clouds[reg.image_id].append(reg)
@@ -205,15 +281,20 @@ def load_rows(store: Store) -> list[Row]:
                 clouds=tuple(clouds.get(image.image_id, ())),
             )
         )
-    return rows
+    lists = [ListHealth(subscription=s, current=listed[s.list_id]) for s in subscriptions]
+    return CatalogueData(rows=rows, lists=lists)
 
 
-def matches(row: Row, words: list[str]) -> bool:
-    text = " ".join(column.text(row) for column in COLUMNS).lower()
+def matches(row: Row, words: list[str], state: str = ALL_STATES) -> bool:
+    """Whether the row is in ``state`` and has every word (the script matches what it shows)."""
+    if state not in (ALL_STATES, row.image.state):
+        return False
+    shown = [column.text(row) for column in COLUMNS]
+    text = " ".join([*shown, OVERRIDE_MARK if row.policy_override else ""]).lower()
     return all(word in text for word in words)
 
 
-def _page(title: str, body: Markup, nonce: str, *, script: bool) -> Markup:
+def page_frame(title: str, body: Markup, nonce: str, *, script: bool) -> Markup:
     return render(
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -234,7 +315,7 @@ def _page(title: str, body: Markup, nonce: str, *, script: bool) -> Markup:
     )
 
 
-def _respond(page: Markup, nonce: str) -> web.Response:
+def respond(page: Markup, nonce: str) -> web.Response:
     policy = (
         f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
         "img-src 'none'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
@@ -247,7 +328,7 @@ def _respond(page: Markup, nonce: str) -> web.Response:
     )
 
 
-def _header_cell(column: Column, *, q: str, sort: str, order: str) -> Markup:
+def _header_cell(column: Column, *, q: str, state: str, sort: str, order: str) -> Markup:
     current = column.key == sort
     next_order = "desc" if current and order == "asc" else "asc"
     aria = ""
@@ -257,7 +338,7 @@ def _header_cell(column: Column, *, q: str, sort: str, order: str) -> Markup:
         '<th scope="col" data-type="{kind}"{aria}><a href="/{href}">{label}</a></th>',
         kind="number" if column.numeric else "text",
         aria=render(' aria-sort="{a}"', a=aria) if aria else trusted(""),
-        href=query(q=q, sort=column.key, order=next_order),
+        href=query(q=q, state=state, sort=column.key, order=next_order),
         label=column.label,
     )
 
@@ -266,7 +347,26 @@ def _cell(column: Column, row: Row) -> Markup:
     text = column.text(row)
     content: Markup = escape(text)
     if column.key == "title":
-        content = render('<a href="/image/{id}">{title}</a>', id=row.image.image_id, title=text)
+        content = render(
+            '<a href="/image/{id}">{title}</a>{mark}',
+            id=row.image.image_id,
+            title=text,
+            mark=render(
+                ' <span class="override" title="{why}">{mark}</span>',
+                why=f"{OVERRIDE_MARK}: {row.policy_override}",
+                mark=OVERRIDE_MARK,
+            )
+            if row.policy_override
+            else "",
+        )
+    elif column.key == "endorser" and text:
+        content = render('<span title="{dn}">{name}</span>', dn=row.endorser, name=text)
+    elif column.key == "expires" and row.expiry_from_list:
+        content = render(
+            '{date} <span class="muted" title="{why}">(list)</span>',
+            date=_date(row.expires),
+            why=f"the expiry of the list {_list_name(row)}: the image has none of its own",
+        )
     elif column.key == "state":
         content = render('<span class="state state-{s}">{s}</span>', s=text)
     elif column.key == "page" and text:
@@ -277,19 +377,70 @@ def _cell(column: Column, row: Row) -> Markup:
     return render("<td{attributes}>{content}</td>", attributes=attributes, content=content)
 
 
+def _list_health(lists: list[ListHealth], now: datetime) -> Markup | str:
+    """Each subscribed list: its version in force, expiry, last successful sync, a flag."""
+    rows = []
+    for health in lists:
+        sub, current = health.subscription, health.current
+        level, note = health.flag(now)
+        name = render('<a href="/lists/{id}.atom">{name}</a>', id=sub.list_id, name=sub.name)
+        rows.append(
+            render(
+                '<tr data-list="{name}"><td>{link}</td><td class="num">{version}</td>'
+                '<td class="date">{expires}</td><td class="date">{success}</td>'
+                '<td><span class="health health-{level}">{note}</span></td></tr>',
+                name=sub.name,
+                link=name if current else sub.name,
+                version=current.version if current else "—",
+                expires=show_time(current.expires if current else None),
+                success=show_time(sub.last_success) if sub.last_success else "never",
+                level=level,
+                note=note,
+            )
+        )
+    if not rows:
+        return ""
+    return render(
+        '<section aria-labelledby="lists-title"><h2 id="lists-title">Lists</h2>'
+        '<table id="lists"><thead><tr><th scope="col">List</th><th scope="col">Version</th>'
+        '<th scope="col">Expires</th><th scope="col">Last successful sync</th>'
+        '<th scope="col">Health</th></tr></thead>\n<tbody>\n{rows}\n</tbody></table></section>\n',
+        rows=join(rows, "\n"),
+    )
+
+
+def _state_options(wanted: str) -> Markup:
+    choices = [(AVAILABLE, "available here"), (ALL_STATES, "every state")]
+    choices += [(s, s) for s in STATES if s != AVAILABLE]
+    return join(
+        render(
+            '<option value="{value}"{selected}>{label}</option>',
+            value=value,
+            selected=trusted(" selected") if value == wanted else "",
+            label=label,
+        )
+        for value, label in choices
+    )
+
+
 async def catalogue(request: web.Request) -> web.Response:
     state = state_of(request)
-    rows = await state.reader.run(load_rows)
+    loaded = await state.reader.run(load_catalogue)
+    rows = loaded.rows
     q = request.query.get("q", "")[:MAX_QUERY]
+    wanted = request.query.get("state", AVAILABLE)
+    wanted = wanted if wanted == ALL_STATES or wanted in STATES else AVAILABLE
+    state_param = "" if wanted == AVAILABLE else wanted  # the default stays out of links
     sort = request.query.get("sort", "title")
     sort = sort if sort in _BY_KEY else "title"
     order = "desc" if request.query.get("order") == "desc" else "asc"
     lists = len({r.image.list_id for r in rows})
     available = sum(1 for r in rows if r.image.state == AVAILABLE)
+    others = sum(1 for r in rows if not matches(r, [], wanted))
     words = q.lower().split()
     columns = _columns(rows)
     shown = sorted(
-        (r for r in rows if matches(r, words)),
+        (r for r in rows if matches(r, words, wanted)),
         key=lambda r: (_BY_KEY[sort].sort_key(r), r.image.title.lower(), r.image.image_id),
         reverse=order == "desc",
     )
@@ -299,15 +450,17 @@ async def catalogue(request: web.Request) -> web.Response:
         "<p>{total} {images} from {lists} {lists_word} at this site{base};"
         " {available} available here."
         ' Signed lists: <a href="/export.atom">this site\'s export</a>;'
-        ' <a href="/metrics">metrics</a>.</p></header>\n'
+        ' <a href="/metrics">metrics</a>.</p></header>\n{health}'
         '<form class="filter" method="get" action="/" role="search">'
         '<label for="filter">Filter</label>'
         '<input id="filter" name="q" type="search" value="{q}" autocomplete="off"'
         ' placeholder="title, OS, endorser, state…">'
+        '<label for="state">Show</label><select id="state" name="state">{options}</select>'
         '<input type="hidden" name="sort" value="{sort}">'
         '<input type="hidden" name="order" value="{order}">'
         '<button type="submit">Apply</button>'
         '<span class="muted"><span id="shown">{count}</span> of {total} shown</span></form>\n'
+        "{others}"
         '<table id="images"><thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody></table>\n'
         '<p id="empty" class="muted"{hidden}>No image matches the filter.</p>\n',
         total=len(rows),
@@ -316,11 +469,24 @@ async def catalogue(request: web.Request) -> web.Response:
         lists_word="list" if lists == 1 else "lists",
         base=render(" ({b})", b=base) if base else trusted(""),
         available=available,
+        health=_list_health(loaded.lists, state.clock()),
         q=q,
+        options=_state_options(wanted),
         sort=sort,
         order=order,
         count=len(shown),
-        head=join(_header_cell(c, q=q, sort=sort, order=order) for c in columns),
+        others=render(
+            '<p id="other-states" class="muted">Only {what} are shown; {hidden}:'
+            ' <a href="/{href}">show every state</a>.</p>\n',
+            what="images available here" if wanted == AVAILABLE else f"{wanted} images",
+            hidden=f"{others} image in another state is hidden"
+            if others == 1
+            else f"{others} images in other states are hidden",
+            href=query(q=q, state=ALL_STATES, sort=sort, order=order),
+        )
+        if others
+        else "",
+        head=join(_header_cell(c, q=q, state=state_param, sort=sort, order=order) for c in columns),
         body=join(
             (
                 render(
@@ -335,143 +501,4 @@ async def catalogue(request: web.Request) -> web.Response:
         hidden=trusted(" hidden") if shown else trusted(""),
     )
     nonce = secrets.token_urlsafe(18)
-    return _respond(_page("vmic image catalogue", body, nonce, script=True), nonce)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Detail:
-    row: Row
-    offers: list[PeerImage]
-
-
-def _load_detail(store: Store, wanted: str) -> Detail | None:
-    image = store.image(wanted)
-    if image is None:
-        return None
-    return Detail(
-        row=Row(
-            image=image,
-            listed=store.current_list(image.list_id),
-            clouds=tuple(Registry(store).of_image(image.image_id)),
-        ),
-        offers=PeerStore(store).offers(sha512=image.sha512),
-    )
-
-
-def file_name(url: str) -> str:
-    """The last segment of the URL's path, as the HEPiX catalogue showed it."""
-    return unquote(urlsplit(url).path.rstrip("/").rsplit("/", 1)[-1])
-
-
-def _sources(detail: Detail, base_url: str) -> Markup:
-    image = detail.row.image
-    items = []
-    path = f"/images/sha512/{image.sha512}"
-    if image.state == AVAILABLE:
-        items.append(
-            render(
-                '<li>this site (verified copy): <a href="{path}">{shown}</a></li>',
-                path=path,
-                shown=base_url + path if base_url else path,
-            )
-        )
-    else:
-        items.append(render("<li>not held at this site (state: {s})</li>", s=image.state))
-    items.append(render("<li>the endorser: {url}</li>", url=link(image.url)))
-    items.extend(
-        render("<li>peer {name}: {url}</li>", name=offer.peer, url=link(offer.url))
-        for offer in detail.offers
-    )
-    return render("<ul>{items}</ul>", items=join(items))
-
-
-def _registrations(clouds: tuple[Registration, ...]) -> Markup | str:
-    """Each cloud the image is registered in: its Glance id, state and since when."""
-    if not clouds:
-        return ""
-    items = []
-    for reg in clouds:
-        since = (reg.withdrawn_at or reg.changed_at) if reg.state == DEACTIVATED else None
-        items.append(
-            render(
-                "<li>{cloud}: <code>{glance_id}</code> {state}{since}, {how} {registered}</li>",
-                cloud=reg.cloud,
-                glance_id=reg.glance_id,
-                state=reg.state,
-                since=f" since {_time(since)}" if since else "",
-                how="adopted" if reg.adopted else "registered by vmic",
-                registered=_time(reg.registered_at),
-            )
-        )
-    return render("<ul>{items}</ul>", items=join(items))
-
-
-def _maybe_link(url: str) -> Markup | str:
-    """A link for an http(s) URL, escaped text for anything else, nothing for no URL."""
-    return link(url) if url else ""
-
-
-def _field(label: str, value: object) -> Markup:
-    return render("<dt>{label}</dt><dd>{value}</dd>", label=label, value=value or "—")
-
-
-async def image_page(request: web.Request) -> web.Response:
-    state = state_of(request)
-    try:
-        wanted = image_id(request.match_info["id"])
-    except ListFormatError:
-        raise web.HTTPNotFound from None
-    detail = await state.reader.run(lambda store: _load_detail(store, wanted))
-    if detail is None:
-        raise web.HTTPNotFound
-    row, image = detail.row, detail.row.image
-    base = state.config.identity.base_url if state.config.identity else ""
-    listed = row.listed
-    fields = [
-        _field("Endorser", row.endorser),
-        _field("Endorsed on", _time(row.field("endorsed"))),
-        _field("Produced on", _time(row.field("produced"))),
-        _field("Download location", link(image.url)),
-        _field("File name", file_name(image.url)),
-        _field("Status", f"{image.state} ({image.reason})" if image.reason else image.state),
-        _field("Approved to run locally", _yes(row.approved_locally)),
-        _field("Can be shared with other sites", _yes(image.shareable)),
-        _field("UUID", render("<code>{id}</code>", id=image.image_id)),
-        _field("Checksum (SHA-512)", render("<code>{sha}</code>", sha=image.sha512)),
-        _field("Size", f"{human_size(image.size)} ({image.size} bytes)"),
-        _field("Format", row.field("format")),
-        _field("Hypervisor", row.field("hypervisor")),
-        _field("Operating system", row.field("osname") or row.field("os")),
-        _field("OS version", row.field("osversion")),
-        _field("Architecture", row.field("arch")),
-        _field("Image version", row.field("version")),
-        _field("VO", row.field("vo")),
-        _field("Tags", ", ".join(str(t) for t in image.entry.get("tags") or [])),
-        _field("Image page", _maybe_link(row.field("info_url"))),
-        _field("AppDB appliance", row.field("appliance_id")),
-        _field("Base image page", _maybe_link(row.field("base_marketplace_url"))),
-        _field("Expires", _time(row.field("expires"))),
-        _field(
-            "List",
-            render(
-                '{sub}: <a href="/lists/{id}.atom">{id}</a>{version}',
-                sub=image.subscription,
-                id=image.list_id,
-                version=f", version {listed.version} in force" if listed else "",
-            ),
-        ),
-        _field("First seen here", _time(image.first_seen)),
-        _field("Approved here", _time(image.approved_at)),
-        _field("Last change", _time(image.changed_at)),
-        _field("Bytes from", _sources(detail, base)),
-        _field("Registered in clouds", _registrations(row.clouds)),
-    ]
-    body = render(
-        '<p><a href="/">&larr; all images</a></p>\n<h1>{title}</h1>\n'
-        '<p class="muted">{summary}</p>\n<dl>\n{fields}\n</dl>\n',
-        title=image.title,
-        summary=row.field("summary"),
-        fields=join(fields, "\n"),
-    )
-    nonce = secrets.token_urlsafe(18)
-    return _respond(_page(f"{image.title} — vmic", body, nonce, script=False), nonce)
+    return respond(page_frame("vmic image catalogue", body, nonce, script=True), nonce)

@@ -2,9 +2,9 @@
 
 The pages load nothing from elsewhere; the Content-Security-Policy allows
 only these two blocks (``script-src``/``style-src 'nonce-…'``). Without the
-script the page still works: the filter box is a GET form and the column
-headers are links that sort on the server; with it, the table filters as
-you type and sorts in place.
+script the page still works: the filter box and the Show menu (which
+states) are a GET form and the column headers are links that sort on the
+server; with it, the table filters as you type and sorts in place.
 """
 
 from __future__ import annotations
@@ -21,8 +21,18 @@ form.filter { display: flex; gap: .5rem; align-items: center; margin: 0 0 .8rem;
 form.filter input[type=search] { font: inherit; padding: .35rem .5rem; width: 28rem;
                                  max-width: 100%; border: 1px solid var(--line);
                                  border-radius: 4px; }
-form.filter button { font: inherit; padding: .35rem .8rem; }
+form.filter button, form.filter select { font: inherit; padding: .35rem .8rem; }
 form.filter .muted { margin: 0; }
+h2 { font-size: 1.1rem; margin: 0 0 .3rem; }
+table#lists { width: auto; margin: 0 0 1.2rem; }
+.health, .override { display: inline-block; padding: 0 .45rem; border-radius: 9px;
+                     font-size: .85em; border: 1px solid var(--line); white-space: nowrap; }
+.health-ok { background: #16a34a22; border-color: #16a34a88; }
+.health-soon, .override { background: #ca8a0422; border-color: #ca8a0488; }
+.health-expired, .health-none { background: #dc262622; border-color: #dc262688; }
+p.override { display: block; border-radius: 4px; padding: .4rem .7rem; font-size: 1em;
+             white-space: normal; }
+[title] { text-decoration: underline dotted; cursor: help; }
 dd ul { margin: 0; padding-left: 1.1rem; }
 table { border-collapse: collapse; width: 100%; }
 th, td { text-align: left; padding: .35rem .5rem; border-bottom: 1px solid var(--line);
@@ -32,7 +42,7 @@ th a { color: inherit; text-decoration: none; }
 th[aria-sort=ascending] a::after { content: " \\25B2"; }
 th[aria-sort=descending] a::after { content: " \\25BC"; }
 td.num { text-align: right; white-space: nowrap; }
-td.dn { font-size: .85em; max-width: 18rem; overflow-wrap: anywhere; }
+td.dn { max-width: 18rem; overflow-wrap: anywhere; }
 td.date { white-space: nowrap; }
 tbody tr:hover { background: #8881; }
 .state { display: inline-block; padding: 0 .45rem; border-radius: 9px; font-size: .85em;

@@ -41,7 +41,7 @@ from datetime import UTC, datetime
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from federation import catalogue, serve_images, serve_metrics
+from federation import catalogue, catalogue_image, serve_images, serve_metrics
 from federation.listener import RunningServer, parse_bind, start
 from federation.rehash import CacheGuard, NotServable, open_regular
 from federation.serve_state import (
@@ -237,7 +237,7 @@ def create_app(
     app[STATE] = state
     router = app.router
     router.add_get("/", catalogue.catalogue)
-    router.add_get("/image/{id}", catalogue.image_page)
+    router.add_get("/image/{id}", catalogue_image.image_page)
     router.add_get("/lists/{name}", list_document)
     router.add_get("/export.atom", export_document)
     router.add_get("/images/sha512/{hex}", serve_images.image_bytes)

@@ -1,8 +1,10 @@
 """The catalogue page in a real headless browser (Debian's chromium, driven by Selenium).
 
 The site serves three images, two of whose titles are HTML meant to run
-script. In the browser: the page loads and lists the images, typing in the
-filter box narrows the table, a column header sorts it, clicking an image
+script, and holds a fourth that the admin withdrew. In the browser: the
+page loads and lists the three available images (the Show menu brings the
+withdrawn one), typing in the filter box narrows the table, a column header
+sorts it, the endorser is named with the DN on hover, clicking an image
 opens its page with its checksum and endorser, and the hostile titles are
 text: no element is injected and ``alert`` is never called (hooks installed
 before any page script record every call, and every Content-Security-Policy
@@ -24,7 +26,7 @@ from selenium.webdriver import Chrome
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.support.serving import ServeThread, available_site, image_data, site_world
 from tests.support.site import ENDORSER_DN, World, image_uuid
@@ -61,7 +63,12 @@ def _tools() -> tuple[str, str]:
 def site(tmp_path_factory: pytest.TempPathFactory, now: datetime) -> Iterator[World]:
     with site_world(tmp_path_factory.mktemp("browser"), now) as world:
         world.image_sizes[3] = 2 * 1024 * 1024
-        available_site(world, titles={1: XSS_SCRIPT, 2: XSS_ATTR, 3: "AlmaLinux 9 worker node"})
+        available_site(
+            world,
+            images=(1, 2, 3, 4),
+            titles={1: XSS_SCRIPT, 2: XSS_ATTR, 3: "AlmaLinux 9 worker node"},
+        )
+        assert world.vmic("withdraw", image_uuid(4)) == 0
         yield world
 
 
@@ -130,6 +137,28 @@ def test_the_catalogue_lists_the_images(browser: Chrome, server: ServeThread) ->
     for column in ("Title", "Endorser", "List", "OS", "Arch", "Size", "State", "Shareable"):
         assert any(h.startswith(column) for h in headers), (column, headers)
     _no_policy_violations(browser)
+
+
+def test_the_show_menu_brings_images_in_every_state(browser: Chrome, server: ServeThread) -> None:
+    _open(browser, server.url + "/")
+    assert browser.find_element(By.ID, "other-states").is_displayed()
+    Select(browser.find_element(By.ID, "state")).select_by_value("all")
+    browser.find_element(By.CSS_SELECTOR, "form.filter button[type=submit]").click()
+    WebDriverWait(browser, WAIT).until(lambda d: "state=all" in d.current_url)
+    WebDriverWait(browser, WAIT).until(lambda d: len(_visible_rows(d)) == 4)
+    assert browser.find_element(By.ID, "shown").text == "4"
+    menu = Select(browser.find_element(By.ID, "state"))
+    assert menu.first_selected_option.get_attribute("value") == "all"
+    _no_policy_violations(browser)
+
+
+def test_the_endorser_is_named_with_the_dn_on_hover(browser: Chrome, server: ServeThread) -> None:
+    _open(browser, server.url + "/")
+    name = browser.find_element(
+        By.CSS_SELECTOR, f'#images tbody tr[data-image="{image_uuid(3)}"] td.dn span'
+    )
+    assert name.text == "Jane Endorser"
+    assert name.get_attribute("title") == ENDORSER_DN
 
 
 def test_typing_in_the_filter_narrows_the_table(browser: Chrome, server: ServeThread) -> None:

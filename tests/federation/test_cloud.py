@@ -512,11 +512,11 @@ def test_where_each_image_is_registered_shows_in_the_cli_the_catalogue_and_metri
     assert "  site1  Test image 1" in table[image_uuid(1)]
 
     with ServeThread(site.home) as server:
-        catalogue = server.get("/").text
+        catalogue = server.get("/?state=all").text
         page = server.get(f"/image/{image_uuid(2)}").text
         metrics = server.get("/metrics").text
 
-    assert '<a href="/?sort=clouds&amp;order=asc">Clouds</a>' in catalogue
+    assert '<a href="/?state=all&amp;sort=clouds&amp;order=asc">Clouds</a>' in catalogue
     assert "<td>site1</td>" in catalogue
     assert "<td>site1 (deactivated)</td>" in catalogue
     assert f"<li>site1: <code>{second}</code> deactivated since " in page

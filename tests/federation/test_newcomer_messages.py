@@ -175,7 +175,7 @@ def igtf_directory(world: World) -> None:
     packaged CA the library warns about (a negative serial), a rule Python warns about."""
     other = TestCA("/DC=org/DC=igtf-test/CN=Negative Serial CA", now=world.now)
     tbs = der.tbs_of(other.cert.public_bytes(serialization.Encoding.DER))
-    tbs.children[1].content = b"\xff"  # serialNumber -1
+    der.at(tbs, (1,)).content = b"\xff"  # serialNumber -1
     negative = ssl.DER_cert_to_PEM_cert(der.resign(tbs, other.key))  # (no library would)
     (world.trust / "NegativeSerial.pem").write_text(negative)
     (world.trust / "5e7a1b2c.0").symlink_to("NegativeSerial.pem")

@@ -75,15 +75,15 @@ def test_a_list_close_to_expiry_warns_and_an_expired_one_is_critical(
     assert status(world, capsys)[0] == OK
 
     soon = (world.now + timedelta(days=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    later = (world.now + timedelta(days=11)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    later = (world.now + timedelta(days=11, hours=12)).strftime("%Y-%m-%dT%H:%M:%SZ")
     warned = status_json(world, capsys, "--at", soon)
     expired = status_json(world, capsys, "--at", later)
 
     assert warned["status"] == "WARNING"
     assert any("expires in 5 days" in f["message"] for f in warned["findings"])
     assert expired["status"] == "CRITICAL"
-    assert any("version 1 expired 24 hours ago" in f["message"] for f in expired["findings"])
-    # (and eleven days without a sync is a warning of its own)
+    assert any("version 1 expired 36 hours ago" in f["message"] for f in expired["findings"])
+    # (and eleven days and a half without a sync is a warning of its own)
     assert any("no successful sync for 11 days" in f["message"] for f in expired["findings"])
 
 
