@@ -57,6 +57,7 @@ demo: $(STAMP)
 	$(BIN)/python -m federation.demo
 
 bench: $(STAMP)
+	$(BIN)/python bench/startup.py
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/verify_memory.py
 	$(BIN)/python bench/mirror.py

@@ -14,19 +14,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from feeds.verify import ListFormat, PreviousState, VerifiedList, verify_list
 from keys.errors import ConfigError
 from keys.trust import TrustStore
 from keys.xmlsig import SignerPin
 from site_agent import config as site_config
-from site_agent.fetch import Fetcher, ListFetch
 from site_agent.home import SiteHome
 from site_agent.lock import SiteLock
 from site_agent.names import check_name, slug
 from site_agent.records import AVAILABLE, Change, ImageRecord, Subscription
 from site_agent.site import Site
 from site_agent.store import Store
+
+if TYPE_CHECKING:
+    from site_agent.fetch import ListFetch
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,6 +92,8 @@ def default_name(title: str, taken: set[str]) -> str:
 
 
 async def _fetch_once(url: str, site: Site) -> ListFetch:
+    from site_agent.fetch import Fetcher  # noqa: PLC0415 - the network client, for subscribe only
+
     async with Fetcher(limits=site.config.limits, ca_bundle=site.config.ca_bundle) as fetcher:
         return await fetcher.fetch_list(url)
 

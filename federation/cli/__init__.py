@@ -1,47 +1,58 @@
 """The `vmic` command line: parse arguments, call one function, print, map errors to exit codes.
 
 Each command group lives in its own module (``keys_cmd``, ``endorse_cmd``,
-``verify_cmd``) and registers its subcommands here. :func:`main` takes an
-argument list so that tests run commands in-process; it is the only place
-that catches the root :class:`~keys.errors.VmicError`.
+``verify_cmd``) and registers its subcommands here. Start-up pays only for
+the command given: :mod:`federation.cli.commands` names every command and its
+module without importing any, so `vmic --help` and `vmic --version` import
+no command module, and `vmic COMMAND` imports only that command's. :func:`main`
+takes an argument list so that tests run commands in-process; it is the only
+place that catches the root :class:`~keys.errors.VmicError`.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
-from importlib import metadata
+from typing import Any
 
-from federation.cli import (
-    cloud_cmd,
-    context_cmd,
-    endorse_cmd,
-    images_cmd,
-    keys_cmd,
-    peer_cmd,
-    policy_cmd,
-    serve_cmd,
-    site_cmd,
-    status_cmd,
-    verify_cmd,
-)
+from federation.cli.commands import COMMANDS, MODULES
 from federation.cli.common import ExitCode, report_error
 from federation.cli.sitelog import command_logging
 from keys.errors import VmicError
 
 PROG = "vmic"
+ALL = "*"
+"""``build_parser(ALL)``: every command module, as the README reference and the tests want."""
 
 
-def _version() -> str:
-    try:
-        return metadata.version("vmic")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version, looked up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="show the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> None:
+        from importlib import metadata  # noqa: PLC0415 - 50 ms every start-up would pay
+
+        try:
+            version = metadata.version("vmic")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        print(f"{parser.prog} {version}")
+        parser.exit()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen_command(arguments: Sequence[str]) -> str | None:
+    """The command word of a command line (the first word that is not an option)."""
+    return next((word for word in arguments if not word.startswith("-")), None)
+
+
+def build_parser(command: str | None = ALL) -> argparse.ArgumentParser:
+    """The parser; with ``command``, only that command's module is imported and registered
+    (the others are listed by name and help alone); ``None``: no module at all."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description=(
@@ -50,19 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Run `vmic COMMAND --help` for the options of each command.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    keys_cmd.register(commands)
-    endorse_cmd.register(commands)
-    policy_cmd.register(commands)
-    verify_cmd.register(commands)
-    site_cmd.register(commands)
-    status_cmd.register(commands)
-    images_cmd.register(commands)
-    serve_cmd.register(commands)
-    peer_cmd.register(commands)
-    cloud_cmd.register(commands)
-    context_cmd.register(commands)
+    wanted = {c.module for c in COMMANDS if command in (ALL, c.name)}
+    for module in MODULES:
+        if module in wanted:
+            importlib.import_module(f"federation.cli.{module}").register(commands)
+            continue
+        for listed in COMMANDS:  # name and help only: never parsed with
+            if listed.module == module:
+                commands.add_parser(listed.name, help=listed.help, add_help=False)
     return parser
 
 
@@ -82,8 +90,8 @@ def _parse(parser: argparse.ArgumentParser, arguments: list[str]) -> argparse.Na
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
     arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(chosen_command(arguments))
     try:
         args = _parse(parser, arguments)
     except SystemExit as exc:  # argparse exits on --help, --version and usage errors

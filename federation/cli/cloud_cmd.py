@@ -7,8 +7,9 @@ import sys
 from datetime import timedelta
 from typing import Any
 
+from federation.cli.commands import HELP
 from federation.cli.common import ExitCode, print_json, shown, utcnow
-from federation.cli.site_cmd import home_parent, site_home
+from federation.cli.sitehome import home_parent, site_home
 from federation.cli.sitelog import site_log
 from keys.errors import ConfigError
 from site_agent import config as site_config
@@ -24,7 +25,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     home = home_parent()
     cloud = commands.add_parser(
         "cloud",
-        help="register the site's images in OpenStack Glance",
+        help=HELP["cloud"],
         description=(
             "Keep OpenStack Glance in step with the images this site holds: each available "
             "image registered (uploaded from the verified cache and checked against Glance's "
@@ -126,7 +127,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     clouds = commands.add_parser(
         "clouds",
         parents=[home],
-        help="list the configured clouds and the images vmic holds there",
+        help=HELP["clouds"],
         description="Each configured cloud, its settings, and the images vmic registered there.",
     )
     clouds.add_argument("--json", action="store_true", help="machine-readable output")

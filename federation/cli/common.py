@@ -19,9 +19,8 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from feeds.verify import ListFormat
 from keys.errors import (
     CertificateError,
     CloudError,
@@ -41,6 +40,9 @@ from keys.errors import (
     VmicError,
     WrongListError,
 )
+
+if TYPE_CHECKING:
+    from feeds.verify import ListFormat
 
 
 class ExitCode(IntEnum):
@@ -238,6 +240,8 @@ class Progress:
 
 def add_format_option(parser: argparse.ArgumentParser) -> None:
     """``--format auto|atom|hepix``: which kind of signed list to expect."""
+    from feeds.verify import ListFormat  # noqa: PLC0415 - only commands that read lists
+
     parser.add_argument(
         "--format",
         choices=["auto", *(f.value for f in ListFormat)],
@@ -248,4 +252,6 @@ def add_format_option(parser: argparse.ArgumentParser) -> None:
 
 
 def format_from(args: argparse.Namespace) -> ListFormat | None:
+    from feeds.verify import ListFormat  # noqa: PLC0415
+
     return None if args.format == "auto" else ListFormat(args.format)

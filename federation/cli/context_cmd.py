@@ -7,6 +7,7 @@ import os
 import stat
 from pathlib import Path
 
+from federation.cli.commands import HELP
 from federation.cli.common import ExitCode, print_json
 from site_agent.context import build as context_build
 from site_agent.context import install as context_install
@@ -16,7 +17,7 @@ from site_agent.context.settings import shell_quote
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     context = commands.add_parser(
         "context",
-        help="the site's contextualisation CD",
+        help=HELP["context"],
         description=(
             "A site configures an image it may not change through a CD: prolog.sh (run before "
             "the network is set up), epilog.sh (run once it is online) and the site's settings. "

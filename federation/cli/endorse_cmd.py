@@ -8,6 +8,7 @@ import pwd
 import sys
 from pathlib import Path
 
+from federation.cli.commands import HELP
 from federation.cli.common import (
     ExitCode,
     Progress,
@@ -33,7 +34,7 @@ DEFAULT_VALIDITY = "28d"
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "endorse",
-        help="build, sign and publish an image list",
+        help=HELP["endorse"],
         description=(
             "The endorser's workflow. A TOML manifest is the source of truth for one image "
             "list; these commands edit it, render it as an Atom document and sign it."

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from federation.cli.commands import HELP
 from federation.cli.common import ExitCode, human_size, iso, print_json, shown, utcnow
-from federation.cli.site_cmd import home_parent, print_changes, site_home
+from federation.cli.sitehome import home_parent, print_changes, site_home
 from keys.errors import ConfigError
 from site_agent import admin, config_edit
 from site_agent import config as site_config
@@ -23,7 +24,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     images = commands.add_parser(
         "images",
         parents=[home],
-        help="list the site's images and their state",
+        help=HELP["images"],
         description=(
             "Every image the site knows: id, state (new, approved, refused, available, "
             "expired, revoked, withdrawn), whether it may be shared, size, VO (cut to 16 "
@@ -36,7 +37,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     images.add_argument("--json", action="store_true", help="machine-readable output")
     images.set_defaults(func=_images)
 
-    image = commands.add_parser("image", help="one image", description="Commands about one image.")
+    image = commands.add_parser(
+        "image", help=HELP["image"], description="Commands about one image."
+    )
     image_sub = image.add_subparsers(dest="image_command", metavar="COMMAND", required=True)
     show = image_sub.add_parser(
         "show",
@@ -70,7 +73,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     approve = commands.add_parser(
         "approve",
         parents=[home],
-        help="approve images to run here (and be shared)",
+        help=HELP["approve"],
         description=(
             "Approve images to run at this site; the next sync downloads them. They may be "
             "shared with peer sites unless --local-only is given. An image whose endorser "
@@ -91,7 +94,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     refuse = commands.add_parser(
         "refuse",
         parents=[home],
-        help="refuse images (withdrawn if they were running)",
+        help=HELP["refuse"],
         description="Refuse images at this site, with the reason recorded.",
     )
     refuse.add_argument("image_ids", nargs="+", metavar="ID", help="image UUIDs")
@@ -101,7 +104,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     withdraw = commands.add_parser(
         "withdraw",
         parents=[home],
-        help="withdraw images now (files to cache/expired)",
+        help=HELP["withdraw"],
         description=(
             "Withdraw images at once: hooks are told, files move to cache/expired. They "
             "come back only if their list names them anew."
@@ -110,7 +113,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     withdraw.add_argument("image_ids", nargs="+", metavar="ID", help="image UUIDs")
     withdraw.set_defaults(func=_withdraw)
 
-    cache = commands.add_parser("cache", help="the image cache", description="The image cache.")
+    cache = commands.add_parser("cache", help=HELP["cache"], description="The image cache.")
     cache_sub = cache.add_subparsers(dest="cache_command", metavar="COMMAND", required=True)
     verify = cache_sub.add_parser(
         "verify",
@@ -126,7 +129,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
     hooks = commands.add_parser(
         "hooks",
-        help="commands run for events",
+        help=HELP["hooks"],
         description=(
             "Hooks run a command for events (no shell; the event in VMIC_* environment "
             "variables and as JSON on stdin). They live in config.toml."

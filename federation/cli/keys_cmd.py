@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from federation.cli.commands import HELP
 from federation.cli.common import ExitCode, iso, print_json, utcnow
 from keys import pki
 from keys.certs import load_certificates, summarize
@@ -14,7 +15,7 @@ from keys.dn import DistinguishedName
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = commands.add_parser(
         "keys",
-        help="development CA and certificates",
+        help=HELP["keys"],
         description=(
             "A development certificate authority for demos, tests and small federations, "
             "and a certificate viewer. Real endorsers use certificates from their grid CA."

@@ -7,8 +7,9 @@ import sys
 from typing import Any
 
 from federation import peer_admin
+from federation.cli.commands import HELP
 from federation.cli.common import ExitCode, human_size, iso, print_json, shown, utcnow
-from federation.cli.site_cmd import home_parent, site_home
+from federation.cli.sitehome import home_parent, site_home
 from keys.dn import DistinguishedName
 from keys.errors import ConfigError
 from keys.xmlsig import SignerPin
@@ -18,7 +19,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     home = home_parent()
     peer = commands.add_parser(
         "peer",
-        help="follow or stop following another site",
+        help=HELP["peer"],
         description="Follow another site's signed export, or stop following it.",
     )
     peer_sub = peer.add_subparsers(dest="peer_command", metavar="COMMAND", required=True)
@@ -69,7 +70,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     peers = commands.add_parser(
         "peers",
         parents=[home],
-        help="the peers this site follows (and what they carry)",
+        help=HELP["peers"],
         description=(
             "The peers this site follows: URL, last success and error, how many images they "
             "offer, bytes received from them, throughput, failures (a peer that served "
@@ -96,7 +97,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     export = commands.add_parser(
         "export",
         parents=[home],
-        help="sign and write this site's export now",
+        help=HELP["export"],
         description=(
             "Sign and write the site's export (exports/export.atom, served by `vmic serve` "
             "at /export.atom) when its content changed or half its validity passed; "

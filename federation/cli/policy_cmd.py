@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from federation.cli.commands import HELP
 from federation.cli.common import ExitCode, human_size, print_json
 from feeds.policy.check import check_image
 from feeds.policy.model import Report, Severity
@@ -17,7 +18,7 @@ from feeds.policy.rules import RULES
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     policy = commands.add_parser(
         "policy",
-        help="check an image against the trusted-image policy",
+        help=HELP["policy"],
         description=(
             "The HEPiX trusted-image policy: no accounts with passwords, no SSH or host keys, "
             "no credentials of any form inside an image others will run."

@@ -8,8 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
+from federation.cli.commands import HELP
 from federation.cli.common import ExitCode
-from federation.cli.site_cmd import home_parent, site_home
+from federation.cli.sitehome import home_parent, site_home
 from federation.listener import RunningServer
 from federation.serve_endorser import create_endorser_app
 from federation.server import run_until_signalled, serve_until_signalled, tls_context
@@ -21,7 +22,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     serve = commands.add_parser(
         "serve",
         parents=[home_parent()],
-        help="serve lists, the export, images and the catalogue page (read-only)",
+        help=HELP["serve"],
         description=(
             "Serve this site over HTTP, or HTTPS when [serve] tls_cert and tls_key are set: "
             "/lists/ID.atom (the original bytes of each list in force), /export.atom (the "

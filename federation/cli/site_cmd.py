@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from federation.cli.commands import HELP
 from federation.cli.common import (
     ExitCode,
     Progress,
@@ -19,55 +20,24 @@ from federation.cli.common import (
     shown,
     utcnow,
 )
+from federation.cli.sitehome import home_parent, pins_from, print_changes, site_home
 from federation.cli.sitelog import site_log
 from federation.peers import SiteFederation
 from feeds.endorse import check_signer
 from keys.certs import load_certificate, load_certificates, load_private_key
-from keys.dn import DistinguishedName
 from keys.errors import ConfigError, LockedError, VmicError
-from keys.xmlsig import SignerPin
 from site_agent import admin, config_edit
 from site_agent.check import check_site
-from site_agent.home import SiteHome, default_home
-from site_agent.records import Change
+from site_agent.home import SiteHome
 from site_agent.report import SyncReport
 from site_agent.sync import run_sync
-
-HOME_HELP = "site home (default: $VMIC_HOME, else /var/lib/vmic for root, ~/.local/share/vmic)"
-
-
-def home_parent() -> argparse.ArgumentParser:
-    """The --home option every site command takes."""
-    parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--home", type=Path, metavar="DIR", help=HOME_HELP)
-    return parent
-
-
-def site_home(args: argparse.Namespace) -> SiteHome:
-    return SiteHome(args.home or default_home())
-
-
-def pins_from(args: argparse.Namespace) -> list[SignerPin]:
-    if len(args.endorser_dn) != len(args.ca_dn):
-        raise ConfigError("give --endorser-dn and --ca-dn in pairs (one --ca-dn per endorser)")
-    return [
-        SignerPin(subject=DistinguishedName.parse(s), issuer=DistinguishedName.parse(i))
-        for s, i in zip(args.endorser_dn, args.ca_dn, strict=True)
-    ]
-
-
-def print_changes(changes: list[Change]) -> None:
-    """One line per change; titles and details come from lists, so they are :func:`shown`."""
-    for c in changes:
-        detail = f" ({shown(c.detail)})" if c.detail else ""
-        print(f"  {shown(c.image_id)}  {c.what:<12} {shown(c.title)}{detail}")
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     home = home_parent()
     site = commands.add_parser(
         "site",
-        help="set up a site home",
+        help=HELP["site"],
         description="Set up and inspect the site home where vmic keeps its state.",
     )
     site_sub = site.add_subparsers(dest="site_command", metavar="COMMAND", required=True)
@@ -117,7 +87,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     subscribe = commands.add_parser(
         "subscribe",
         parents=[home],
-        help="subscribe to an endorser's image list",
+        help=HELP["subscribe"],
         description=(
             "Fetch and verify an image list once, then subscribe to it: a list that would "
             "fail verification is refused with the reason. Pin the endorser's full subject "
@@ -155,7 +125,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     unsubscribe = commands.add_parser(
         "unsubscribe",
         parents=[home],
-        help="end a subscription and withdraw its images",
+        help=HELP["unsubscribe"],
         description=(
             "End a subscription: its images are withdrawn and their files moved to "
             "cache/expired. The list's version history is kept (rollback protection "
@@ -168,7 +138,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     subs = commands.add_parser(
         "subscriptions",
         parents=[home],
-        help="list subscriptions and their state",
+        help=HELP["subscriptions"],
         description=(
             "Each subscription: name, URL, pinned endorser, list id, version in force, "
             "its expiry, the last success and the last error."
@@ -180,7 +150,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sync = commands.add_parser(
         "sync",
         parents=[home],
-        help="fetch, verify, approve, download, withdraw (the cron job)",
+        help=HELP["sync"],
         description=(
             "The cron job: fetch every subscribed list, verify it, apply the approval "
             "policy, download approved images (resumable, SHA-512 checked), withdraw "
@@ -200,7 +170,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     history = commands.add_parser(
         "history",
         parents=[home],
-        help="every list version accepted or rejected (the audit trail)",
+        help=HELP["history"],
         description=(
             "Every list version the site accepted or rejected, when, why, and the SHA-256 of "
             "the bytes (accepted bytes are kept under lists/ in the site home)."

@@ -6,8 +6,9 @@ import argparse
 from datetime import datetime
 from typing import Any
 
+from federation.cli.commands import HELP
 from federation.cli.common import human_size, iso, parse_time_arg, print_json, shown, utcnow
-from federation.cli.site_cmd import home_parent, site_home
+from federation.cli.sitehome import home_parent, site_home
 from site_agent.status import LIST_EXPIRY_WARNING, STALE_AFTER, SiteStatus, site_status, span
 
 STATE_ORDER = ("available", "approved", "new", "refused", "expired", "withdrawn", "revoked")
@@ -17,7 +18,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     status = commands.add_parser(
         "status",
         parents=[home_parent()],
-        help="the site's health: lists, images waiting, downloads, peers, trust, cache",
+        help=HELP["status"],
         description=(
             "One screen with the site's health: each list's version, age and expiry, images "
             "waiting for approval, downloads in progress and the run holding the site, "

@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from federation.cli.commands import HELP
 from federation.cli.common import (
     ExitCode,
     add_format_option,
@@ -32,7 +33,7 @@ from keys.xmlsig import SignerPin
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "verify",
-        help="verify a signed image list",
+        help=HELP["verify"],
         description=(
             "Verify a signed image list as a site would: the signature profile, the "
             "signer's chain and CRLs against the trust directory, the pinned endorser "

@@ -22,6 +22,7 @@ CASES = {
     "sync": (["--subscriptions", "4", "--rounds", "1"], "nothing changed (all 304)"),
     "federation_tree": (["--size", "32k", "--sites", "2", "--fanout", "1"], "where the time goes"),
     "glance": (["--size", "256k", "--rounds", "1"], "ratio vmic/client"),
+    "startup": (["--rounds", "1"], "ratio vmic/baseline (start-up)"),
 }
 
 
