@@ -1,8 +1,9 @@
 """`vmic site check`: is this site home fit to sync? What an admin runs after a change.
 
-It reads, and changes nothing: the configuration (strictly, as a sync
-would), the database (its integrity check and schema), the trust directory
-(every CA certificate and CRL file that cannot be used, by name and reason;
+It reads and changes nothing (opening the database after an upgrade brings
+its schema up to date, as every command does). It checks the configuration
+(strictly, as a sync would), the database (its integrity check and schema),
+the trust directory (every CA certificate and CRL file that cannot be used, by name and reason;
 notes about files the certificate library warned about; every CA without a
 usable, current CRL, which under ``crl = "require"`` means no list signed
 under it can be taken), and the site's identity for its export (the
