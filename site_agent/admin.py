@@ -114,7 +114,7 @@ def subscribe(
     if name is not None:
         check_name(name, "subscription name")
     with locked_site(home, now=now, purpose="vmic subscribe") as site:
-        taken = {s.name for s in site.store.subscriptions()}
+        taken = site.store.subscription_names()
         if name is not None and name in taken:
             raise ConfigError(f"a subscription named {name} exists already")
         fetched = asyncio.run(_fetch_once(url, site))

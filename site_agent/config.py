@@ -9,6 +9,7 @@ errors, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import math
+import tomllib
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
@@ -258,8 +259,17 @@ class _Section:
         return int(value)
 
 
+def _data(path: Path) -> dict[str, Any]:
+    """The configuration as plain data: read with the standard library's TOML reader (about
+    twenty times faster than tomlkit, which edits keep for its comments)."""
+    try:
+        return tomllib.loads(read_file(path, what="configuration").decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from exc
+
+
 def load(path: Path) -> SiteConfig:
-    data = document(path).unwrap()
+    data = _data(path)
     unknown = set(data) - {
         "trust",
         "approval",

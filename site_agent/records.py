@@ -20,6 +20,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from feeds.model import ImageEntry
@@ -53,7 +54,10 @@ def pins_to_json(pins: tuple[SignerPin, ...] | list[SignerPin]) -> str:
     return json.dumps([[p.subject.slash(), p.issuer.slash()] for p in pins])
 
 
+@lru_cache(maxsize=4096)
 def pins_from_json(text: str) -> tuple[SignerPin, ...]:
+    """The stored pins (cached: a sync reads every subscription's, and parsing DNs is slow;
+    the pins are immutable)."""
     return tuple(
         SignerPin(
             subject=DistinguishedName.parse_slash(subject),

@@ -75,6 +75,15 @@ class Site:
         self.policy = policy or site_policy(config)
         self._retire_queue: set[str] = set()
         self._verify_gate = asyncio.Semaphore(config.limits.verify_concurrency)
+        self.unchanged: list[str] = []
+        """Subscriptions whose list answered 304 in this run: written by record_unchanged."""
+
+    def record_unchanged(self) -> None:
+        """The successful attempt of every unchanged list of the run, in one transaction."""
+        names, self.unchanged = self.unchanged, []
+        if names:
+            with self.store.atomic():
+                self.store.record_unchanged(names, at=self.now)
 
     async def verify(self, check: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run a verification on a worker thread, at most ``limits.verify_concurrency`` at

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -263,6 +263,9 @@ class Store:
             for r in self._rows("SELECT * FROM subscriptions ORDER BY name")
         ]
 
+    def subscription_names(self) -> set[str]:
+        return {str(r["name"]) for r in self._rows("SELECT name FROM subscriptions")}
+
     def subscription(self, name: str) -> Subscription | None:
         return self._one(
             "SELECT * FROM subscriptions WHERE name = ?", (name,), Subscription.from_row
@@ -312,6 +315,18 @@ class Store:
             sets += ["etag = ?", "last_modified = ?"]
             params += [etag, last_modified]
         self._run(f"UPDATE subscriptions SET {', '.join(sets)} WHERE name = ?", (*params, name))  # noqa: S608 - column names and ? marks only
+
+    def record_unchanged(self, names: Sequence[str], *, at: datetime) -> None:
+        """A successful attempt for each of ``names`` (lists that answered 304), in one
+        statement per few hundred names; the caller makes it one transaction."""
+        for start in range(0, len(names), 500):
+            chunk = names[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            sql = (
+                "UPDATE subscriptions SET last_attempt = ?, last_success = ?,"  # noqa: S608 - ? marks only
+                f" last_error = NULL, last_error_kind = NULL WHERE name IN ({marks})"
+            )
+            self._run(sql, (iso(at), iso(at), *chunk))
 
     # -- lists and history -------------------------------------------------------
     def current_list(self, list_id: str) -> ListVersion | None:

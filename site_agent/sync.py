@@ -134,7 +134,10 @@ async def _sync(
             )
             return result or ListResult(subscription=sub.name, outcome="failed")
 
-        report.lists.extend(await asyncio.gather(*(one_list(sub) for sub in subscriptions)))
+        try:
+            report.lists.extend(await asyncio.gather(*(one_list(sub) for sub in subscriptions)))
+        finally:
+            site.record_unchanged()
         for sub in subscriptions:
             await run_unit(
                 _expire_if_due(site, sub, report),

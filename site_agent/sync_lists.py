@@ -66,6 +66,8 @@ async def sync_list(
             result = await _take(
                 site, sub, fetched.body, trust, report, validators=fetched.validators
             )
+        if not copies:
+            return result
         current = site.store.current_list(sub.list_id)
         held = current.version if current else 0
         for copy in copies:
@@ -80,8 +82,10 @@ async def sync_list(
 
 def _not_modified(site: Site, sub: Subscription, report: SyncReport) -> ListResult:
     """The endorser's list is the one last taken: validators are kept for accepted bytes
-    only (a rejection clears them, so rejected bytes are fetched and verified again)."""
-    site.store.record_attempt(sub.name, at=site.now, ok=True)
+    only (a rejection clears them, so rejected bytes are fetched and verified again). The
+    success is written with every other unchanged list's, in one transaction
+    (:meth:`site_agent.site.Site.record_unchanged`)."""
+    site.unchanged.append(sub.name)
     return ListResult(subscription=sub.name, outcome="not-modified")
 
 

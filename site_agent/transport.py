@@ -36,6 +36,7 @@ import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
+from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -195,6 +196,25 @@ class _Connector(aiohttp.TCPConnector):
     def __init__(self, *, ssl_context: ssl.SSLContext, guard: GuardedResolver) -> None:
         super().__init__(ssl=ssl_context, resolver=guard)
         self.guard = guard
+        # The *_proxy variables, read once per run (reading them walks the whole environment),
+        # and the no_proxy verdict once per host name
+        self.proxies = getproxies()
+        self._bypass: dict[str, bool] = {}
+
+    def bypasses_proxy(self, host: str) -> bool:
+        if host not in self._bypass:
+            self._bypass[host] = bool(proxy_bypass(host))
+        return self._bypass[host]
+
+
+@lru_cache(maxsize=8)
+def _tls_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """One verifying TLS context per CA bundle for the process: loading the system's CA
+    store takes tens of milliseconds, every `vmic subscribe` in a loop would pay it."""
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"cannot load the CA bundle {ca_bundle}: {exc}") from exc
 
 
 def open_session(
@@ -206,10 +226,7 @@ def open_session(
 ) -> aiohttp.ClientSession:
     """The run's session; call inside a running event loop. ``resolver`` answers names
     (aiohttp's default resolver unless given); the address guard is put around it."""
-    try:
-        context = ssl.create_default_context(cafile=None if ca_bundle is None else str(ca_bundle))
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load the CA bundle {ca_bundle}: {exc}") from exc
+    context = _tls_context(None if ca_bundle is None else str(ca_bundle))
     guard = GuardedResolver(DefaultResolver() if resolver is None else resolver)
     connector = _Connector(ssl_context=context, guard=guard)
     # No sock_read: aiohttp would re-arm a timer on every receive (thousands per GiB).
@@ -327,14 +344,14 @@ def _checked(url: str) -> str:
     return url  # a name: the resolver checks its addresses (or _guard_proxied does)
 
 
-def _proxy_for(url: str) -> str | None:
+def _proxy_for(url: str, connector: _Connector) -> str | None:
     """The proxy a session with ``trust_env`` sends ``url`` through, as host:port without
     credentials, or None. The same calls as aiohttp's: on Linux, the ``*_proxy`` variables
-    (``getproxies_environment``, ``proxy_bypass_environment``)."""
+    (``getproxies``) and ``no_proxy`` (``proxy_bypass``), read once per run."""
     parts = urlsplit(url)
-    if proxy_bypass(parts.hostname or ""):
+    if connector.bypasses_proxy(parts.hostname or ""):
         return None
-    proxy = getproxies().get(parts.scheme)
+    proxy = connector.proxies.get(parts.scheme)
     if not proxy:
         return None
     return (urlsplit(proxy).netloc or proxy).rpartition("@")[2]
@@ -343,14 +360,14 @@ def _proxy_for(url: str) -> str | None:
 async def _guard_proxied(session: aiohttp.ClientSession, url: str) -> None:
     """Check the host of a request that goes through a proxy: the connector then resolves
     only the proxy's name, so the target's is resolved here, under the same rules."""
-    proxy = _proxy_for(url) if session.trust_env else None
+    connector = session.connector
+    if not isinstance(connector, _Connector):
+        raise TypeError("open_url needs a session made by open_session")
+    proxy = _proxy_for(url, connector) if session.trust_env else None
     parts = urlsplit(url)
     host = parts.hostname or ""
     if proxy is None or host_address(url) is not None:
         return  # the connector's resolver checks the name, or _checked the literal
-    connector = session.connector
-    if not isinstance(connector, _Connector):
-        raise TypeError("open_url needs a session made by open_session")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     await connector.guard.check_proxied(host, port, proxy)
 

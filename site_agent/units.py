@@ -102,6 +102,8 @@ def subscription_recorder(site: Site, name: str, list_id: str) -> Callable[[str,
     """Write a failed unit into a subscription's history and last-attempt columns."""
 
     def record(kind: str, message: str) -> None:
+        if name in site.unchanged:  # it failed after its 304: not a success after all
+            site.unchanged.remove(name)
         with site.store.atomic():
             failed(site, name, list_id, kind=kind, message=message)
             if site.store.subscription(name) is not None:
