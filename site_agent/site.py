@@ -138,8 +138,15 @@ class Site:
             self.store.set_content_sha256(current.list_id, current.version, digest)
         return dataclasses.replace(current, content_sha256=digest)
 
-    def accept_list(self, sub: Subscription, verified: VerifiedList) -> tuple[bool, list[Change]]:
-        """Store the bytes, record the version, apply the diff; one transaction.
+    def accept_list(
+        self,
+        sub: Subscription,
+        verified: VerifiedList,
+        *,
+        then: Callable[[], None] | None = None,
+    ) -> tuple[bool, list[Change]]:
+        """Store the bytes, record the version, apply the diff; one transaction, which
+        ``then`` (the subscription's attempt, say) joins.
 
         Returns whether this was a new version, and what happened to images.
         """
@@ -148,7 +155,11 @@ class Site:
         if current is not None and current.version == lst.version:
             # The same signed content (the verifier checked): the bytes first accepted stay.
             self._note_other_copy(sub, verified, current)
-            return False, self._relist_unsubscribed(sub, verified)
+            relisted = self._relist_unsubscribed(sub, verified)
+            if then is not None:
+                with self.store.atomic():
+                    then()
+            return False, relisted
         path = self._store_bytes(verified)
         changes: list[Change] = []
         with self.store.atomic():
@@ -175,6 +186,8 @@ class Site:
                 expires=iso(lst.expires),
                 path=str(path),
             )
+            if then is not None:
+                then()
         self.retire_queued()
         return True, changes
 

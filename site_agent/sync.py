@@ -138,7 +138,10 @@ async def _sync(
             report.lists.extend(await asyncio.gather(*(one_list(sub) for sub in subscriptions)))
         finally:
             site.record_unchanged()
+        fresh = {r.subscription for r in report.lists if r.outcome == "accepted"}
         for sub in subscriptions:
+            if sub.name in fresh:  # a version accepted in this run is in force
+                continue
             await run_unit(
                 _expire_if_due(site, sub, report),
                 report=report,

@@ -166,12 +166,8 @@ async def _take(
             )
         report.problem(sub.name, kind, f"list rejected{via}: {error.message}")
         return ListResult(subscription=sub.name, outcome="rejected")
-    accepted, changes = site.accept_list(sub, verified)
-    report.changes.extend(changes)
-    for change in changes:
-        if change.what == "conflict":
-            report.problem(sub.name, "conflict", f"image {change.image_id}: {change.detail}")
-    if peer is None:
+
+    def attempt() -> None:  # the endorser's answer: its validators for the next run
         store.record_attempt(
             sub.name,
             at=now,
@@ -180,6 +176,12 @@ async def _take(
             last_modified=validators.last_modified if validators else None,
             validators=validators is not None,
         )
+
+    accepted, changes = site.accept_list(sub, verified, then=attempt if peer is None else None)
+    report.changes.extend(changes)
+    for change in changes:
+        if change.what == "conflict":
+            report.problem(sub.name, "conflict", f"image {change.image_id}: {change.detail}")
     return ListResult(
         subscription=sub.name,
         outcome="accepted" if accepted else "unchanged",
