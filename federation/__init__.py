@@ -1,7 +1,9 @@
-"""The network between sites, and the `vmic` command line. The HTTP server
-(feeds, site exports, images by content address, catalogue page), signed site
-exports, peer subscriptions and the choice of a source for image bytes will
-live here. Since this package sits on top of the dependency graph
-(``keys`` <- ``feeds`` <- ``site_agent`` <- ``federation``), it also holds the
-one command line that reaches every package (:mod:`federation.cli`).
+"""The network between sites, and the `vmic` command line. Here are the HTTP
+server of `vmic serve` (lists in force, the signed site export, images by
+content address, the catalogue pages, health and metrics; an endorser's own
+list and images with ``--manifest``), the signed site export, following peers
+and the choice of a source for image bytes. Since this package sits on top of
+the dependency graph (``keys`` <- ``feeds`` <- ``site_agent`` <- ``federation``),
+it also holds the one command line that reaches every package
+(:mod:`federation.cli`, one module per command group).
 """

@@ -1,7 +1,10 @@
-"""The site agent (to come): the site's configuration and SQLite store, its
+"""The site agent: the site home, its configuration and SQLite store, the lock,
 subscriptions to endorsers' lists, `vmic sync` (fetch, verify, record,
-approve, mirror with streaming SHA-512 checks, withdraw), events and hooks,
-locking, and the contextualisation CD. It builds on :mod:`feeds` and
-:mod:`keys` and defines the small interface through which the federation
-offers peer copies of lists and image bytes.
+approve, mirror with streaming SHA-512 checks, withdraw; each list, peer,
+download and hook a unit of its own), the content-addressed cache, events
+and hooks, the site's health (:mod:`site_agent.status`), images into
+OpenStack Glance (:mod:`site_agent.cloud`) and the contextualisation CD
+(:mod:`site_agent.context`). It builds on :mod:`feeds` and :mod:`keys` and
+defines the small interface (:mod:`site_agent.peering`) through which the
+federation offers peer copies of lists and image bytes.
 """
