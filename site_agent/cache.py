@@ -10,15 +10,17 @@ here deletes an image silently: withdrawn images move to ``cache/expired``
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from keys.errors import StoreError
-from keys.fileio import fsync_dir, sha512_file
+from keys.errors import StoreError, VmicError
+from keys.fileio import fsync_dir, read_regular, sha512_file, write_atomic
 from site_agent.home import SiteHome
 
 _HEX = re.compile(r"[0-9a-f]{128}")
@@ -50,16 +52,43 @@ class Cache:
             return False
 
     def install(self, partial: Path, sha512: str) -> Path:
-        """Move a verified, fsynced partial file into place (atomic rename, folder fsync)."""
+        """Move a verified, fsynced partial file into place (atomic rename, folder fsync),
+        and stamp it as hashed now (:meth:`vouched`)."""
         target = self.path(sha512)
         try:
             partial.chmod(0o644)
             partial.replace(target)
             fsync_dir(target.parent)
             partial.with_name(partial.name + ".resume").unlink(missing_ok=True)
+            self._stamp(target, sha512)
         except OSError as exc:
             raise StoreError(f"cannot move {partial} into the cache: {exc.strerror}") from exc
         return target
+
+    def _stamp(self, target: Path, sha512: str) -> None:
+        """Record the identity of a file whose every byte was just hashed (while it was
+        downloaded): a server may then skip hashing it again until its interval is up,
+        as long as the file is still that very file (device, inode, size, times)."""
+        st = target.lstat()
+        stamp = {
+            "identity": [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns],
+            "hashed_at": time.time(),
+        }
+        self.home.checked.mkdir(mode=0o750, parents=True, exist_ok=True)
+        write_atomic(self.home.checked / sha512, json.dumps(stamp).encode(), mode=0o640)
+
+    def vouched(self, sha512: str) -> tuple[tuple[int, ...], float] | None:
+        """The identity of the cache file of ``sha512`` when it was hashed while downloaded,
+        and when (Unix time); None without a readable stamp."""
+        try:
+            data = json.loads(read_regular(self.home.checked / self.path(sha512).name))
+            identity = tuple(int(v) for v in data["identity"])
+            return identity, float(data["hashed_at"])
+        except (OSError, ValueError, KeyError, TypeError, VmicError):
+            return None
+
+    def forget_stamp(self, sha512: str) -> None:
+        (self.home.checked / self.path(sha512).name).unlink(missing_ok=True)
 
     def retire(self, sha512: str, *, now: datetime) -> Path | None:
         """Move a cached image to cache/expired (kept for a while, then purged)."""
@@ -69,6 +98,7 @@ class Cache:
         return self._move(sha512, self.home.quarantine, now=now)
 
     def _move(self, sha512: str, folder: Path, *, now: datetime) -> Path | None:
+        self.forget_stamp(sha512)
         source = self.path(sha512)
         if not source.exists():
             return None
@@ -118,6 +148,7 @@ class Cache:
         found += [p for p in (partial, partial.with_name(partial.name + ".resume")) if p.exists()]
         if not keep_cached and self.path(sha512).exists():
             found.append(self.path(sha512))
+            self.forget_stamp(sha512)
         freed = 0
         for path in found:
             try:

@@ -80,6 +80,11 @@ class SiteHome:
         return self.root / "cache" / "images" / "sha512"
 
     @property
+    def checked(self) -> Path:
+        """Stamps of cache files hashed while they were downloaded (see Cache.vouched)."""
+        return self.root / "cache" / "checked"
+
+    @property
     def expired(self) -> Path:
         return self.root / "cache" / "expired"
 
