@@ -13,6 +13,9 @@ Ranges (RFC 9110 §14): one ``bytes=`` range (first-last, first-, or a suffix
 several ranges, other units or bad syntax are ignored (200 with the whole
 file), as the RFC allows. ``If-Range`` must carry the strong ETag, which is
 the digest itself, so it never changes while the URL serves anything.
+Whether a digest is available is asked of the store once per change of it
+(:class:`federation.serve_state.StoreMemo`). A client that goes away in the
+middle of a body is one line in the log (INFO), not a traceback.
 """
 
 from __future__ import annotations
@@ -25,10 +28,9 @@ from dataclasses import dataclass
 from aiohttp import hdrs, web
 
 from federation.rehash import CacheGuard, NotServable, OpenFile, Verdict
-from federation.serve_state import Counters, state_of
+from federation.serve_state import Counters, log, state_of
 from feeds.model import Sha512Hex, sha512_hex
 from keys.errors import ListFormatError
-from site_agent.records import AVAILABLE
 
 _RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
 
@@ -102,10 +104,7 @@ async def image_bytes(request: web.Request) -> web.StreamResponse:
         sha512 = sha512_hex(request.match_info["hex"])
     except ListFormatError:
         raise web.HTTPNotFound from None
-    available = await state.reader.run(
-        lambda store: store.sha512_in_use(sha512, states=(AVAILABLE,))
-    )
-    if not available:
+    if not await state.available.get(sha512):
         raise web.HTTPNotFound
     return await serve_checked(
         request,
@@ -168,13 +167,38 @@ async def send_file(
         return response
     transport = request.transport
     if transport is None:
-        raise ConnectionResetError("the client went away")
+        return _went_away(request, response, sha512, 0, length)
     # The checked file itself (a duplicate of its descriptor), sent by the kernel
     # (sendfile) where the transport allows it; asyncio falls back to reads under TLS.
     with os.fdopen(os.dup(opened.fd), "rb") as handle:
-        sent = await asyncio.get_running_loop().sendfile(transport, handle, start, length)
+        try:
+            sent = await asyncio.get_running_loop().sendfile(transport, handle, start, length)
+        except ConnectionError:
+            return _went_away(request, response, sha512, handle.tell() - start, length)
     if sent != length:  # cannot happen for a checked file; never end a short body as whole
         raise OSError(f"cache file {sha512[:16]}... shrank while being served")
     counters.bytes_served += sent
-    await response.write_eof()
+    try:
+        await response.write_eof()
+    except ConnectionError:
+        return _went_away(request, response, sha512, sent, length)
+    return response
+
+
+def _went_away(
+    request: web.Request, response: web.StreamResponse, sha512: str, sent: int, length: int
+) -> web.StreamResponse:
+    """A client that disconnected mid-body: one line in the log, no traceback; the
+    connection is closed (its response cannot be finished)."""
+    log.info(
+        "%s went away during %s /images/sha512/%s... (about %d of %d bytes sent)",
+        request.remote or "a client",
+        request.method,
+        sha512[:16],
+        max(sent, 0),
+        length,
+    )
+    response.force_close()
+    if request.transport is not None:
+        request.transport.close()
     return response

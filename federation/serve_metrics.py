@@ -19,8 +19,10 @@ Metrics, read from the store at each scrape plus the server's own counters:
   next run deletes it), ``active``, ``deactivated`` (withdrawn, waiting for
   deletion); each cloud configured when `vmic serve` started has all three,
   at 0 when it holds none;
-- ``vmic_bytes_served_total``, ``vmic_image_checks_total`` and
-  ``vmic_image_check_failures_total``: this server process's own counts.
+- ``vmic_bytes_served_total``, ``vmic_image_checks_total``,
+  ``vmic_image_check_failures_total`` and ``vmic_image_vouched_total`` (files
+  served on the hash `vmic sync` made while downloading them): this server
+  process's own counts.
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
-from federation.serve_state import log, state_of
+from federation.serve_state import Document, log, state_of
 from keys.errors import StoreError
 from site_agent.cloud.plan import UPLOADING
 from site_agent.cloud.registry import ACTIVE, DEACTIVATED, Registry
@@ -128,7 +130,9 @@ class _Exposition:
         return "\n".join(self.lines) + "\n"
 
 
-def render_metrics(snap: Snapshot, *, bytes_served: int, checks: int, check_failures: int) -> str:
+def render_metrics(
+    snap: Snapshot, *, bytes_served: int, checks: int, check_failures: int, vouched: int = 0
+) -> str:
     out = _Exposition()
     out.family("vmic_lists", "gauge", "Image lists this site subscribes to.")
     out.sample("vmic_lists", len(snap.lists))
@@ -188,6 +192,12 @@ def render_metrics(snap: Snapshot, *, bytes_served: int, checks: int, check_fail
     )
     out.sample("vmic_image_check_failures_total", check_failures)
     out.family(
+        "vmic_image_vouched_total",
+        "counter",
+        "Cached files first served on the hash vmic sync made while downloading them.",
+    )
+    out.sample("vmic_image_vouched_total", vouched)
+    out.family(
         "vmic_cloud_images",
         "gauge",
         "Glance images vmic registered or adopted, by cloud and state.",
@@ -206,6 +216,7 @@ async def metrics(request: web.Request) -> web.Response:
         bytes_served=state.counters.bytes_served,
         checks=state.guard.checks,
         check_failures=state.guard.failures,
+        vouched=state.guard.vouches,
     )
     return web.Response(
         body=body.encode("utf-8"),
@@ -213,23 +224,29 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-def _health(store: Store) -> dict[str, object]:
+JSON = "application/json; charset=utf-8"
+
+
+def health_document(store: Store) -> Document:
+    """The /healthz answer while the store reads (kept until the store changes)."""
     subs = store.subscriptions()
     attempts = [s.last_attempt for s in subs if s.last_attempt is not None]
-    return {
+    body = {
+        "ok": True,
+        "database": True,
         "subscriptions": len(subs),
         "last_sync": iso(max(attempts)) if attempts else None,
         "last_sync_ok": all(s.last_attempt is not None and s.last_error is None for s in subs),
     }
+    return Document(body=json.dumps(body).encode(), content_type=JSON)
 
 
 async def healthz(request: web.Request) -> web.Response:
     state = state_of(request)
     try:
-        health = await state.reader.run(_health)
+        doc = await state.health.get(None)
     except StoreError as exc:
         log.error("healthz: %s", exc.message)
         failed = {"ok": False, "database": False, "last_sync": None, "error": exc.message}
         return web.Response(status=503, text=json.dumps(failed), content_type="application/json")
-    body: dict[str, object] = {"ok": True, "database": True, **health}
-    return web.Response(text=json.dumps(body), content_type="application/json")
+    return web.Response(body=doc.body, headers={hdrs.CONTENT_TYPE: doc.content_type})

@@ -11,17 +11,22 @@ Routes, all GET (and HEAD), nothing else:
     /healthz, /metrics        health and Prometheus text  (federation.serve_metrics)
 
 Lists and the export carry a strong ETag (the SHA-256 of the bytes) and
-Last-Modified, and answer If-None-Match / If-Modified-Since with 304. Every
+Last-Modified, and answer If-None-Match / If-Modified-Since with 304. They
+and ``/healthz`` are kept in memory between syncs and checked at every
+request (the files by ``stat``, the store by its data version; see
+:mod:`federation.serve_state`), and simple requests for them are answered
+by the listener's fast lane (:class:`Lane`) without building a request. Every
 identifier from a URL is checked (canonical UUID, 128 hex digits) before
 anything touches the filesystem; there is no directory listing and no
 static-file route. Every response carries ``X-Content-Type-Options:
 nosniff`` and a Content-Security-Policy that forbids everything (the pages
 allow their own nonce-tagged style and script).
 
-The listener (:func:`start`) bounds concurrent connections: above
-``max_connections`` a new connection gets ``503`` and is closed. Requests
-have no bodies (``client_max_size`` is 1 KiB); aiohttp's limits on the
-request line and headers apply. The access log is off unless asked for.
+The listener (:func:`start`) bounds concurrent connections, in all and
+per client address (``503``), and the time a client has to send its
+request headers (``408``); see :mod:`federation.listener`. Requests have
+no bodies (``client_max_size`` is 1 KiB); aiohttp's limits on the request
+line and headers apply. The access log is off unless asked for.
 TLS is used when ``[serve] tls_cert`` and ``tls_key`` are set. The server
 reads the store on its own thread and never takes the site lock, so `vmic
 sync` runs while it serves.
@@ -35,20 +40,29 @@ import logging
 import os
 import signal
 import ssl
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from email.utils import formatdate
+from pathlib import Path
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from federation import catalogue, catalogue_image, serve_images, serve_metrics
-from federation.listener import RunningServer, parse_bind, start
-from federation.rehash import CacheGuard, NotServable, open_regular
+from federation.listener import FAST_LANE, SETTINGS, RunningServer, parse_bind, start
+from federation.rehash import CacheGuard, FileIdentity, NotServable, open_regular
 from federation.serve_state import (
+    LOCKED_DOWN,
     STATE,
     Counters,
+    Document,
+    Head,
+    Refresh,
     ServeState,
+    StoreMemo,
     StoreReader,
+    StoreWatch,
     log,
     quarantine_and_reset,
     state_of,
@@ -58,6 +72,7 @@ from feeds.model import Sha512Hex, list_id
 from feeds.verify import ListFormat
 from keys.errors import ConfigError, ListFormatError, StoreError
 from site_agent import config as site_config
+from site_agent.cache import Cache
 from site_agent.config import ServeSettings, SiteConfig
 from site_agent.home import SiteHome
 from site_agent.records import AVAILABLE, ListVersion
@@ -65,16 +80,12 @@ from site_agent.store import Store
 
 ATOM = "application/atom+xml"
 CLIENT_MAX_SIZE = 1024
-LOCKED_DOWN = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+EXPORT = "export.atom"
 
 __all__ = ["RunningServer", "create_app", "parse_bind", "serve_until_signalled", "start"]
 
 
 # -- conditional GET of signed documents ---------------------------------------------------
-def _http_date(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
-
-
 def _not_modified(request: web.Request, sha256: str, modified: datetime) -> bool:
     tags = request.if_none_match
     if tags is not None:  # If-None-Match wins over If-Modified-Since (RFC 9110 §13.2.2)
@@ -83,91 +94,183 @@ def _not_modified(request: web.Request, sha256: str, modified: datetime) -> bool
     return since is not None and modified.replace(microsecond=0) <= since
 
 
-def _document(
-    request: web.Request,
-    body: bytes | None,
-    *,
-    sha256: str,
-    modified: datetime,
-    content_type: str = ATOM,
-) -> web.Response:
-    headers = {
-        hdrs.ETAG: f'"{sha256}"',
-        hdrs.LAST_MODIFIED: _http_date(modified),
-        hdrs.CACHE_CONTROL: "no-cache",
-    }
-    if body is None or _not_modified(request, sha256, modified):
+def _document(request: web.Request, doc: Document) -> web.Response:
+    headers = doc.validators()
+    sha256, modified = doc.sha256, doc.modified
+    if sha256 is not None and modified is not None and _not_modified(request, sha256, modified):
         return web.Response(status=304, headers=headers)
     if request.method == hdrs.METH_GET:
-        state_of(request).counters.bytes_served += len(body)
-    return web.Response(body=body, content_type=content_type, headers=headers)
+        state_of(request).counters.bytes_served += len(doc.body)
+    return web.Response(body=doc.body, content_type=doc.content_type, headers=headers)
 
 
-def _read_list(home: SiteHome, current: ListVersion) -> bytes:
-    """The stored bytes of an accepted list version (on a worker thread)."""
-    root = home.lists.resolve()
-    path = (home.root / current.path).resolve()
-    if not path.is_relative_to(root):
-        raise StoreError(f"list {current.list_id}: stored path {current.path!r} is outside lists/")
+# -- the lists in force and the export, read once per change ---------------------------------
+def _list_wanted(name: str) -> tuple[str, ListFormat] | None:
+    """The list id and format a ``/lists/`` name asks for; None when it is no such name."""
+    stem, dot, suffix = name.rpartition(".")
+    kind = {"atom": ListFormat.ATOM, "smime": ListFormat.HEPIX}.get(suffix)
+    if not dot or kind is None:
+        return None
+    try:
+        return list_id(stem), kind
+    except ListFormatError:
+        return None
+
+
+def _read_document(path: Path, *, what: str) -> tuple[Document, os.stat_result] | None:
+    """A small file's bytes as a Document (type and dates filled in by the caller), on a
+    worker thread; None when there is no file."""
     try:
         opened = open_regular(path)
+    except FileNotFoundError:
+        return None
     except (OSError, NotServable) as exc:
-        raise StoreError(f"cannot read the stored list {path}") from exc
+        raise StoreError(f"cannot read {what} {path}") from exc
     try:
         body = os.pread(opened.fd, opened.size, 0)
+        st = os.fstat(opened.fd)
     finally:
         opened.close()
-    if hashlib.sha256(body).hexdigest() != current.sha256:
+    return Document(body=body, content_type=ATOM, sha256=hashlib.sha256(body).hexdigest()), st
+
+
+def _list_key(state: ServeState, current: ListVersion) -> str:
+    return f"{state.root}/{current.path}"  # the recorded path is relative to the site home
+
+
+def _list_fresh(state: ServeState, current: ListVersion) -> Document | None:
+    doc = state.files.peek(_list_key(state, current))
+    if doc is None or doc.sha256 != current.sha256 or doc.modified != current.accepted_at:
+        return None
+    return doc
+
+
+async def _list(state: ServeState, current: ListVersion, kind: ListFormat) -> Document:
+    """The stored bytes of the list version in force, checked against its recorded SHA-256."""
+    doc = _list_fresh(state, current)
+    if doc is not None:
+        return doc
+    key = _list_key(state, current)
+    path = Path(key)
+
+    def read() -> tuple[Document, os.stat_result] | None:
+        if not path.resolve().is_relative_to(state.home.lists.resolve()):
+            raise StoreError(
+                f"list {current.list_id}: stored path {current.path!r} is outside lists/"
+            )
+        return _read_document(path, what="the stored list")
+
+    found = await asyncio.to_thread(read)
+    if found is None:
+        raise StoreError(f"cannot read the stored list {path}")
+    raw, st = found
+    if raw.sha256 != current.sha256:
         raise StoreError(f"the stored list {path} does not match its recorded SHA-256")
-    return body
+    doc = Document(
+        body=raw.body, content_type=kind.media_type, sha256=raw.sha256, modified=current.accepted_at
+    )
+    state.files.keep(key, FileIdentity.of(st), doc)
+    return doc
+
+
+async def _list_document(state: ServeState, wanted: str, kind: ListFormat) -> Document | None:
+    """The list in force with id ``wanted`` in format ``kind``; None when there is none."""
+    current = await state.lists.get(wanted)
+    if current is None or not current.path.endswith(kind.suffix):
+        return None
+    return await _list(state, current, kind)
 
 
 async def list_document(request: web.Request) -> web.Response:
     state = state_of(request)
-    name = request.match_info["name"]
-    stem, dot, suffix = name.rpartition(".")
-    kind = {"atom": ListFormat.ATOM, "smime": ListFormat.HEPIX}.get(suffix)
-    if not dot or kind is None:
+    wanted = _list_wanted(request.match_info["name"])
+    doc = await _list_document(state, *wanted) if wanted is not None else None
+    if doc is None:
         raise web.HTTPNotFound
-    try:
-        wanted = list_id(stem)
-    except ListFormatError:
-        raise web.HTTPNotFound from None
-    current = await state.reader.run(lambda store: store.current_list(wanted))
-    if current is None or not current.path.endswith(kind.suffix):
-        raise web.HTTPNotFound
-    body = None
-    if not _not_modified(request, current.sha256, current.accepted_at):
-        body = await asyncio.to_thread(_read_list, state.home, current)
-    return _document(
-        request,
-        body,
-        sha256=current.sha256,
-        modified=current.accepted_at,
-        content_type=kind.media_type,
-    )
+    return _document(request, doc)
 
 
-def _read_export(home: SiteHome) -> tuple[bytes, datetime] | None:
-    try:
-        opened = open_regular(home.exports / "export.atom")
-    except FileNotFoundError:
+async def _export(state: ServeState) -> Document | None:
+    doc = state.files.peek(state.export)
+    if doc is not None:
+        return doc
+    found = await asyncio.to_thread(_read_document, Path(state.export), what="the export")
+    if found is None:
         return None
-    except (OSError, NotServable) as exc:
-        raise StoreError(f"cannot read {home.exports / 'export.atom'}") from exc
-    try:
-        body = os.pread(opened.fd, opened.size, 0)
-    finally:
-        opened.close()
-    return body, datetime.fromtimestamp(opened.identity.mtime_ns // 10**9, UTC)
+    raw, st = found
+    modified = datetime.fromtimestamp(st.st_mtime_ns // 10**9, UTC)
+    doc = Document(body=raw.body, content_type=ATOM, sha256=raw.sha256, modified=modified)
+    state.files.keep(state.export, FileIdentity.of(st), doc)
+    return doc
 
 
 async def export_document(request: web.Request) -> web.Response:
-    found = await asyncio.to_thread(_read_export, state_of(request).home)
-    if found is None:
+    doc = await _export(state_of(request))
+    if doc is None:
         raise web.HTTPNotFound
-    body, modified = found
-    return _document(request, body, sha256=hashlib.sha256(body).hexdigest(), modified=modified)
+    return _document(request, doc)
+
+
+# -- the fast lane -------------------------------------------------------------------------
+class Lane:
+    """What the listener answers without aiohttp: ``/export.atom``, ``/lists/...`` and
+    ``/healthz``, while what they need is in memory and still current."""
+
+    def __init__(self, state: ServeState) -> None:
+        self._state = state
+        self._second = -1
+        self._date = b""
+
+    def _now(self) -> bytes:
+        second = int(time.time())
+        if second != self._second:
+            self._second, self._date = second, formatdate(second, usegmt=True).encode()
+        return self._date
+
+    def answer(self, head: Head) -> bytes | Refresh | None:
+        state = self._state
+        try:
+            doc, refresh = self._find(head.path)
+        except StoreError:
+            return None  # aiohttp answers (503), and says why
+        if doc is None:
+            return refresh
+        wire, body = doc.wire(head, self._now())
+        if doc.sha256 is not None:
+            state.counters.bytes_served += body
+        return wire
+
+    def _find(self, path: bytes) -> tuple[Document | None, Refresh | None]:
+        state = self._state
+        if path == b"/export.atom":
+            doc = state.files.peek(state.export)
+            return doc, lambda: _quietly(_export(state))
+        if path == b"/healthz":
+            known = state.health.peek(None)
+            return (known.value if known else None), lambda: _quietly(state.health.get(None))
+        if not path.startswith(b"/lists/"):
+            return None, None
+        wanted = _list_wanted(path[7:].decode("ascii"))
+        if wanted is None:
+            return None, None
+        found = state.lists.peek(wanted[0])
+        current = found.value if found is not None else None
+        if found is not None and (current is None or not current.path.endswith(wanted[1].suffix)):
+            return None, None
+        doc = _list_fresh(state, current) if current is not None else None
+        return doc, lambda: _quietly(_list_document(state, *wanted))
+
+
+def _quietly(work: Awaitable[object]) -> asyncio.Future[None]:
+    """Refresh for the lane; a failure is left for aiohttp's handler to report."""
+
+    async def run() -> None:
+        try:
+            await work
+        except StoreError:
+            return
+
+    return asyncio.ensure_future(run())
 
 
 # -- every response ----------------------------------------------------------------------
@@ -194,7 +297,10 @@ async def _store_errors(
 
 # -- the application -----------------------------------------------------------------------
 async def _warm_up(state: ServeState) -> None:
-    """Re-hash the available images one by one, so first requests need not wait."""
+    """Read the export and the health answer, then re-hash the available images one by one,
+    so first requests need not wait."""
+    await _quietly(_export(state))
+    await _quietly(state.health.get(None))
     shas = await state.reader.run(
         lambda store: sorted({i.sha512 for i in store.images(state=AVAILABLE)})
     )
@@ -221,20 +327,31 @@ def create_app(
     def on_rot(sha512: Sha512Hex) -> None:
         quarantine_and_reset(home, settings, sha512, now=clock())
 
+    reader = StoreReader(home.database)
+    watch = StoreWatch(home.database)
     state = ServeState(
         home=home,
         config=settings,
-        reader=StoreReader(home.database),
+        reader=reader,
         guard=CacheGuard(
             lambda sha512: home.images / sha512,
             interval=settings.serve.rehash_interval,
             on_rot=on_rot,
+            vouched=Cache(home).vouched,  # files `vmic sync` hashed as it downloaded them
         ),
         clock=clock,
         counters=Counters(),
+        watch=watch,
+        lists=StoreMemo(reader, watch, lambda store, key: store.current_list(key)),
+        available=StoreMemo(
+            reader, watch, lambda store, key: store.sha512_in_use(key, states=(AVAILABLE,))
+        ),
+        health=StoreMemo(reader, watch, lambda store, _key: serve_metrics.health_document(store)),
     )
     app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[_store_errors])
     app[STATE] = state
+    app[SETTINGS] = settings.serve
+    app[FAST_LANE] = Lane(state)
     router = app.router
     router.add_get("/", catalogue.catalogue)
     router.add_get("/image/{id}", catalogue_image.image_page)
@@ -253,6 +370,7 @@ def create_app(
             await asyncio.gather(task, return_exceptions=True)
         await state.guard.close()
         await asyncio.to_thread(state.reader.close)
+        watch.close()
 
     app.cleanup_ctx.append(lifetime)
     return app

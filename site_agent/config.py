@@ -114,14 +114,25 @@ approve_if_peers = 0
 # follow = [["/DC=org/DC=example/OU=Users/CN=Jane Endorser", "/DC=org/DC=example/CN=Example CA"]]
 
 [serve]
-# `vmic serve`: where to listen, how many connections at most, TLS (optional;
-# without it, put a TLS proxy in front), and how often served images are
-# re-hashed.
+# `vmic serve`: where to listen, TLS (optional; without it, put a TLS proxy in
+# front), and how often served images are re-hashed.
 bind = "127.0.0.1:8080"
-max_connections = 64
 # tls_cert = "/etc/grid-security/hostcert.pem"
 # tls_key = "/etc/grid-security/hostkey.pem"
 rehash_hours = 24
+# Connections: at most max_connections open at once (the site's peers, pilot
+# factories, people), at most max_connections_per_address of them from one
+# client address (an IPv6 /64 counts as one address); one more gets 503 with
+# Retry-After and is closed. A client has header_timeout_seconds to send a
+# request's headers (counted from connecting, or from the first byte of its next
+# request), else it gets 408 and is closed, so idle or slow clients cannot hold
+# connections others need. listen_backlog connections may wait to be accepted.
+# Behind a reverse proxy every request comes from the proxy's address: set
+# max_connections_per_address = max_connections there (docs/serving.md).
+max_connections = 1024
+max_connections_per_address = 128
+header_timeout_seconds = 10
+listen_backlog = 1024
 
 # Hooks: commands run for events, without a shell, with the event in VMIC_*
 # environment variables and as JSON on stdin. Edit with `vmic hooks add` and
@@ -183,8 +194,17 @@ class FederationSettings:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServeSettings:
+    """`vmic serve`'s listener and its limits (the [serve] table)."""
+
     bind: str = "127.0.0.1:8080"
-    max_connections: int = 64
+    max_connections: int = 1024
+    """Connections open at once; one more gets 503."""
+    max_connections_per_address: int = 128
+    """Connections open at once from one client address (an IPv6 /64); one more gets 503."""
+    header_timeout: float = 10.0
+    """Seconds a client has to send a request's headers; then 408 and the connection closes."""
+    listen_backlog: int = 1024
+    """Connections the kernel queues before they are accepted."""
     tls_cert: Path | None = None
     tls_key: Path | None = None
     rehash_interval: timedelta = timedelta(hours=24)
@@ -364,7 +384,16 @@ def load(path: Path) -> SiteConfig:
                 data,
                 "serve",
                 path,
-                {"bind", "max_connections", "tls_cert", "tls_key", "rehash_hours"},
+                {
+                    "bind",
+                    "max_connections",
+                    "max_connections_per_address",
+                    "header_timeout_seconds",
+                    "listen_backlog",
+                    "tls_cert",
+                    "tls_key",
+                    "rehash_hours",
+                },
             ),
             path,
         ),
@@ -431,9 +460,15 @@ def _serve(section: _Section, path: Path) -> ServeSettings:
     tls_cert, tls_key = section.get("tls_cert", str, None), section.get("tls_key", str, None)
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError(f"{section.where}: tls_cert and tls_key go together")
+    defaults = ServeSettings()
     return ServeSettings(
-        bind=section.get("bind", str, "127.0.0.1:8080"),
-        max_connections=section.count("max_connections", 64),
+        bind=section.get("bind", str, defaults.bind),
+        max_connections=section.count("max_connections", defaults.max_connections),
+        max_connections_per_address=section.count(
+            "max_connections_per_address", defaults.max_connections_per_address
+        ),
+        header_timeout=section.positive("header_timeout_seconds", defaults.header_timeout),
+        listen_backlog=section.count("listen_backlog", defaults.listen_backlog),
         tls_cert=_path(tls_cert, path) if tls_cert else None,
         tls_key=_path(tls_key, path) if tls_key else None,
         rehash_interval=timedelta(hours=section.positive("rehash_hours", 24)),

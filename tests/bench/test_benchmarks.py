@@ -23,6 +23,13 @@ CASES = {
     "federation_tree": (["--size", "32k", "--sites", "2", "--fanout", "1"], "where the time goes"),
     "glance": (["--size", "256k", "--rounds", "1"], "ratio vmic/client"),
     "startup": (["--rounds", "1"], "ratio vmic/baseline (start-up)"),
+    "serve": (
+        [
+            *("--seconds", "0.5", "--connections", "4", "--size", "256k", "--rounds", "1"),
+            *("--idle", "50", "--idle-wait", "0"),
+        ],
+        "ratio vmic/nginx",
+    ),
 }
 
 
