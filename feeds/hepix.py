@@ -165,6 +165,9 @@ def _read_image(
     )
 
 
+_MISSING = object()
+
+
 class _Object:
     """One JSON object of the list, with the path to it for error messages."""
 
@@ -184,14 +187,27 @@ class _Object:
         return value
 
     def optional(self, key: str, parse: Callable[[str], Any]) -> Any:
-        if key not in self.value or self.value[key] is None:
+        value = self.value.get(key)
+        if value is None:  # missing, or null
             return None
-        return self.required(key, parse)
+        return self._parse(key, value, parse)
 
     def required(self, key: str, parse: Callable[[str], Any]) -> Any:
-        if key not in self.value:
+        value = self.value.get(key, _MISSING)
+        if value is _MISSING:
             raise ListFormatError(f"{self.where}: {key} is missing")
-        text = _scalar_text(self.value[key], f"{self.where}: {key}", self.limits)
+        return self._parse(key, value, parse)
+
+    def _parse(self, key: str, value: object, parse: Callable[[str], Any]) -> Any:
+        if (
+            isinstance(value, str)
+            and value.isascii()
+            and value.isprintable()
+            and len(value) <= self.limits.max_text_chars
+        ):
+            text = value  # what _scalar_text would return, without its calls
+        else:
+            text = _scalar_text(value, self.where, key, self.limits)
         try:
             return parse(text)
         except ListFormatError as exc:
@@ -203,32 +219,41 @@ class _Object:
         for key in sorted(set(self.value) - known):
             value = self.value[key]
             text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-            where = f"{self.where}: {key}"
             out.append(
-                (_checked_text(key, where, self.limits), _checked_text(text, where, self.limits))
+                (
+                    _checked_text(key, self.where, key, self.limits),
+                    _checked_text(text, self.where, key, self.limits),
+                )
             )
         return tuple(out)
 
 
-def _scalar_text(value: object, where: str, limits: Limits) -> str:
-    """A string, or a number written without quotes (numbers may come either way)."""
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ListFormatError(f"{where} must be a string or a whole number")
-    return _checked_text(str(value), where, limits)
+def _scalar_text(value: object, where: str, key: str, limits: Limits) -> str:
+    """A string, or a number written without quotes (numbers may come either way).
+    ``where`` and ``key`` name the value in an error."""
+    if value.__class__ is not str:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ListFormatError(f"{where}: {key} must be a string or a whole number")
+        value = str(value)
+    return _checked_text(value, where, key, limits)
 
 
-def _checked_text(text: str, where: str, limits: Limits) -> str:
+def _checked_text(text: str, where: str, key: str, limits: Limits) -> str:
     if len(text) > limits.max_text_chars:
-        raise ListFormatError(f"{where} is longer than {limits.max_text_chars} characters")
-    return check_text(text, what=where)
+        raise ListFormatError(f"{where}: {key} is longer than {limits.max_text_chars} characters")
+    if text.isascii() and text.isprintable():
+        return text  # printable ASCII holds nothing XML cannot carry
+    return check_text(text, what=f"{where}: {key}")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ListFormatError(f"key {key!r} appears twice in one object")
-        out[key] = value
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        for key, _value in pairs:
+            if key in seen:
+                raise ListFormatError(f"key {key!r} appears twice in one object")
+            seen.add(key)
     return out
 
 
@@ -239,6 +264,19 @@ def _no_constant(name: str) -> None:
 def _time(text: str) -> datetime:
     if not _TIME.fullmatch(text):
         raise ListFormatError(f"{text!r} is not a date-time like 2026-01-31T12:00:00Z")
+    if text.isascii():  # the fields by position: what strptime reads, without its cost
+        try:
+            return datetime(
+                int(text[0:4]),
+                int(text[5:7]),
+                int(text[8:10]),
+                int(text[11:13]),
+                int(text[14:16]),
+                int(text[17:19]),
+                tzinfo=UTC,
+            )
+        except ValueError:
+            pass  # out of range: strptime says how, as it always has
     try:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError as exc:

@@ -11,10 +11,17 @@ Atom allows extension:
 - unknown elements in the vmic namespace are errors (they could carry a
   meaning this reader would miss); other Atom elements and foreign
   namespaces are ignored, as RFC 4287 asks.
+
+Each element's children are visited once (:func:`_gather`): a text field is
+taken by its tag, and its type, markup and length are checked as it is met;
+the elements the reader wants several of (entries, links, categories) are
+collected. The fields are then checked in a fixed order, so a document with
+several faults is always refused for the same one.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -55,8 +62,8 @@ _VERSION = re.compile(r"^[1-9][0-9]{0,15}$")
 _MAX_SIZE = 2**63 - 1
 
 _VMIC_PREFIX = f"{{{VMIC}}}"
-_FEED_VMIC = {"endorser-dn", "issuer-dn", "version", "expires"}
-_ENTRY_VMIC = {
+_FEED_VMIC = ("endorser-dn", "issuer-dn", "version", "expires")
+_ENTRY_VMIC = (
     "sha512",
     "size",
     "format",
@@ -71,74 +78,123 @@ _ENTRY_VMIC = {
     "policy-override",
     "source-list",
     "source-version",
+)
+
+_ID, _TITLE, _SUMMARY = atom("id"), atom("title"), atom("summary")
+_UPDATED, _PUBLISHED, _CATEGORY = atom("updated"), atom("published"), atom("category")
+_LINK, _ENTRY, _AUTHOR, _SUBTITLE = atom("link"), atom("entry"), atom("author"), atom("subtitle")
+_NAME, _EMAIL, _URI = atom("name"), atom("email"), atom("uri")
+_TOMBSTONE, _COMMENT = tomb("deleted-entry"), tomb("comment")
+_V = {name: vmic(name) for name in (*_FEED_VMIC, *_ENTRY_VMIC)}
+
+# The singular text fields of each element, and how errors name every one.
+_FEED_TEXT = frozenset({_ID, _TITLE, _SUBTITLE, _UPDATED, *(_V[n] for n in _FEED_VMIC)})
+_AUTHOR_TEXT = frozenset({_NAME, _EMAIL, _URI})
+_ENTRY_TEXT = frozenset(
+    {_ID, _TITLE, _SUMMARY, _UPDATED, _PUBLISHED, *(_V[n] for n in _ENTRY_VMIC)}
+)
+_TOMBSTONE_TEXT = frozenset({_COMMENT})
+_NAMES = {
+    **{atom(n): f"atom:{n}" for n in ("id", "title", "subtitle", "summary", "updated")},
+    **{atom(n): f"atom:{n}" for n in ("published", "name", "email", "uri")},
+    **{tag: f"vmic:{name}" for name, tag in _V.items()},
+    _COMMENT: "at:comment",
 }
 
 
-class _Fields:
-    """The children of one element, grouped by tag, with error messages that say where."""
+class _Children:
+    """The children of one element, gathered by :func:`_gather`, with error messages that
+    say where."""
 
-    def __init__(self, node: etree._Element, where: object, limits: Limits) -> None:
+    __slots__ = ("counts", "groups", "plain", "problems", "texts", "unknown_vmic", "where")
+
+    def __init__(
+        self,
+        *,
+        where: object,
+        texts: dict[str, str],
+        problems: dict[str, str] | None,
+        counts: dict[str, int] | None,
+        groups: dict[str, list[etree._Element]],
+        unknown_vmic: str | None,
+    ) -> None:
         self.where = where
-        self.limits = limits
-        by_tag: dict[str, list[etree._Element]] = {}
-        for child in node:
-            tag = child.tag
-            if isinstance(tag, str):
-                found = by_tag.get(tag)
-                if found is None:
-                    by_tag[tag] = [child]
-                else:
-                    found.append(child)
-        self.by_tag = by_tag
+        self.texts = texts
+        """The text of each text field met, by tag (the first element's)."""
+        self.problems = problems
+        """Why a text field's (first) element cannot be read, by tag."""
+        self.counts = counts
+        """How many elements of a text field met more than once there are, by tag."""
+        self.groups = groups
+        self.unknown_vmic = unknown_vmic
+        self.plain = counts is None and problems is None
+        """No text field repeated, every one readable: as good as every list is."""
 
     def fail(self, field: str, problem: str) -> ListFormatError:
         return ListFormatError(f"{self.where}: {field}: {problem}")
 
-    def nodes(self, tag: str) -> list[etree._Element]:
-        return self.by_tag.get(tag, [])
+    def reject_unknown_vmic(self) -> None:
+        tag = self.unknown_vmic
+        if tag is not None:
+            name = tag[len(_VMIC_PREFIX) :]
+            raise self.fail(f"vmic:{name}", "unknown element of the vmic namespace")
 
-    def optional_text(self, tag: str, name: str) -> str | None:
+    # Each reading has a fast path for a plain element (``self.plain``) whose text passes;
+    # anything else takes the full path, which finds the problem and names it.
+
+    def optional_text(self, tag: str) -> str | None:
         """The text of an element that may appear at most once."""
-        found = self.by_tag.get(tag)
-        if found is None:
-            return None
-        if len(found) > 1:
-            raise self.fail(name, f"appears {len(found)} times, at most once allowed")
-        node = found[0]
-        if node.get("type", "text") != "text":
-            raise self.fail(name, f"type {node.get('type')!r} is not allowed, only text")
-        if len(node):  # elements, comments or processing instructions split the text
-            raise self.fail(name, "must hold text only, not elements or comments")
-        value = node.text or ""
-        if len(value) > self.limits.max_text_chars:
-            raise self.fail(name, f"longer than {self.limits.max_text_chars} characters")
-        return value
+        if self.plain:
+            return self.texts.get(tag)
+        name = _NAMES[tag]
+        if self.counts is not None and tag in self.counts:
+            raise self.fail(name, f"appears {self.counts[tag]} times, at most once allowed")
+        if self.problems is not None and tag in self.problems:
+            raise self.fail(name, self.problems[tag])
+        return self.texts.get(tag)
 
-    def text(self, tag: str, name: str) -> str:
+    def text(self, tag: str) -> str:
         """The text of an element that must appear exactly once and not be blank."""
-        value = self.optional_text(tag, name)
+        value = self.texts.get(tag)
+        if self.plain and value and not value.isspace():
+            return value
+        value = self.optional_text(tag)
         if value is None:
-            raise self.fail(name, "missing")
+            raise self.fail(_NAMES[tag], "missing")
         if not value.strip():
-            raise self.fail(name, "is empty")
+            raise self.fail(_NAMES[tag], "is empty")
         return value
 
-    def optional_exact(self, tag: str, name: str) -> str | None:
+    def optional_exact(self, tag: str) -> str | None:
         """Text that must not carry surrounding whitespace (ids, numbers, times)."""
-        value = self.optional_text(tag, name)
+        value = self.optional_text(tag)
         if value is not None and value != value.strip():
-            raise self.fail(name, "must not have leading or trailing whitespace")
+            raise self.fail(_NAMES[tag], "must not have leading or trailing whitespace")
         return value
 
-    def exact(self, tag: str, name: str) -> str:
-        value = self.text(tag, name)
+    def exact(self, tag: str) -> str:
+        value = self.texts.get(tag)
+        # not blank (as text() requires): not empty, and equal to itself stripped
+        if self.plain and value and value == value.strip():
+            return value
+        value = self.text(tag)
         if value != value.strip():
-            raise self.fail(name, "must not have leading or trailing whitespace")
+            raise self.fail(_NAMES[tag], "must not have leading or trailing whitespace")
         return value
 
-    def parsed(self, tag: str, name: str, parse: Callable[[str], T]) -> T | None:
-        value = self.optional_exact(tag, name)
-        return None if value is None else self.check(name, value, parse)
+    def parsed(self, tag: str, parse: Callable[[str], T]) -> T | None:
+        value = self.optional_exact(tag)
+        return None if value is None else self.check(_NAMES[tag], value, parse)
+
+    def read(self, tag: str, parse: Callable[[str], T]) -> T:
+        """An exact field that must be there, parsed."""
+        value = self.texts.get(tag)
+        if not (self.plain and value and value == value.strip()):
+            value = self.exact(tag)
+        try:
+            return parse(value)
+        except ListFormatError as exc:
+            raise self.fail(_NAMES[tag], exc.message) from exc
 
     def check(self, name: str, value: str, parse: Callable[[str], T]) -> T:
         try:
@@ -146,12 +202,67 @@ class _Fields:
         except ListFormatError as exc:
             raise self.fail(name, exc.message) from exc
 
-    def reject_unknown_vmic(self, allowed: set[str]) -> None:
-        for tag in self.by_tag:
-            if tag.startswith(_VMIC_PREFIX) and tag[len(_VMIC_PREFIX) :] not in allowed:
-                raise self.fail(
-                    f"vmic:{tag[len(_VMIC_PREFIX) :]}", "unknown element of the vmic namespace"
-                )
+
+def _gather(
+    node: etree._Element,
+    where: object,
+    text_tags: frozenset[str],
+    group_tags: tuple[str, ...],
+    limits: Limits,
+) -> _Children:
+    """One pass over the children of ``node``.
+
+    A child whose tag is in ``text_tags`` is a text field: the first one's text
+    is kept, or why it cannot be read (a type other than text; elements,
+    comments or processing instructions that split the text; over the length
+    limit); later ones are only counted. Children with a tag in ``group_tags``
+    are collected in document order. Of the other children only the first
+    element of the vmic namespace is remembered (it is an error); the rest is
+    ignored, as are comments between the children.
+    """
+    texts: dict[str, str] = {}
+    problems: dict[str, str] | None = None
+    counts: dict[str, int] | None = None
+    groups: dict[str, list[etree._Element]] = {tag: [] for tag in group_tags}
+    unknown_vmic: str | None = None
+    max_chars = limits.max_text_chars
+    for child in node:
+        tag = child.tag
+        if tag in text_tags:
+            if tag in texts or (problems is not None and tag in problems):
+                if counts is None:
+                    counts = {}
+                counts[tag] = counts.get(tag, 1) + 1
+                continue
+            kind = child.get("type")
+            problem = None
+            if kind is not None and kind != "text":
+                problem = f"type {kind!r} is not allowed, only text"
+            elif len(child):  # elements, comments or processing instructions split the text
+                problem = "must hold text only, not elements or comments"
+            else:
+                value = child.text or ""
+                if len(value) <= max_chars:
+                    texts[tag] = value
+                    continue
+                problem = f"longer than {max_chars} characters"
+            if problems is None:
+                problems = {}
+            problems[tag] = problem
+            continue
+        group = groups.get(tag)
+        if group is not None:
+            group.append(child)
+        elif unknown_vmic is None and tag.__class__ is str and tag.startswith(_VMIC_PREFIX):
+            unknown_vmic = tag
+    return _Children(
+        where=where,
+        texts=texts,
+        problems=problems,
+        counts=counts,
+        groups=groups,
+        unknown_vmic=unknown_vmic,
+    )
 
 
 def read_list(root: etree._Element, *, limits: Limits = DEFAULT_LIMITS) -> ImageList:
@@ -160,46 +271,44 @@ def read_list(root: etree._Element, *, limits: Limits = DEFAULT_LIMITS) -> Image
         return _read_list(root, limits)
 
 
+_FEED_GROUPS = (_ENTRY, _TOMBSTONE, _AUTHOR, _LINK, _CATEGORY)
+
+
 def _read_list(root: etree._Element, limits: Limits) -> ImageList:
     if root.tag != FEED_TAG:
         raise ListFormatError(f"the document root is {root.tag}, expected atom:feed")
-    feed = _Fields(root, "feed", limits)
-    feed.reject_unknown_vmic(_FEED_VMIC)
-    entries = feed.nodes(atom("entry"))
-    tombstones = feed.nodes(tomb("deleted-entry"))
+    feed = _gather(root, "feed", _FEED_TEXT, _FEED_GROUPS, limits)
+    feed.reject_unknown_vmic()
+    entries, tombstones = feed.groups[_ENTRY], feed.groups[_TOMBSTONE]
     if len(entries) + len(tombstones) > limits.max_entries:
         raise feed.fail("entries", f"more than {limits.max_entries} images")
-    authors = feed.nodes(atom("author"))
+    authors = feed.groups[_AUTHOR]
     if len(authors) != 1:
         raise feed.fail("atom:author", f"expected exactly one, found {len(authors)}")
-    author = _Fields(authors[0], "feed atom:author", limits)
-    author.reject_unknown_vmic(set())
-    version_text = feed.exact(vmic("version"), "vmic:version")
+    author = _gather(authors[0], "feed atom:author", _AUTHOR_TEXT, (), limits)
+    author.reject_unknown_vmic()
+    version_text = feed.exact(_V["version"])
     if not _VERSION.fullmatch(version_text):
         raise feed.fail("vmic:version", f"{version_text!r} is not a positive integer")
     version = int(version_text)
     if version > limits.max_version:
         raise feed.fail("vmic:version", f"{version} is above the limit of {limits.max_version}")
-    vos = [c for c in feed.nodes(_CATEGORY) if c.get("scheme") == VO_SCHEME]
+    vos = [c for c in feed.groups[_CATEGORY] if c.get("scheme") == VO_SCHEME]
     if len(vos) > 1:
         raise feed.fail("atom:category (vo)", "at most one VO for the list")
     return ImageList(
-        id=feed.check("atom:id", feed.exact(atom("id"), "atom:id"), _urn_uuid(list_id)),
-        title=feed.text(atom("title"), "atom:title"),
-        subtitle=feed.optional_text(atom("subtitle"), "atom:subtitle"),
+        id=feed.read(_ID, _LIST_URN),
+        title=feed.text(_TITLE),
+        subtitle=feed.optional_text(_SUBTITLE),
         self_url=_self_link(feed),
-        updated=feed.check("atom:updated", feed.exact(atom("updated"), "atom:updated"), _time),
-        expires=feed.check("vmic:expires", feed.exact(vmic("expires"), "vmic:expires"), _time),
+        updated=feed.read(_UPDATED, _time),
+        expires=feed.read(_V["expires"], _time),
         version=version,
-        endorser_dn=feed.check(
-            "vmic:endorser-dn", feed.exact(vmic("endorser-dn"), "vmic:endorser-dn"), _dn
-        ),
-        issuer_dn=feed.check(
-            "vmic:issuer-dn", feed.exact(vmic("issuer-dn"), "vmic:issuer-dn"), _dn
-        ),
-        author_name=author.text(atom("name"), "atom:name"),
-        author_email=author.optional_exact(atom("email"), "atom:email"),
-        author_uri=author.parsed(atom("uri"), "atom:uri", check_author_uri),
+        endorser_dn=feed.read(_V["endorser-dn"], _dn),
+        issuer_dn=feed.read(_V["issuer-dn"], _dn),
+        author_name=author.text(_NAME),
+        author_email=author.optional_exact(_EMAIL),
+        author_uri=author.parsed(_URI, check_author_uri),
         vo=feed.check("atom:category (vo)", vos[0].get("term", ""), _VO) if vos else None,
         entries=tuple(
             _read_entry(node, index, limits) for index, node in enumerate(entries, start=1)
@@ -219,7 +328,10 @@ def _urn_uuid(make: Callable[[str], T]) -> Callable[[str], T]:
     return parse
 
 
+@functools.lru_cache(maxsize=1024)
 def _time(text: str) -> datetime:
+    """A time field (cached: an entry's times, and many entries' times, are often the
+    same text; only a successful parse is cached, and datetimes are immutable)."""
     return parse_time(text, what="time")
 
 
@@ -236,12 +348,8 @@ def _size(text: str) -> int:
     return int(text)
 
 
-def _links(fields: _Fields, rel: str) -> list[etree._Element]:
-    return [n for n in fields.nodes(atom("link")) if n.get("rel", "alternate") == rel]
-
-
-def _self_link(feed: _Fields) -> str:
-    links = _links(feed, "self")
+def _self_link(feed: _Children) -> str:
+    links = [n for n in feed.groups[_LINK] if n.get("rel", "alternate") == "self"]
     if len(links) != 1:
         raise feed.fail("atom:link rel=self", f"expected exactly one, found {len(links)}")
     return feed.check("atom:link rel=self", links[0].get("href", ""), _url)
@@ -255,12 +363,10 @@ def _token(what: str) -> Callable[[str], str]:
     return lambda text: check_token(text, what=what)
 
 
-_ID, _TITLE, _SUMMARY = atom("id"), atom("title"), atom("summary")
-_UPDATED, _PUBLISHED, _CATEGORY = atom("updated"), atom("published"), atom("category")
-_V = {name: vmic(name) for name in _ENTRY_VMIC}
 _IMAGE_URN = _urn_uuid(image_id)
 _FORMAT, _VO, _TAG = _token("format"), _token("vo"), _token("tag")
 _LIST_URN = _urn_uuid(list_id)
+_ENTRY_GROUPS = (_LINK, _CATEGORY)
 
 
 def _version(text: str) -> int:
@@ -269,63 +375,64 @@ def _version(text: str) -> int:
     return int(text)
 
 
-def _via(fields: _Fields) -> str | None:
-    links = _links(fields, "via")
-    if len(links) > 1:
-        raise fields.fail("atom:link rel=via", f"at most one, found {len(links)}")
-    if not links:
-        return None
-    return fields.check("atom:link rel=via", links[0].get("href", ""), _url)
-
-
 def _read_entry(node: etree._Element, index: int, limits: Limits) -> ImageEntry:
-    fields = _Fields(node, _EntryLabel(node, index), limits)
-    fields.reject_unknown_vmic(_ENTRY_VMIC)
-    enclosures = _links(fields, "enclosure")
+    fields = _gather(node, _EntryLabel(node, index), _ENTRY_TEXT, _ENTRY_GROUPS, limits)
+    fields.reject_unknown_vmic()
+    enclosures: list[etree._Element] = []
+    alternates: list[etree._Element] = []
+    vias: list[etree._Element] = []
+    by_rel = {"enclosure": enclosures, "alternate": alternates, "via": vias}
+    for link in fields.groups[_LINK]:
+        same_rel = by_rel.get(link.get("rel", "alternate"))
+        if same_rel is not None:
+            same_rel.append(link)
     if len(enclosures) != 1:
         raise fields.fail(
             "atom:link rel=enclosure", f"expected exactly one, found {len(enclosures)}"
         )
     enclosure = enclosures[0]
     download = enclosure.get("href", "")
-    size = fields.check("vmic:size", fields.exact(_V["size"], "vmic:size"), _size)
+    size = fields.read(_V["size"], _size)
     length = fields.check("atom:link@length", enclosure.get("length", ""), _size)
     if length != size:
         raise fields.fail("atom:link@length", f"{length} differs from vmic:size {size}")
-    categories = fields.nodes(_CATEGORY)
-    vos = [c for c in categories if c.get("scheme") == VO_SCHEME]
+    vos: list[etree._Element] = []
+    tags: list[etree._Element] = []
+    for category in fields.groups[_CATEGORY]:
+        scheme = category.get("scheme")
+        if scheme == VO_SCHEME:
+            vos.append(category)
+        elif scheme == TAG_SCHEME:
+            tags.append(category)
     if len(vos) > 1:
         raise fields.fail("atom:category (vo)", "at most one VO")
-    optional = fields.optional_text
+    # plain: every optional text is there or not, as optional_text() would say
+    optional = fields.texts.get if fields.plain else fields.optional_text
     return ImageEntry(
-        id=fields.check("atom:id", fields.exact(_ID, "atom:id"), _IMAGE_URN),
-        title=fields.text(_TITLE, "atom:title"),
-        summary=optional(_SUMMARY, "atom:summary") or "",
+        id=fields.read(_ID, _IMAGE_URN),
+        title=fields.text(_TITLE),
+        summary=optional(_SUMMARY) or "",
         url=fields.check("atom:link rel=enclosure", download, _url),
         size=size,
-        sha512=fields.check("vmic:sha512", fields.exact(_V["sha512"], "vmic:sha512"), sha512_hex),
-        format=fields.check("vmic:format", fields.exact(_V["format"], "vmic:format"), _FORMAT),
-        updated=fields.check("atom:updated", fields.exact(_UPDATED, "atom:updated"), _time),
-        endorsed=fields.check("atom:published", fields.exact(_PUBLISHED, "atom:published"), _time),
-        hypervisor=optional(_V["hypervisor"], "vmic:hypervisor"),
-        arch=optional(_V["arch"], "vmic:arch"),
-        os=optional(_V["os"], "vmic:os"),
-        osname=optional(_V["osname"], "vmic:osname"),
-        osversion=optional(_V["osversion"], "vmic:osversion"),
-        version=optional(_V["image-version"], "vmic:image-version"),
-        produced=fields.parsed(_V["produced"], "vmic:produced", _time),
-        expires=fields.parsed(_V["expires"], "vmic:expires", _time),
+        sha512=fields.read(_V["sha512"], sha512_hex),
+        format=fields.read(_V["format"], _FORMAT),
+        updated=fields.read(_UPDATED, _time),
+        endorsed=fields.read(_PUBLISHED, _time),
+        hypervisor=optional(_V["hypervisor"]),
+        arch=optional(_V["arch"]),
+        os=optional(_V["os"]),
+        osname=optional(_V["osname"]),
+        osversion=optional(_V["osversion"]),
+        version=optional(_V["image-version"]),
+        produced=fields.parsed(_V["produced"], _time),
+        expires=fields.parsed(_V["expires"], _time),
         vo=fields.check("atom:category (vo)", vos[0].get("term", ""), _VO) if vos else None,
-        tags=tuple(
-            fields.check("atom:category (tag)", c.get("term", ""), _TAG)
-            for c in categories
-            if c.get("scheme") == TAG_SCHEME
-        ),
-        info_url=_info_url(fields, _links(fields, "alternate"), download),
-        policy_override=optional(_V["policy-override"], "vmic:policy-override"),
-        source_list=fields.parsed(_V["source-list"], "vmic:source-list", _LIST_URN),
-        source_version=fields.parsed(_V["source-version"], "vmic:source-version", _version),
-        source_url=_via(fields),
+        tags=tuple([fields.check("atom:category (tag)", c.get("term", ""), _TAG) for c in tags]),
+        info_url=_info_url(fields, alternates, download),
+        policy_override=optional(_V["policy-override"]),
+        source_list=fields.parsed(_V["source-list"], _LIST_URN),
+        source_version=fields.parsed(_V["source-version"], _version),
+        source_url=_via(fields, vias),
     )
 
 
@@ -342,7 +449,7 @@ class _EntryLabel:
         return f"entry {self.index} ({raw_id[:60]})"
 
 
-def _info_url(fields: _Fields, alternates: list[etree._Element], download: str) -> str | None:
+def _info_url(fields: _Children, alternates: list[etree._Element], download: str) -> str | None:
     """The alternate link, unless it only repeats the download URL (the writer's default)."""
     if not alternates:
         return None
@@ -352,12 +459,20 @@ def _info_url(fields: _Fields, alternates: list[etree._Element], download: str) 
     return fields.check("atom:link rel=alternate", href, _url)
 
 
+def _via(fields: _Children, links: list[etree._Element]) -> str | None:
+    if len(links) > 1:
+        raise fields.fail("atom:link rel=via", f"at most one, found {len(links)}")
+    if not links:
+        return None
+    return fields.check("atom:link rel=via", links[0].get("href", ""), _url)
+
+
 def _read_tombstone(node: etree._Element, index: int, limits: Limits) -> Tombstone:
     ref = node.get("ref", "")
-    fields = _Fields(node, f"deleted-entry {index} ({ref[:60]})", limits)
-    fields.reject_unknown_vmic(set())
+    fields = _gather(node, f"deleted-entry {index} ({ref[:60]})", _TOMBSTONE_TEXT, (), limits)
+    fields.reject_unknown_vmic()
     return Tombstone(
-        id=fields.check("@ref", ref, _urn_uuid(image_id)),
+        id=fields.check("@ref", ref, _IMAGE_URN),
         when=fields.check("@when", node.get("when", ""), _time),
-        reason=fields.optional_text(tomb("comment"), "at:comment") or "",
+        reason=fields.optional_text(_COMMENT) or "",
     )

@@ -155,18 +155,20 @@ def verify_enveloped(
     signature = _profile_signature(root)
     leaf, others = _keyinfo_certificates(signature)
     chain = trust.validate(leaf, others, at=at, crl=crl)
-    content, method, digest = _check_signature(root, signature, chain.leaf)
+    content, method, digest, digest_value = _check_signature(root, signature, chain.leaf)
     del root, signature  # free the input tree before the signed content is parsed again
     signed_root = _reparse(content)
     if signed_root.tag != root_tag:
         raise SignatureError("the signed content is not the whole document")
     check_pins(chain.leaf, pins)
+    # The reference's SHA-256 digest is the content's SHA-256: no need to hash it again.
+    content_sha256 = digest_value if digest == SHA256 else hashlib.sha256(content).digest()
     return VerifiedXml(
         root=signed_root,
         chain=chain,
         signature_method=SIGNATURE_METHODS[method],
         digest_method=DIGEST_METHODS[digest],
-        content_sha256=hashlib.sha256(content).hexdigest(),
+        content_sha256=content_sha256.hex(),
     )
 
 
@@ -184,8 +186,9 @@ def _c14n(node: etree._Element) -> bytes:
 
 def _check_signature(
     root: etree._Element, signature: etree._Element, leaf: x509.Certificate
-) -> tuple[bytes, str, str]:
-    """Check the signature value, then the reference; return the canonical signed content.
+) -> tuple[bytes, str, str, bytes]:
+    """Check the signature value, then the reference; return the canonical signed content,
+    the signature and digest methods and the digest (the content's, checked).
 
     ``SignedInfo`` is canonicalized and its signature checked with the
     signer's key; from then on only that canonical ``SignedInfo`` is read.
@@ -208,7 +211,7 @@ def _check_signature(
     actual = hashlib.new(_HASHLIB_NAMES[digest_method], content).digest()
     if not hmac.compare_digest(actual, expected):
         raise SignatureError("the signed content was changed after signing (digest mismatch)")
-    return content, method, digest_method
+    return content, method, digest_method, actual
 
 
 def _reparse(content: bytes) -> etree._Element:
