@@ -8,29 +8,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from lxml import etree
 
-from feeds.atom import ATOM, TAG_SCHEME, TOMBSTONES, VMIC, VO_SCHEME, render_list, to_bytes
+from feeds.atom import TAG_SCHEME, VO_SCHEME, render_list, to_bytes
 from feeds.model import ImageList, Tombstone, image_id
 from feeds.reader import read_list
 from keys.errors import ListFormatError
 from keys.limits import DEFAULT_LIMITS, Limits
 from tests.support import lists
 from tests.support.ca import Identity
+from tests.support.lists import a, t, v
 
 ID_2 = lists.image_uuid(2)
 ENTRY_2 = f"entry 2 (urn:uuid:{ID_2})"
 TOMB_ID = lists.image_uuid(9)
-
-
-def a(tag: str) -> str:
-    return f"{{{ATOM}}}{tag}"
-
-
-def v(tag: str) -> str:
-    return f"{{{VMIC}}}{tag}"
-
-
-def t(tag: str) -> str:
-    return f"{{{TOMBSTONES}}}{tag}"
 
 
 @pytest.fixture

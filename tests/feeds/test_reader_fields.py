@@ -18,28 +18,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lxml import etree
 
-from feeds.atom import ATOM, TAG_SCHEME, TOMBSTONES, VMIC, VO_SCHEME, render_list, to_bytes
+from feeds.atom import TAG_SCHEME, VO_SCHEME, render_list, to_bytes
 from feeds.model import ImageList, Tombstone, image_id, list_id
 from feeds.reader import read_list
 from keys.errors import ListFormatError
 from keys.limits import DEFAULT_LIMITS, Limits
 from tests.support import lists
 from tests.support.ca import Identity
+from tests.support.lists import a, t, v
 
 SOURCE_LIST = "0b5e3f7c-2d4a-4e6b-9c8d-7a6b5c4d3e2f"
 TOMB_ID = lists.image_uuid(9)
-
-
-def a(tag: str) -> str:
-    return f"{{{ATOM}}}{tag}"
-
-
-def v(tag: str) -> str:
-    return f"{{{VMIC}}}{tag}"
-
-
-def t(tag: str) -> str:
-    return f"{{{TOMBSTONES}}}{tag}"
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from feeds.atom import render_list
+from feeds.atom import ATOM, TOMBSTONES, VMIC, render_list
 from feeds.model import ImageEntry, ImageList, Tombstone, image_id, list_id, sha512_hex
 from feeds.verify import PreviousState, verify_list
 from keys.errors import VmicError
@@ -116,3 +116,18 @@ def rejects(
     assert type(caught.value) is error, type(caught.value)
     assert previous == snapshot
     assert dataclasses.asdict(previous) == dataclasses.asdict(snapshot)
+
+
+def a(tag: str) -> str:
+    """An Atom element's name in Clark notation."""
+    return f"{{{ATOM}}}{tag}"
+
+
+def v(tag: str) -> str:
+    """A vmic element's name in Clark notation."""
+    return f"{{{VMIC}}}{tag}"
+
+
+def t(tag: str) -> str:
+    """A tombstone element's name in Clark notation."""
+    return f"{{{TOMBSTONES}}}{tag}"
