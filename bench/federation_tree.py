@@ -41,9 +41,17 @@ re-hashes before first serving). After each run every site syncs once more
 (steady state, not part of the targets) to show what the endorser serves
 then.
 
+Both runs are done twice: first with the endorser's server as fast as
+loopback allows, then (unless ``--rate 0``) with its uplink capped at
+``--rate`` MB/s (default 50) for all its clients together, as an endorser's
+server on a real network is; every image body then goes out in paced
+pieces, and the bytes of a response a site cuts off (a site that raced the
+endorser against its parent and took the parent's bytes) are counted too.
+
 Targets: with peers on the endorser serves at most 2x the image size
-(against about 20x with peers off), and the propagation with peers on takes
-no longer than with peers off. Missing a target is reported, not fatal: the
+(against about 20x with peers off); uncapped, the propagation with peers on
+takes no longer than with peers off; capped, it is at least 3x faster with
+peers on. Missing a target is reported, not fatal: the
 exit code is 1 only when a command fails or a site does not end up holding
 the image. Nothing leaves 127.0.0.1; every process started here is stopped
 and the temporary folder removed.
@@ -54,7 +62,7 @@ package: everything of the federation runs as ``python -m federation ...``
 from the repository root (the real command line, in processes of its own).
 
     .venv/bin/python bench/federation_tree.py [--size BYTES] [--sites N] [--fanout K]
-                                         [--join subscribe|follow] [--timeout S]
+                                         [--join subscribe|follow] [--timeout S] [--rate MB/S]
 """
 
 from __future__ import annotations
@@ -89,6 +97,7 @@ from benchkit import (
 )
 from fedkit import (  # bench/fedkit.py
     BYTES_TARGET,
+    CAPPED_TARGET,
     COMMAND_TIMEOUT,
     MB,
     ROOT,
@@ -447,9 +456,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=900.0,
         help="seconds each round of syncs may take before it is killed (default 900)",
     )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=50.0,
+        help=(
+            "also run both again with the endorser's uplink capped at this many MB/s "
+            "(default 50; 0: only the uncapped runs)"
+        ),
+    )
     args = parser.parse_args(argv)
-    if args.sites < 2 or args.fanout < 1 or args.timeout <= 0:
-        parser.error("--sites must be at least 2, --fanout at least 1, --timeout positive")
+    if args.sites < 2 or args.fanout < 1 or args.timeout <= 0 or args.rate < 0:
+        parser.error(
+            "--sites must be at least 2, --fanout at least 1, --timeout positive, "
+            "--rate not negative"
+        )
     return args
 
 
@@ -570,7 +591,17 @@ def print_summary(on: Run, off: Run, *, size: int, cpus: int, costs: Costs) -> N
 # -- main --------------------------------------------------------------------------------------
 
 
-def measure(args: argparse.Namespace, workdir: Path) -> tuple[Run, Run, Costs]:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Variant:
+    """Both runs against one endorser: its uplink uncapped, or capped at ``rate``."""
+
+    name: str
+    rate: float | None
+    on: Run
+    off: Run
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[Variant], Costs]:
     served = workdir / "endorser-files"
     served.mkdir()
     start = time.perf_counter()
@@ -586,26 +617,51 @@ def measure(args: argparse.Namespace, workdir: Path) -> tuple[Run, Run, Costs]:
         + " (site 0 takes the image from the endorser)"
     )
     endorser = make_endorser(workdir, datetime.now(UTC))
-    with endorser_server(served) as server:
-        write_list(served, server.base, endorser, sha512=sha512, size=args.size)
-        print(
-            f"endorser: aiohttp static (sendfile) in another process, {server.base}/ ; "
-            "counts the body bytes of every complete response"
-        )
-        setting = Setting(
-            sites=args.sites,
-            fanout=args.fanout,
-            join=args.join,
-            timeout=args.timeout,
-            image=Image(sha512=sha512, size=args.size),
-            endorser=endorser,
-            server=server,
-        )
-        off = peers_off(setting, workdir / "off")
-        shutil.rmtree(workdir / "off")
-        on = peers_on(setting, workdir / "on")
-        shutil.rmtree(workdir / "on")
-    return on, off, measure_costs(served / IMAGE_NAME)
+    rates: list[tuple[str, float | None]] = [("endorser uncapped", None)]
+    if args.rate > 0:
+        rates.append((f"endorser's uplink capped at {args.rate:g} MB/s", args.rate * MB))
+    variants = []
+    for name, rate in rates:
+        with endorser_server(served, rate=rate) as server:
+            write_list(served, server.base, endorser, sha512=sha512, size=args.size)
+            how = (
+                "aiohttp static (sendfile)"
+                if rate is None
+                else f"the image paced to {rate / MB:g} MB/s for all clients together"
+            )
+            print(
+                f"\n{name}: {how}, in another process, {server.base}/ ; "
+                "counts the body bytes of every response"
+            )
+            setting = Setting(
+                sites=args.sites,
+                fanout=args.fanout,
+                join=args.join,
+                timeout=args.timeout,
+                image=Image(sha512=sha512, size=args.size),
+                endorser=endorser,
+                server=server,
+            )
+            off = peers_off(setting, workdir / "off")
+            shutil.rmtree(workdir / "off")
+            on = peers_on(setting, workdir / "on")
+            shutil.rmtree(workdir / "on")
+        variants.append(Variant(name=name, rate=rate, on=on, off=off))
+    return variants, measure_costs(served / IMAGE_NAME)
+
+
+def print_capped(variant: Variant, size: int) -> None:
+    on, off = variant.on, variant.off
+    speedup = off.seconds / on.seconds
+    print(f"\nresults, {variant.name}")
+    print(f"  endorser bytes, peers on:  {on.served.total:>14,} ({on.served.total / size:.2f}x)")
+    print(f"  endorser bytes, peers off: {off.served.total:>14,} ({off.served.total / size:.2f}x)")
+    print(f"  propagation, peers on:  {on.seconds:7.2f} s")
+    print(f"  propagation, peers off: {off.seconds:7.2f} s")
+    print(
+        f"  speed-up with peers (off/on): {speedup:.2f}x  "
+        f"(target >= {CAPPED_TARGET:g}: {verdict(speedup >= CAPPED_TARGET)})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -614,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {cpus} CPUs, 1-minute load average {os.getloadavg()[0]:.2f} at the start")
     with tempfile.TemporaryDirectory(prefix="vmic-bench-federation-") as tmp:
         try:
-            on, off, costs = measure(args, Path(tmp))
+            variants, costs = measure(args, Path(tmp))
         except BenchError as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
             return 1
@@ -624,9 +680,14 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, http.client.HTTPException, subprocess.CalledProcessError) as exc:
             print(f"benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 1
-    for run in (off, on):
-        print_run(run, args.size, cpus)
-    print_summary(on, off, size=args.size, cpus=cpus, costs=costs)
+    for variant in variants:
+        print(f"\n== {variant.name}")
+        for run in (variant.off, variant.on):
+            print_run(run, args.size, cpus)
+        if variant.rate is None:
+            print_summary(variant.on, variant.off, size=args.size, cpus=cpus, costs=costs)
+        else:
+            print_capped(variant, args.size)
     return 0
 
 

@@ -36,9 +36,13 @@ MiB = 1024**2
 GiB = 1024**3
 MB = 1_000_000
 CHUNK = 4 * MiB
+PACED_PIECE = 256 * 1024
+"""Bytes written at a time through a capped uplink."""
 PREFIX = "/files"
 BYTES_TARGET = 2.0
 """With peers on, the endorser serves at most this many times the image size."""
+CAPPED_TARGET = 3.0
+"""With the endorser's uplink capped, peers make the propagation at least this much faster."""
 STARTUP_TIMEOUT = 60.0
 COMMAND_TIMEOUT = 120.0
 STOP_TIMEOUT = 15.0
@@ -69,11 +73,13 @@ class Served:
     image_bodies: int = 0
     not_modified: int = 0
     aborted: int = 0
-    """Responses cut off by the client; their bytes are not counted (none in a clean run)."""
+    """Responses cut off by the client (none in a clean run without racing)."""
+    aborted_bytes: int = 0
+    """Body bytes of cut-off responses, where known (the rate-capped image only)."""
 
     @property
     def total(self) -> int:
-        return self.list_bytes + self.image_bytes
+        return self.list_bytes + self.image_bytes + self.aborted_bytes
 
     def __sub__(self, other: Served) -> Served:
         return Served(
@@ -83,6 +89,7 @@ class Served:
             image_bodies=self.image_bodies - other.image_bodies,
             not_modified=self.not_modified - other.not_modified,
             aborted=self.aborted - other.aborted,
+            aborted_bytes=self.aborted_bytes - other.aborted_bytes,
         )
 
 
@@ -108,18 +115,67 @@ class _CountedFile(web.FileResponse):
         return writer
 
 
-def _endorser_process(directory: str, conn: Connection) -> None:
-    asyncio.run(_endorser_async(Path(directory), conn))
+class Uplink:
+    """The endorser's uplink, shared by all its responses: at most ``rate`` bytes a second.
+
+    Each piece of a body reserves the next free stretch of the uplink's time line and
+    is written when its stretch begins, so concurrent downloads share the rate."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._free_at = 0.0
+
+    async def take(self, count: int) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        start = max(now, self._free_at)
+        self._free_at = start + count / self.rate
+        if start > now:
+            await asyncio.sleep(start - now)
 
 
-async def _endorser_async(directory: Path, conn: Connection) -> None:
+async def _paced_file(
+    request: web.Request, path: Path, uplink: Uplink, counts: dict[str, int]
+) -> web.StreamResponse:
+    """The image through a capped uplink: always the whole file (200), in pieces of
+    ``PACED_PIECE`` bytes; the bytes of a response cut off by the client are counted too."""
+    size = path.stat().st_size
+    response = web.StreamResponse(status=200)
+    response.content_length = size
+    response.content_type = "application/octet-stream"
+    await response.prepare(request)
+    sent = 0
+    try:
+        with path.open("rb") as handle:
+            while piece := handle.read(PACED_PIECE):
+                await uplink.take(len(piece))
+                await response.write(piece)
+                sent += len(piece)
+        await response.write_eof()
+    except (ConnectionError, asyncio.CancelledError):
+        counts["aborted"] += 1
+        counts["aborted_bytes"] += sent
+        raise
+    counts["image_bytes"] += size
+    counts["image_bodies"] += 1
+    return response
+
+
+def _endorser_process(directory: str, conn: Connection, rate: float | None) -> None:
+    asyncio.run(_endorser_async(Path(directory), conn, rate))
+
+
+async def _endorser_async(directory: Path, conn: Connection, rate: float | None) -> None:
     counts = {f.name: 0 for f in dataclasses.fields(Served)}
     kinds = {LIST_NAME: "list", IMAGE_NAME: "image"}
+    uplink = None if rate is None else Uplink(rate)
 
     async def handler(request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         if name not in kinds:
             raise web.HTTPNotFound
+        if uplink is not None and kinds[name] == "image":
+            return await _paced_file(request, directory / name, uplink, counts)
         return _CountedFile(directory / name, kinds[name], counts)
 
     app = web.Application()
@@ -166,11 +222,14 @@ class EndorserServer:
 
 
 @contextlib.contextmanager
-def endorser_server(directory: Path) -> Iterator[EndorserServer]:
-    """Serve ``directory``'s list and image on 127.0.0.1 from a spawned process."""
+def endorser_server(directory: Path, *, rate: float | None = None) -> Iterator[EndorserServer]:
+    """Serve ``directory``'s list and image on 127.0.0.1 from a spawned process; with
+    ``rate``, the image's bytes go out through an uplink of that many bytes a second."""
     ctx = multiprocessing.get_context("spawn")
     mine, theirs = ctx.Pipe()
-    process = ctx.Process(target=_endorser_process, args=(str(directory), theirs), daemon=True)
+    process = ctx.Process(
+        target=_endorser_process, args=(str(directory), theirs, rate), daemon=True
+    )
     process.start()
     theirs.close()
     try:

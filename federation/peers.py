@@ -278,9 +278,6 @@ class SiteFederation:
         )
         return [ByteSource(url=urls[name], peer=name) for name in ranked]
 
-    def prefer_peers(self, site: Site) -> bool:
-        return site.config.federation.prefer_peers
-
     def peer_approvals(self, site: Site, image_id: str) -> int:
         return len({o.peer for o in PeerStore(site.store).offers(image_id=image_id)})
 

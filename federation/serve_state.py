@@ -262,6 +262,37 @@ class Document:
         return b"".join(parts), len(body)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redirect:
+    """A list in force that nginx in front sends (``[serve] accel_redirect``): an empty answer
+    whose ``X-Accel-Redirect`` names the stored file, with the headers nginx keeps from it on
+    an internal redirect (Content-Type, Cache-Control). No validators: nginx makes its own
+    from the file and answers conditional requests itself. ``sha256`` is what the file held
+    when it was last read and checked."""
+
+    target: str
+    content_type: str
+    sha256: str
+    _head: bytes = field(init=False, repr=False)
+    _get: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        lines = "".join(f"{k}: {v}\r\n" for k, v in self.headers().items())
+        head = f"HTTP/1.1 200 OK\r\n{lines}Content-Type: {self.content_type}\r\n".encode()
+        object.__setattr__(self, "_head", head)  # aiohttp sends no Content-Length: 0 to a HEAD
+        object.__setattr__(self, "_get", head + b"Content-Length: 0\r\n")
+
+    def headers(self) -> dict[str, str]:
+        return {"X-Accel-Redirect": self.target, str(hdrs.CACHE_CONTROL): "no-cache"}
+
+    def wire(self, head: Head, date: bytes) -> tuple[bytes, int]:
+        """The whole response to ``head`` (whatever it asks, nginx decides) and its 0 body bytes."""
+        close = b"Connection: close\r\n" if head.close else b""
+        start = self._head if head.method == b"HEAD" else self._get
+        parts = (start, b"Date: ", date, b"\r\nServer: vmic\r\n", close, _SECURITY_WIRE)
+        return b"".join(parts), 0
+
+
 def http_date(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%a, %d %b %Y %H:%M:%S GMT")
 
@@ -283,6 +314,8 @@ class ServeState:
     """The /healthz answer."""
     files: FileMemo[Document] = field(default_factory=FileMemo)
     """The export and the lists in force, by path."""
+    redirects: FileMemo[Redirect] = field(default_factory=FileMemo)
+    """The lists in force as nginx's internal redirects (``[serve] accel_redirect``), by path."""
     root: str = field(init=False)
     """The site home, as a string (paths for the fast lane)."""
     export: str = field(init=False)

@@ -5,17 +5,20 @@ Routes, all GET (and HEAD), nothing else:
     /                         the catalogue page          (federation.catalogue)
     /image/<uuid>             one image's page            (federation.catalogue)
     /lists/<list-id>.atom     the original bytes of the list version in force
-                              (``.smime`` for a HEPiX list)
+                              (``.smime`` for a HEPiX list); with ``[serve]
+                              accel_redirect``, an empty answer whose
+                              X-Accel-Redirect names its file for nginx in front
     /export.atom              the site's signed export (exports/export.atom)
     /images/sha512/<hex>      image bytes, with ranges    (federation.serve_images)
     /healthz, /metrics        health and Prometheus text  (federation.serve_metrics)
 
-Lists and the export carry a strong ETag (the SHA-256 of the bytes) and
-Last-Modified, and answer If-None-Match / If-Modified-Since with 304. They
-and ``/healthz`` are kept in memory between syncs and checked at every
-request (the files by ``stat``, the store by its data version; see
-:mod:`federation.serve_state`), and simple requests for them are answered
-by the listener's fast lane (:class:`Lane`) without building a request. Every
+Lists (unless nginx sends them) and the export carry a strong ETag (the
+SHA-256 of the bytes) and Last-Modified, and answer If-None-Match /
+If-Modified-Since with 304. They and ``/healthz`` are kept in memory
+between syncs and checked at every request (the files by ``stat``, the
+store by its data version; see :mod:`federation.serve_state`), and simple
+requests for them are answered by the listener's fast lane (:class:`Lane`)
+without building a request. Every
 identifier from a URL is checked (canonical UUID, 128 hex digits) before
 anything touches the filesystem; there is no directory listing and no
 static-file route. Every response carries ``X-Content-Type-Options:
@@ -38,6 +41,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import re
 import signal
 import ssl
 import time
@@ -58,6 +62,7 @@ from federation.serve_state import (
     Counters,
     Document,
     Head,
+    Redirect,
     Refresh,
     ServeState,
     StoreMemo,
@@ -68,7 +73,7 @@ from federation.serve_state import (
     state_of,
     utcnow,
 )
-from feeds.model import Sha512Hex, list_id
+from feeds.model import ListId, Sha512Hex, list_id
 from feeds.verify import ListFormat
 from keys.errors import ConfigError, ListFormatError, StoreError
 from site_agent import config as site_config
@@ -105,7 +110,7 @@ def _document(request: web.Request, doc: Document) -> web.Response:
 
 
 # -- the lists in force and the export, read once per change ---------------------------------
-def _list_wanted(name: str) -> tuple[str, ListFormat] | None:
+def _list_wanted(name: str) -> tuple[ListId, ListFormat] | None:
     """The list id and format a ``/lists/`` name asks for; None when it is no such name."""
     stem, dot, suffix = name.rpartition(".")
     kind = {"atom": ListFormat.ATOM, "smime": ListFormat.HEPIX}.get(suffix)
@@ -145,13 +150,9 @@ def _list_fresh(state: ServeState, current: ListVersion) -> Document | None:
     return doc
 
 
-async def _list(state: ServeState, current: ListVersion, kind: ListFormat) -> Document:
-    """The stored bytes of the list version in force, checked against its recorded SHA-256."""
-    doc = _list_fresh(state, current)
-    if doc is not None:
-        return doc
-    key = _list_key(state, current)
-    path = Path(key)
+async def _read_list(state: ServeState, current: ListVersion) -> tuple[Document, os.stat_result]:
+    """The stored bytes of a list version, checked against its recorded SHA-256."""
+    path = Path(_list_key(state, current))
 
     def read() -> tuple[Document, os.stat_result] | None:
         if not path.resolve().is_relative_to(state.home.lists.resolve()):
@@ -166,18 +167,79 @@ async def _list(state: ServeState, current: ListVersion, kind: ListFormat) -> Do
     raw, st = found
     if raw.sha256 != current.sha256:
         raise StoreError(f"the stored list {path} does not match its recorded SHA-256")
+    return raw, st
+
+
+async def _list(state: ServeState, current: ListVersion, kind: ListFormat) -> Document:
+    """The stored bytes of the list version in force, checked against its recorded SHA-256."""
+    doc = _list_fresh(state, current)
+    if doc is not None:
+        return doc
+    raw, st = await _read_list(state, current)
     doc = Document(
         body=raw.body, content_type=kind.media_type, sha256=raw.sha256, modified=current.accepted_at
     )
-    state.files.keep(key, FileIdentity.of(st), doc)
+    state.files.keep(_list_key(state, current), FileIdentity.of(st), doc)
     return doc
 
 
-async def _list_document(state: ServeState, wanted: str, kind: ListFormat) -> Document | None:
-    """The list in force with id ``wanted`` in format ``kind``; None when there is none."""
+# -- the lists in force through nginx (X-Accel-Redirect) -------------------------------------
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _redirect_target(prefix: str, wanted: ListId, current: ListVersion, kind: ListFormat) -> str:
+    """Where nginx finds the list version in force: ``prefix`` + ``<list-id>/<version>-<sha256>``
+    + suffix, made only of checked values (a canonical UUID, a whole number, 64 hex digits);
+    StoreError unless the store records exactly that file under lists/."""
+    version, sha256 = current.version, current.sha256
+    if (
+        current.list_id != wanted
+        or type(version) is not int
+        or version < 0
+        or not isinstance(sha256, str)
+        or not _SHA256.fullmatch(sha256)
+        or current.path != f"lists/{wanted}/{version}-{sha256}{kind.suffix}"
+    ):
+        raise StoreError(
+            f"list {wanted}: the stored path {current.path!r} is not lists/<list-id>/"
+            "<version>-<sha256>; not handed to nginx"
+        )
+    return f"{prefix}{wanted}/{version}-{sha256}{kind.suffix}"
+
+
+def _redirect_fresh(state: ServeState, target: str, current: ListVersion) -> Redirect | None:
+    """The redirect to ``target`` kept for the record ``current``, while its file is unchanged."""
+    redirect = state.redirects.peek(_list_key(state, current))
+    if redirect is None or redirect.target != target or redirect.sha256 != current.sha256:
+        return None
+    return redirect
+
+
+async def _redirect(
+    state: ServeState, prefix: str, wanted: ListId, current: ListVersion, kind: ListFormat
+) -> Redirect:
+    """The list version in force as nginx's internal redirect, once its file was checked."""
+    target = _redirect_target(prefix, wanted, current, kind)
+    redirect = _redirect_fresh(state, target, current)
+    if redirect is not None:
+        return redirect
+    _raw, st = await _read_list(state, current)
+    redirect = Redirect(target=target, content_type=kind.media_type, sha256=current.sha256)
+    state.redirects.keep(_list_key(state, current), FileIdentity.of(st), redirect)
+    return redirect
+
+
+async def _list_document(
+    state: ServeState, wanted: ListId, kind: ListFormat
+) -> Document | Redirect | None:
+    """The list in force with id ``wanted`` in format ``kind`` (as a redirect for nginx with
+    ``[serve] accel_redirect``); None when there is none."""
     current = await state.lists.get(wanted)
     if current is None or not current.path.endswith(kind.suffix):
         return None
+    prefix = state.config.serve.accel_redirect
+    if prefix is not None:
+        return await _redirect(state, prefix, wanted, current, kind)
     return await _list(state, current, kind)
 
 
@@ -187,6 +249,8 @@ async def list_document(request: web.Request) -> web.Response:
     doc = await _list_document(state, *wanted) if wanted is not None else None
     if doc is None:
         raise web.HTTPNotFound
+    if isinstance(doc, Redirect):  # nginx sends the file and answers conditional requests
+        return web.Response(content_type=doc.content_type, headers=doc.headers())
     return _document(request, doc)
 
 
@@ -240,7 +304,7 @@ class Lane:
             state.counters.bytes_served += body
         return wire
 
-    def _find(self, path: bytes) -> tuple[Document | None, Refresh | None]:
+    def _find(self, path: bytes) -> tuple[Document | Redirect | None, Refresh | None]:
         state = self._state
         if path == b"/export.atom":
             doc = state.files.peek(state.export)
@@ -257,8 +321,14 @@ class Lane:
         current = found.value if found is not None else None
         if found is not None and (current is None or not current.path.endswith(wanted[1].suffix)):
             return None, None
-        doc = _list_fresh(state, current) if current is not None else None
-        return doc, lambda: _quietly(_list_document(state, *wanted))
+        refresh = lambda: _quietly(_list_document(state, *wanted))  # noqa: E731
+        if current is None:
+            return None, refresh
+        prefix = state.config.serve.accel_redirect
+        if prefix is not None:  # the slow path's checks; StoreError: aiohttp answers 503
+            target = _redirect_target(prefix, wanted[0], current, wanted[1])
+            return _redirect_fresh(state, target, current), refresh
+        return _list_fresh(state, current), refresh
 
 
 def _quietly(work: Awaitable[object]) -> asyncio.Future[None]:

@@ -9,6 +9,7 @@ errors, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -105,8 +106,15 @@ export_valid_days = 7
 
 [federation]
 # Fetch image bytes (and, when the endorser is down, lists) from peers that
-# offer them, fastest first; the endorser's URL stays the last resort.
+# offer them, fastest first, before the endorser's URL (false: the endorser first).
 prefer_peers = true
+# When peers and the endorser both offer an image, race them: the preferred
+# sources start; the others join after race_after_seconds if the first have sent
+# nothing or still need more than 30 s; the first download whose SHA-512 matches
+# wins and the other is cancelled (a clearly slower one stands down early).
+# false: one after the other.
+race = true
+race_after_seconds = 2
 # Approve an image at once when this many peers approved and share it (0: off).
 approve_if_peers = 0
 # Subscribe automatically to lists that peers carry when their endorser is one
@@ -133,6 +141,11 @@ max_connections = 1024
 max_connections_per_address = 128
 header_timeout_seconds = 10
 listen_backlog = 1024
+# Only behind nginx: let nginx send the bytes of the lists in force too.
+# `vmic serve` then answers /lists/<id>.atom with an empty body and
+# X-Accel-Redirect: <accel_redirect><id>/<version>-<sha256>.atom, nginx's
+# internal location for the site home's lists/ folder (docs/serving.md).
+# accel_redirect = "/_vmic_lists/"
 
 # Hooks: commands run for events, without a shell, with the event in VMIC_*
 # environment variables and as JSON on stdin. Edit with `vmic hooks add` and
@@ -190,6 +203,10 @@ class FederationSettings:
     prefer_peers: bool = True
     approve_if_peers: int = 0
     follow: tuple[SignerPin, ...] = ()
+    race: bool = True
+    """Race the endorser's URL against peers that hold an image (:mod:`site_agent.sources`)."""
+    race_after: timedelta = timedelta(seconds=2)
+    """The head start of the preferred sources before the others join the race."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -208,6 +225,9 @@ class ServeSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     rehash_interval: timedelta = timedelta(hours=24)
+    accel_redirect: str | None = None
+    """nginx's internal location prefix for lists/ (``/_vmic_lists/``): the lists in force are
+    answered with an empty body and ``X-Accel-Redirect`` naming their file; None: off."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -377,7 +397,12 @@ def load(path: Path) -> SiteConfig:
         hooks=_hooks(data.get("hooks", []), path),
         identity=_identity(_Section(data, "identity", path, _IDENTITY_KEYS), path),
         federation=_federation(
-            _Section(data, "federation", path, {"prefer_peers", "approve_if_peers", "follow"})
+            _Section(
+                data,
+                "federation",
+                path,
+                {"prefer_peers", "approve_if_peers", "follow", "race", "race_after_seconds"},
+            )
         ),
         serve=_serve(
             _Section(
@@ -393,6 +418,7 @@ def load(path: Path) -> SiteConfig:
                     "tls_cert",
                     "tls_key",
                     "rehash_hours",
+                    "accel_redirect",
                 },
             ),
             path,
@@ -444,10 +470,18 @@ def _federation(section: _Section) -> FederationSettings:
                 subject=DistinguishedName.parse(pair[0]), issuer=DistinguishedName.parse(pair[1])
             )
         )
+    race_after = section.get("race_after_seconds", (int, float), 2)
+    if not math.isfinite(race_after) or race_after < 0:
+        raise ConfigError(
+            f"{section.where} race_after_seconds: must be a finite number of at least 0, "
+            f"not {race_after}"
+        )
     return FederationSettings(
         prefer_peers=section.get("prefer_peers", bool, True),
         approve_if_peers=approve_if,
         follow=tuple(pins),
+        race=section.get("race", bool, True),
+        race_after=timedelta(seconds=race_after),
     )
 
 
@@ -472,7 +506,23 @@ def _serve(section: _Section, path: Path) -> ServeSettings:
         tls_cert=_path(tls_cert, path) if tls_cert else None,
         tls_key=_path(tls_key, path) if tls_key else None,
         rehash_interval=timedelta(hours=section.positive("rehash_hours", 24)),
+        accel_redirect=_accel_prefix(section.get("accel_redirect", str, None), section.where),
     )
+
+
+_ACCEL_PREFIX = re.compile(r"/(?:[A-Za-z0-9_-]+/)+")
+
+
+def _accel_prefix(text: str | None, where: str) -> str | None:
+    """An internal location prefix: ``/`` + plain names + ``/``; no dots, escapes or ``@``."""
+    if text is None:
+        return None
+    if not _ACCEL_PREFIX.fullmatch(text) or len(text) > 200:
+        raise ConfigError(
+            f'{where} accel_redirect: {text!r} is not a location prefix like "/_vmic_lists/"',
+            hint="letters, digits, '_' and '-' between slashes, starting and ending with '/'",
+        )
+    return text
 
 
 def _non_negative(value: int, path: Path) -> int:

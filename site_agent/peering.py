@@ -54,10 +54,6 @@ class Peering(Protocol):
         """Peers that serve these bytes, best first."""
         ...
 
-    def prefer_peers(self, site: Site) -> bool:
-        """Whether peers come before the endorser's URL."""
-        ...
-
     def peer_approvals(self, site: Site, image_id: str) -> int:
         """How many peers approved and share this image."""
         ...

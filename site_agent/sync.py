@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 
-from keys.errors import ConfigError, IntegrityError, VmicError
+from keys.errors import ConfigError
 from keys.trust import TrustStore
 from site_agent import config as site_config
 from site_agent.approval import AnyOf, PeersApproved
@@ -47,9 +46,9 @@ from site_agent.records import (
 )
 from site_agent.report import ListResult, SyncReport
 from site_agent.site import Site
+from site_agent.sources import RACE_SUFFIX, download_image
 from site_agent.store import TRUST_PROBLEMS, Store
 from site_agent.sync_lists import sync_list
-from site_agent.transport import about
 from site_agent.units import log, run_unit, run_unit_now, subscription_recorder
 
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -208,7 +207,7 @@ def reconcile(site: Site, report: SyncReport) -> None:
             runnable[image.sha512].append(image)
     wanted = {sha for sha, images in runnable.items() if any(i.state == APPROVED for i in images)}
     for path in sorted(site.home.partial.iterdir()):
-        name = path.name.removesuffix(".resume")
+        name = path.name.removesuffix(".resume").removesuffix(RACE_SUFFIX)
         if name not in wanted:
             path.unlink(missing_ok=True)
     for cached in list(cache.files()):
@@ -240,15 +239,17 @@ async def _download_approved(
             if site.cache.has(sha512, images[0].size):
                 ok = True
             else:
-                sources = _sources(site, sha512, images, peering)
-                ok = await _download_from_any(
+                endorsers, peers = _sources(site, sha512, images, peering)
+                first = images[0]
+                ok = await download_image(
                     site,
                     fetcher,
                     sha512,
                     images,
-                    sources,
+                    endorsers=endorsers,
+                    peers=peers,
                     report=report,
-                    progress=progress,
+                    progress=progress(first.title, first.size) if progress else None,
                     peering=peering,
                 )
             if ok:
@@ -270,73 +271,12 @@ async def _download_approved(
 
 def _sources(
     site: Site, sha512: str, images: list[ImageRecord], peering: Peering | None
-) -> list[ByteSource]:
-    """Where these bytes may come from: peers that offer them (best first), the endorsers."""
+) -> tuple[list[ByteSource], list[ByteSource]]:
+    """Where these bytes may come from: the endorsers' URLs, and peers that offer them
+    (best first)."""
     endorsers = [ByteSource(url=url) for url in dict.fromkeys(image.url for image in images)]
-    if peering is None:
-        return endorsers
-    peers = peering.byte_sources(site, sha512)
-    return [*peers, *endorsers] if peering.prefer_peers(site) else [*endorsers, *peers]
-
-
-async def _download_from_any(
-    site: Site,
-    fetcher: Fetcher,
-    sha512: str,
-    images: list[ImageRecord],
-    sources: list[ByteSource],
-    *,
-    report: SyncReport,
-    progress: ProgressFactory | None,
-    peering: Peering | None,
-) -> bool:
-    """Try each source in turn; the endorser's SHA-512 and size decide, not the source."""
-    first = images[0]
-    errors = []
-    for source in sources:
-        callback = progress(first.title, first.size) if progress else None
-        started = time.monotonic()
-        try:
-            await fetcher.download(
-                source.url,
-                partial=site.cache.partial(sha512),
-                size=first.size,
-                sha512=sha512,
-                progress=callback,
-            )
-        except VmicError as error:
-            errors.append(about(source.url, error.message))
-            if source.peer is not None and peering is not None:
-                peering.record_transfer(
-                    site, source, ok=False, size=0, seconds=0, error=error.message
-                )
-                if isinstance(error, IntegrityError):  # a peer serving bytes that do not match
-                    report.problem(
-                        first.subscription,
-                        "peer",
-                        f"peer {source.peer} served wrong bytes for image {first.image_id}: "
-                        f"{error.message}",
-                    )
-            continue
-        if source.peer is not None and peering is not None:
-            peering.record_transfer(
-                site,
-                source,
-                ok=True,
-                size=first.size,
-                seconds=time.monotonic() - started,
-                error="",
-            )
-        site.cache.install(site.cache.partial(sha512), sha512)
-        report.downloaded.append(first.image_id)
-        return True
-    for image in images:
-        report.problem(
-            image.subscription,
-            "download",
-            f"image {image.image_id} ({image.title}) not downloaded: {'; '.join(errors)}",
-        )
-    return False
+    peers = [] if peering is None else peering.byte_sources(site, sha512)
+    return endorsers, peers
 
 
 async def deliver_events(site: Site, report: SyncReport) -> None:

@@ -20,7 +20,10 @@ CASES = {
     "verify_memory": (["--entries", "30"], "the document"),
     "mirror": (["--size", "256k", "--rounds", "1"], "ratio vmic sync/baseline"),
     "sync": (["--subscriptions", "4", "--rounds", "1"], "nothing changed (all 304)"),
-    "federation_tree": (["--size", "32k", "--sites", "2", "--fanout", "1"], "where the time goes"),
+    "federation_tree": (
+        ["--size", "32k", "--sites", "2", "--fanout", "1", "--rate", "1"],
+        "speed-up with peers (off/on)",
+    ),
     "glance": (["--size", "256k", "--rounds", "1"], "ratio vmic/client"),
     "startup": (["--rounds", "1"], "ratio vmic/baseline (start-up)"),
     "serve": (

@@ -9,9 +9,11 @@ and pid file, on a free 127.0.0.1 port, TLS with a self-signed certificate)
 in front of a real `vmic serve` of a real site home (signed lists, images
 synced from a loopback endorser, a signed export). It checks that image
 bytes, a list, the export and the catalogue come through with the right
-bytes, that nothing else in the site home does, and that a second site
-follows the first through nginx and syncs an image from it after the
-endorser went offline.
+bytes, that nginx sends a list in force itself (``X-Accel-Redirect`` from
+`vmic serve`), the newer version right after a sync, and never a list not in
+force or a file that a crafted list id names, that nothing else in the site
+home comes through, and that a second site follows the first through nginx
+and syncs an image from it after the endorser went offline.
 
 Outside `make test` the tests skip when nginx (``VMIC_NGINX``, else on PATH
 or in /usr/sbin) is missing; with ``VMIC_REQUIRE_INTEROP=1`` (which `make
@@ -134,10 +136,16 @@ class Front:
         return f"https://127.0.0.1:{self.port}"
 
     def get(self, path: str, **headers: str) -> Reply:
+        return self._request("GET", path, headers)
+
+    def head(self, path: str, **headers: str) -> Reply:
+        return self._request("HEAD", path, headers)
+
+    def _request(self, method: str, path: str, headers: Mapping[str, str]) -> Reply:
         context = ssl.create_default_context(cafile=str(self.cert))
         conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=TIMEOUT, context=context)
         try:
-            conn.request("GET", path, headers={k.replace("_", "-"): v for k, v in headers.items()})
+            conn.request(method, path, headers={k.replace("_", "-"): v for k, v in headers.items()})
             response = conn.getresponse()
             return Reply(response.status, dict(response.getheaders()), response.read())
         finally:
@@ -243,8 +251,6 @@ def test_a_list_the_export_and_the_catalogue_come_through_with_their_bytes(front
     stored = next((home.lists / LIST_ID).glob("*.atom")).read_bytes()
     listed = front.get(f"/lists/{LIST_ID}.atom")
     assert (listed.status, listed.body) == (200, stored)
-    assert listed.headers["Etag"] == _etag(stored)
-    assert front.get(f"/lists/{LIST_ID}.atom", If_None_Match=_etag(stored)).status == 304
 
     export = front.get("/export.atom")
     assert (export.status, export.body) == (200, (home.exports / "export.atom").read_bytes())
@@ -270,6 +276,105 @@ def test_a_newly_signed_export_is_served_at_once(front: Front) -> None:
     now = (front.world.home.exports / "export.atom").read_bytes()
     assert now != first
     assert front.get("/export.atom").body == now
+
+
+# -- the lists in force, sent by nginx as vmic serve names them ---------------------------
+def _stored(front: Front) -> Path:
+    (path,) = (front.world.home.lists / LIST_ID).glob("*.atom")
+    return path
+
+
+def test_a_list_in_force_is_sent_by_nginx_with_its_original_bytes_and_type(front: Front) -> None:
+    stored = _stored(front).read_bytes()
+    served_before = front.server.state.counters.bytes_served
+    listed = front.get(f"/lists/{LIST_ID}.atom")
+    assert (listed.status, listed.body) == (200, stored)
+    assert listed.headers["Content-Type"] == "application/atom+xml"  # vmic serve's, kept
+    assert listed.headers["Cache-Control"] == "no-cache"  # vmic serve's, kept
+    assert listed.headers["X-Content-Type-Options"] == "nosniff"
+    assert listed.headers["Server"] == "nginx"
+    assert "X-Accel-Redirect" not in listed.headers
+    assert listed.headers["ETag"] != _etag(stored)  # nginx's own, from the file
+    assert front.server.state.counters.bytes_served == served_before  # not from vmic serve
+
+    for conditional in (
+        {"If_None_Match": listed.headers["ETag"]},
+        {"If_Modified_Since": listed.headers["Last-Modified"]},
+    ):
+        again = front.get(f"/lists/{LIST_ID}.atom", **conditional)
+        assert (again.status, again.body) == (304, b""), conditional
+    part = front.get(f"/lists/{LIST_ID}.atom", Range="bytes=5-24")
+    assert (part.status, part.body) == (206, stored[5:25])
+    head = front.head(f"/lists/{LIST_ID}.atom")
+    assert (head.status, head.body) == (200, b"")
+    assert head.headers["Content-Length"] == str(len(stored))
+
+
+def test_a_newer_list_version_is_sent_right_after_the_sync_that_accepted_it(
+    front: Front,
+) -> None:
+    first = front.get(f"/lists/{LIST_ID}.atom").body
+    signed = front.world.publish(version=2, images=(1, 2, 3))
+    assert front.world.vmic("sync") == 0
+    listed = front.get(f"/lists/{LIST_ID}.atom")
+    assert (listed.status, listed.body) == (200, signed)
+    assert signed != first
+    assert listed.headers["Content-Type"] == "application/atom+xml"
+
+
+def test_a_list_not_in_force_is_404_even_with_a_file_in_lists(front: Front) -> None:
+    other = "00000000-0000-4000-8000-0000000000ff"
+    stray = front.world.home.lists / other / f"1-{'a' * 64}.atom"  # as a crash would leave it
+    stray.parent.mkdir()
+    stray.write_bytes(CANARY)
+    for path in (f"/lists/{other}.atom", f"/lists/{LIST_ID}.smime"):
+        reply = front.get(path)
+        assert reply.status == 404, path
+        assert CANARY not in reply.body
+    assert front.get(f"/lists/{LIST_ID}.atom").status == 200
+
+
+def test_a_crafted_list_id_reaches_no_other_file(front: Front) -> None:
+    home = front.world.home
+    stored = _stored(front)
+    secrets = [CANARY, home.database.read_bytes()[:16], home.config.read_bytes()[:40]]
+    (home.lists / "canary.atom").write_bytes(CANARY)
+    for path in (
+        "/lists/canary.atom",
+        "/lists/../vmic.db",
+        "/lists/..%2Fvmic.db",
+        "/lists/%2e%2e%2fconfig.toml",
+        "/lists/..%2F..%2Fvmic.db.atom",
+        f"/lists/{LIST_ID}/../../vmic.db",
+        f"/lists/{LIST_ID}.atom/../../config.toml",
+        f"/lists/{LIST_ID}%2F..%2F..%2Fvmic.db",
+        f"/lists/{LIST_ID}%00.atom",
+        f"/lists/{LIST_ID.upper()}.atom",
+        f"/lists/{LIST_ID}/{stored.name}",
+        f"/lists/{LIST_ID}",
+        "/lists/",
+        f"/_vmic_lists/{LIST_ID}/{stored.name}",  # internal: only vmic serve's answers lead here
+        "/_vmic_lists/canary.atom",
+        "/_vmic_lists/../vmic.db",
+        "/_vmic_lists/%2e%2e/vmic.db",
+        "/_vmic_lists/",
+        f"/{stored.relative_to(home.root)}",
+    ):
+        reply = front.get(path)
+        assert reply.status >= 400, path
+        assert not any(secret in reply.body for secret in secrets), path
+
+
+def test_a_symlink_in_place_of_a_list_in_force_is_never_sent(front: Front, tmp_path: Path) -> None:
+    stored = _stored(front)
+    assert front.get(f"/lists/{LIST_ID}.atom").status == 200  # vmic serve checked the file
+    canary = tmp_path / "outside.atom"
+    canary.write_bytes(CANARY)
+    stored.unlink()
+    stored.symlink_to(canary)
+    reply = front.get(f"/lists/{LIST_ID}.atom")
+    assert reply.status == 503
+    assert CANARY not in reply.body
 
 
 CANARY = b"CANARY: a file outside the cache that nginx must never serve\n"

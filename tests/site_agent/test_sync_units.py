@@ -19,8 +19,8 @@ from federation.cli.common import ExitCode
 from feeds import verify as verify_module
 from feeds.model import list_id
 from feeds.verify import VerifiedList
+from site_agent import sources, sync_lists
 from site_agent import sync as sync_module
-from site_agent import sync_lists
 from tests.support import hostile
 from tests.support.site import World, image_uuid
 
@@ -128,14 +128,14 @@ def test_a_bug_in_one_download_does_not_stop_the_others(
 ) -> None:
     world = two
     world.publish(version=2, images=(1, 2, 4))
-    real = sync_module._download_from_any
+    real = sources.download_image
 
     async def buggy(site: Any, fetcher: Any, sha512: str, images: Any, *a: Any, **k: Any) -> bool:
         if images[0].image_id == image_uuid(2):
             raise ZeroDivisionError("a bug in vmic")
         return await real(site, fetcher, sha512, images, *a, **k)
 
-    monkeypatch.setattr(sync_module, "_download_from_any", buggy)
+    monkeypatch.setattr(sync_module, "download_image", buggy)
 
     assert world.vmic("sync") == ExitCode.PROBLEMS
 
