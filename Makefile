@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/verify_memory.py
 	$(BIN)/python bench/mirror.py
+	$(BIN)/python bench/delta.py
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/federation_tree.py
 	$(BIN)/python bench/glance.py

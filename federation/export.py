@@ -4,9 +4,10 @@ The export is a list of the same format as an endorser's, signed with the
 site's certificate, with its own constant id, its own growing version and
 its own expiry. Each entry repeats the endorser's entry (same id, SHA-512
 and size) and says where this site serves the bytes (by content address)
-and the original signed list they come from. A peer trusts it only for
-*which* images this site approved and *where* they are; content is always
-checked against the endorser's signature.
+and the original signed list they come from; it names no block index (a
+peer finds one beside the bytes, ``/images/sha512/<hex>.blocks``). A peer
+trusts it only for *which* images this site approved and *where* they are;
+content is always checked against the endorser's signature.
 
 A new export is signed when its content changed, when the last one is past
 half its validity, or on request; otherwise the file on disk stays as it is
@@ -64,6 +65,7 @@ def _entries(site: Site, identity: Identity) -> tuple[ImageEntry, ...]:
                 dataclasses.replace(
                     entry,
                     url=f"{identity.base_url}/images/sha512/{image.sha512}",
+                    blocks=None,  # peers serve an index at /images/sha512/<hex>.blocks
                     source_list=list_id(image.list_id),
                     source_version=current.version,
                     source_url=f"{identity.base_url}/lists/{image.list_id}{_suffix(current.path)}",

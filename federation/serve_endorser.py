@@ -6,11 +6,15 @@ An endorser without a web server of its own can serve, read-only:
                               e.g. re-signed from cron), ETag / Last-Modified / 304
     /images/sha512/<hex>      the image files the manifest lists, by the SHA-512
                               they were endorsed with, with Range and HEAD
+    /images/sha512/<hex>.blocks  the block index of that image (SCHEMA §13), if the
+                              manifest records one, as peers serve it
     /healthz                  the list's version and expiry
-    the paths the list names  the list at the path of its self URL and each
-                              image at the path of its download URL (the
-                              manifest's ``self_url`` and ``url``), so the
-                              URLs in the signed list work as they are
+    the paths the list names  the list at the path of its self URL, each
+                              image at the path of its download URL and each
+                              block index at the path of its URL (the
+                              manifest's ``self_url``, ``url`` and
+                              ``blocks_url``), so the URLs in the signed list
+                              work as they are
 
 
 Every identifier from a URL is checked before anything touches the
@@ -18,7 +22,9 @@ filesystem; image files are looked up only through the manifest (a plain
 file name in the images folder) and opened without following symlinks. An
 image file is re-hashed before it is first served and whenever it changes
 (and every ``rehash_interval``): a file that no longer matches the SHA-512
-it was endorsed with is never served.
+it was endorsed with is never served. A block index (``FILE.blocks``, the
+manifest's ``blocks_file``) is served the same way, checked against the
+SHA-512 the list gives for it, with Range.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ class EndorserState:
     guard: CacheGuard = field(init=False)
     counters: Counters = field(default_factory=Counters)
     _files: dict[str, Path] = field(default_factory=dict)
+    _indexes: dict[str, Path] = field(default_factory=dict)
     _by_path: dict[str, Sha512Hex] = field(default_factory=dict)
     _self_path: str | None = None
     _manifest_mtime: int = -1
@@ -64,9 +71,10 @@ class EndorserState:
         self.guard = CacheGuard(self.locate, interval=self.rehash_interval, on_rot=_refuse)
 
     def locate(self, sha512: Sha512Hex) -> Path:
-        """The image file endorsed with ``sha512`` (a name in the images folder)."""
+        """The image file endorsed with ``sha512``, or the block index file the list gives
+        that SHA-512 (a name in the images folder)."""
         self._refresh()
-        name = self._files.get(sha512)
+        name = self._files.get(sha512) or self._indexes.get(sha512)
         if name is None:
             return self.images / ".vmic-no-such-image"  # opening it gives MISSING
         return name
@@ -77,19 +85,30 @@ class EndorserState:
             return
         manifest = Manifest.load(self.manifest_path)
         files: dict[str, Path] = {}
+        indexes: dict[str, Path] = {}
         by_path: dict[str, Sha512Hex] = {}
         for image in manifest.images:
             name = manifest.file_of(image.id)
-            if name and "/" not in name and name not in {".", ".."}:
+            if name and _plain(name):
                 files[image.sha512] = self.images / name
                 by_path[URL(image.url).path] = image.sha512
-        self._files, self._by_path = files, by_path
+            index = manifest.blocks_file_of(image.id)
+            if image.blocks is not None and index and _plain(index):
+                indexes[image.blocks.sha512] = self.images / index
+                by_path[URL(image.blocks.url).path] = image.blocks.sha512
+                by_path[f"/images/sha512/{image.sha512}.blocks"] = image.blocks.sha512
+        self._files, self._indexes, self._by_path = files, indexes, by_path
         self._self_path = URL(manifest.info.self_url).path
         self._manifest_mtime = mtime
 
+    def is_image(self, sha512: Sha512Hex) -> bool:
+        """Whether ``sha512`` is an image's (a block index is served only by its name)."""
+        self._refresh()
+        return sha512 in self._files
+
     def named(self, path: str) -> Sha512Hex | bool | None:
-        """What the list's own URLs name at ``path`` (decoded): an image's SHA-512,
-        True for the list itself, None for nothing."""
+        """What the list's own URLs name at ``path`` (decoded): the SHA-512 of an image or
+        of a block index, True for the list itself, None for nothing."""
         self._refresh()
         if path == self._self_path:
             return True
@@ -108,8 +127,13 @@ class EndorserState:
 ENDORSER = web.AppKey("vmic-endorser", EndorserState)
 
 
+def _plain(name: str) -> bool:
+    """A file name in the images folder, not a path out of it."""
+    return "/" not in name and name not in {"", ".", ".."}
+
+
 def _refuse(sha512: Sha512Hex) -> None:
-    log.error("image %s... no longer matches its endorsement; not served", sha512[:16])
+    log.error("file %s... no longer matches the SHA-512 the list gives it; not served", sha512[:16])
 
 
 def _state(request: web.Request) -> EndorserState:
@@ -161,11 +185,21 @@ async def _image(request: web.Request) -> web.StreamResponse:
         sha512 = sha512_hex(request.match_info["hex"])
     except ListFormatError:
         return await _named(request)
+    if not _known_image(request, sha512):
+        raise web.HTTPNotFound
     return await _image_response(request, sha512)
 
 
+def _known_image(request: web.Request, sha512: Sha512Hex) -> bool:
+    try:
+        return _state(request).is_image(sha512)
+    except (OSError, VmicError) as exc:
+        log.warning("cannot read the manifest: %s", exc)
+        raise web.HTTPServiceUnavailable(text="503: the manifest cannot be read\n") from None
+
+
 async def _named(request: web.Request) -> web.StreamResponse:
-    """The list or an image at a path one of the list's own URLs names."""
+    """The list, an image or a block index at a path one of the list's own URLs names."""
     try:
         named = _state(request).named(request.path)
     except (OSError, VmicError) as exc:

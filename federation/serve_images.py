@@ -21,6 +21,7 @@ middle of a body is one line in the log (INFO), not a traceback.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -29,8 +30,10 @@ from aiohttp import hdrs, web
 
 from federation.rehash import CacheGuard, NotServable, OpenFile, Verdict
 from federation.serve_state import Counters, log, state_of
+from feeds.blocks import DIGEST, HEADER
 from feeds.model import Sha512Hex, sha512_hex
 from keys.errors import ListFormatError
+from keys.fileio import read_regular
 
 _RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
 
@@ -113,6 +116,33 @@ async def image_bytes(request: web.Request) -> web.StreamResponse:
         sha512,
         rotten="503: the cached file failed its integrity check and was quarantined\n",
     )
+
+
+async def block_index(request: web.Request) -> web.StreamResponse:
+    """The block index this site keeps of an available image (SCHEMA §13), whole.
+
+    It is served as it is kept: a client checks it against the size and SHA-512 the
+    endorser's signed entry gives it before using it, as it checks image bytes."""
+    state = state_of(request)
+    try:
+        sha512 = sha512_hex(request.match_info["hex"])
+    except ListFormatError:
+        raise web.HTTPNotFound from None
+    if not await state.available.get(sha512):
+        raise web.HTTPNotFound
+    path = state.home.blocks / sha512
+    try:
+        body = await asyncio.to_thread(read_regular, path)
+    except OSError:
+        raise web.HTTPNotFound from None
+    if (len(body) - HEADER.size) % DIGEST or len(body) < HEADER.size:
+        raise web.HTTPNotFound
+    digest = hashlib.sha256(body).hexdigest()
+    headers = {hdrs.ETAG: f'"{digest}"', hdrs.CACHE_CONTROL: "no-cache"}
+    if any(t.value in ("*", digest) for t in request.if_none_match or ()):
+        return web.Response(status=304, headers=headers)
+    state.counters.bytes_served += len(body)
+    return web.Response(body=body, headers=headers, content_type="application/octet-stream")
 
 
 async def serve_checked(

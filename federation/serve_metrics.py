@@ -19,6 +19,9 @@ Metrics, read from the store at each scrape plus the server's own counters:
   next run deletes it), ``active``, ``deactivated`` (withdrawn, waiting for
   deletion); each cloud configured when `vmic serve` started has all three,
   at 0 when it holds none;
+- ``vmic_delta_bytes_reused_total`` and ``vmic_delta_bytes_fetched_total``:
+  what updates by blocks (:mod:`site_agent.delta`) took from what the site
+  held, and what they fetched;
 - ``vmic_bytes_served_total``, ``vmic_image_checks_total``,
   ``vmic_image_check_failures_total`` and ``vmic_image_vouched_total`` (files
   served on the hash `vmic sync` made while downloading them): this server
@@ -41,6 +44,7 @@ from site_agent.cloud.plan import UPLOADING
 from site_agent.cloud.registry import ACTIVE, DEACTIVATED, Registry
 from site_agent.peerstore import PeerStore
 from site_agent.records import STATES, iso
+from site_agent.site import DELTA_FETCHED, DELTA_REUSED
 from site_agent.store import Store, trust_problems
 
 
@@ -64,6 +68,8 @@ class Snapshot:
     unusable_trust_files: list[str]
     cloud_images: dict[tuple[str, str], int]
     """Registrations by (cloud, state)."""
+    delta_reused: int = 0
+    delta_fetched: int = 0
 
 
 CLOUD_STATES = (UPLOADING, ACTIVE, DEACTIVATED)
@@ -98,7 +104,16 @@ def take_snapshot(store: Store, clouds: tuple[str, ...] = ()) -> Snapshot:
         peer_failures={p.name: p.failures for p in PeerStore(store).peers()},
         unusable_trust_files=[p.split(":", 1)[0] for p in trust_problems(store)],
         cloud_images={(c, s): held.get((c, s), 0) for c in names for s in states},
+        delta_reused=_count(store.meta(DELTA_REUSED)),
+        delta_fetched=_count(store.meta(DELTA_FETCHED)),
     )
+
+
+def _count(value: str | None) -> int:
+    try:
+        return max(0, int(value or 0))
+    except ValueError:
+        return 0
 
 
 def _label(value: str) -> str:
@@ -197,6 +212,18 @@ def render_metrics(
         "Cached files first served on the hash vmic sync made while downloading them.",
     )
     out.sample("vmic_image_vouched_total", vouched)
+    out.family(
+        "vmic_delta_bytes_reused_total",
+        "counter",
+        "Image bytes that updates by blocks took from what the site held instead of fetching.",
+    )
+    out.sample("vmic_delta_bytes_reused_total", snap.delta_reused)
+    out.family(
+        "vmic_delta_bytes_fetched_total",
+        "counter",
+        "Bytes that updates by blocks fetched (block indexes and ranges).",
+    )
+    out.sample("vmic_delta_bytes_fetched_total", snap.delta_fetched)
     out.family(
         "vmic_cloud_images",
         "gauge",

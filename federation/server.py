@@ -10,6 +10,7 @@ Routes, all GET (and HEAD), nothing else:
                               X-Accel-Redirect names its file for nginx in front
     /export.atom              the site's signed export (exports/export.atom)
     /images/sha512/<hex>      image bytes, with ranges    (federation.serve_images)
+    /images/sha512/<hex>.blocks  the image's block index, when this site keeps one
     /healthz, /metrics        health and Prometheus text  (federation.serve_metrics)
 
 Lists (unless nginx sends them) and the export carry a strong ETag (the
@@ -427,6 +428,7 @@ def create_app(
     router.add_get("/image/{id}", catalogue_image.image_page)
     router.add_get("/lists/{name}", list_document)
     router.add_get("/export.atom", export_document)
+    router.add_get("/images/sha512/{hex:[0-9a-f]{128}}.blocks", serve_images.block_index)
     router.add_get("/images/sha512/{hex}", serve_images.image_bytes)
     router.add_get("/healthz", serve_metrics.healthz)
     router.add_get("/metrics", serve_metrics.metrics)

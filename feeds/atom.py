@@ -123,6 +123,14 @@ def _render_entry(entry: ImageEntry) -> etree._Element:
     _text(node, vmic("produced"), format_time(entry.produced) if entry.produced else None)
     _text(node, vmic("expires"), format_time(entry.expires) if entry.expires else None)
     _text(node, vmic("policy-override"), entry.policy_override)
+    if entry.blocks is not None:
+        etree.SubElement(
+            node,
+            vmic("blocks"),
+            href=entry.blocks.url,
+            length=str(entry.blocks.size),
+            sha512=entry.blocks.sha512,
+        )
     _text(node, vmic("source-list"), URN_UUID + entry.source_list if entry.source_list else None)
     _text(node, vmic("source-version"), _optional_int(entry.source_version))
     return node

@@ -12,6 +12,7 @@ never reuse one.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,15 +20,18 @@ from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from cryptography import x509
 
 from feeds.atom import render_list, to_bytes
+from feeds.blocks import hash_and_index
 from feeds.formats import guess_format
 from feeds.hepix import render_hepix
 from feeds.manifest import Manifest
 from feeds.model import (
     URN_UUID,
+    BlocksRef,
     ImageEntry,
     ImageList,
     check_author_uri,
@@ -39,6 +43,7 @@ from feeds.model import (
     sha512_hex,
 )
 from feeds.policy.model import Report
+from feeds.qcow2 import has_compressed_clusters
 from feeds.verify import ListFormat, verify_list
 from keys.certs import PrivateKey, cert_label, check_key_strength, is_ca, public_keys_equal
 from keys.dn import DistinguishedName
@@ -86,6 +91,37 @@ class ImageMeta:
     tags: Sequence[str] = field(default_factory=tuple)
     info_url: str | None = None
     policy_override: str | None = None
+    blocks: bool | None = None
+    """Write a block index: always (True), never (False), or by format (None: raw, and
+    qcow2 without compressed clusters)."""
+    blocks_url: str | None = None
+    """Where the index is published (default: the image URL, ``.blocks`` added to its path)."""
+
+
+BLOCKS_SUFFIX = ".blocks"
+INDEXED_FORMATS = ("raw", "qcow2")
+"""Formats indexed by default: their bytes are the disk's blocks (qcow2 unless compressed)."""
+
+
+def blocks_path(image_file: Path) -> Path:
+    """Where `vmic endorse add` writes an image's block index: ``FILE.blocks`` beside it."""
+    return image_file.with_name(image_file.name + BLOCKS_SUFFIX)
+
+
+def default_blocks_url(url: str) -> str:
+    """The image's URL with ``.blocks`` added to its path (any query stays after it)."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=parts.path + BLOCKS_SUFFIX))
+
+
+def wants_index(image_file: Path, fmt: str, choice: bool | None) -> bool:
+    """Whether `endorse add` indexes an image: as ``choice`` says, or by format (a qcow2
+    image is read for compressed clusters; a malformed one raises ConfigError)."""
+    if choice is not None:
+        return choice
+    if fmt == "qcow2":
+        return not has_compressed_clusters(image_file)
+    return fmt in INDEXED_FORMATS
 
 
 def init_manifest(
@@ -129,7 +165,11 @@ def add_image(
     policy: Callable[[Path], str | None] | None = None,
 ) -> ImageEntry:
     """Hash and add one image. ``policy`` (the policy check of `vmic endorse add`) runs once
-    the arguments are known to be good, may refuse the image, and says what to record."""
+    the arguments are known to be good, may refuse the image, and says what to record.
+
+    An image indexed (:func:`wants_index`) is hashed and indexed in the same read; its index
+    is written as ``FILE.blocks`` beside it (:func:`blocks_path`) before the manifest,
+    which records it, is saved."""
     manifest = Manifest.load(path)
     if not image_file.is_file():
         raise ConfigError(f"{image_file} is not a file")
@@ -144,8 +184,17 @@ def add_image(
         _reword(lambda: check_url(meta.info_url or "", what="--info-url"))
     if meta.expires is not None and meta.expires <= now:
         raise ConfigError("--expires is in the past")
+    if meta.blocks_url:
+        if meta.blocks is False:
+            raise ConfigError("--blocks-url names a block index, which --no-blocks leaves out")
+        _reword(lambda: check_url(meta.blocks_url or "", what="--blocks-url"))
     override = policy(image_file) if policy is not None else meta.policy_override
-    digest, size = sha512_file(image_file, progress=progress)
+    index: bytes | None = None
+    if wants_index(image_file, fmt, meta.blocks):
+        digest, size, blocks = hash_and_index(image_file, progress=progress)
+        index = blocks.encode()
+    else:
+        digest, size = sha512_file(image_file, progress=progress)
     entry = ImageEntry(
         id=image_id(new_uuid()),
         title=(meta.title or image_file.name).strip() or image_file.name,
@@ -168,8 +217,25 @@ def add_image(
         tags=tuple(meta.tags),
         info_url=meta.info_url or None,
         policy_override=override or None,
+        blocks=None
+        if index is None
+        else BlocksRef(
+            url=meta.blocks_url or default_blocks_url(meta.url),
+            size=len(index),
+            sha512=sha512_hex(hashlib.sha512(index).hexdigest()),
+        ),
     )
-    manifest.add_image(entry, filename=image_file.name)
+    index_file = blocks_path(image_file)
+    manifest.add_image(
+        entry, filename=image_file.name, blocks_file=None if index is None else index_file.name
+    )
+    if index is not None:  # before the manifest that names it
+        try:
+            write_atomic(index_file, index, mode=0o644)
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.message, hint="give --no-blocks to endorse the image without a block index"
+            ) from exc
     manifest.save()
     return entry
 

@@ -8,7 +8,9 @@ comments and layout a person adds survive every edit. Layout::
     [state]            kept by vmic: version (last issued), updated (when the
                        content last changed), content_sha256
     [[images]]         one table per endorsed image (the fields of an entry,
-                       plus the file name it was hashed from)
+                       plus the file name it was hashed from); an image with a
+                       block index also has blocks_file (its file name, beside
+                       the image), blocks_url, blocks_size and blocks_sha512
     [[revoked]]        id, when, reason: images taken back
 
 Loading validates everything and names the image and key at fault.
@@ -29,7 +31,9 @@ import tomlkit
 import tomlkit.exceptions
 from tomlkit.items import AoT, Table
 
+from feeds.blocks import index_size
 from feeds.model import (
+    BlocksRef,
     ImageEntry,
     ImageId,
     Tombstone,
@@ -106,11 +110,8 @@ class Manifest:
         self.images = tuple(
             _image(item, index, path) for index, item in enumerate(data.get("images", []), 1)
         )
-        self._files = {
-            str(item.get("id")): str(item["file"])
-            for item in data.get("images", [])
-            if isinstance(item, dict) and isinstance(item.get("file"), str)
-        }
+        self._files = _names(data.get("images", []), "file")
+        self._block_files = _names(data.get("images", []), "blocks_file")
         self.revoked = tuple(
             _revoked(item, index, path) for index, item in enumerate(data.get("revoked", []), 1)
         )
@@ -171,7 +172,13 @@ class Manifest:
         write_atomic(self.path, tomlkit.dumps(self._doc).encode("utf-8"))
 
     # -- edits -----------------------------------------------------------------
-    def add_image(self, entry: ImageEntry, *, filename: str) -> None:
+    def add_image(
+        self, entry: ImageEntry, *, filename: str, blocks_file: str | None = None
+    ) -> None:
+        """Add ``entry``, hashed from ``filename``; ``blocks_file`` names the file of its
+        block index (required when the entry names one)."""
+        if (entry.blocks is None) != (blocks_file is None):
+            raise ValueError("an entry's block index and its file go together")
         for existing in self.images:
             if existing.sha512 == entry.sha512:
                 raise ConfigError(
@@ -188,6 +195,11 @@ class Manifest:
         table["size"] = entry.size
         table["sha512"] = entry.sha512
         table["format"] = entry.format
+        if entry.blocks is not None and blocks_file is not None:
+            table["blocks_file"] = blocks_file
+            table["blocks_url"] = entry.blocks.url
+            table["blocks_size"] = entry.blocks.size
+            table["blocks_sha512"] = entry.blocks.sha512
         for key in _OPTIONAL_TEXT:
             value = getattr(entry, key)
             if value is not None:
@@ -242,6 +254,10 @@ class Manifest:
     def file_of(self, image: str) -> str | None:
         """The name of the file an image was hashed from, as recorded by `endorse add`."""
         return self._files.get(image)
+
+    def blocks_file_of(self, image: str) -> str | None:
+        """The name of the file of an image's block index, as recorded by `endorse add`."""
+        return self._block_files.get(image)
 
     def content_sha256(self) -> str:
         """A digest of everything but the versioning fields: what 'content changed' means."""
@@ -349,6 +365,17 @@ class _Table:
         return tuple(self.checked(key, partial(check_token, t, what="tag")) for t in tags)
 
 
+def _names(images: object, key: str) -> dict[str, str]:
+    """A file name each image records under ``key``, by image id (checked elsewhere)."""
+    if not isinstance(images, list):
+        return {}
+    return {
+        str(item.get("id")): str(item[key])
+        for item in images
+        if isinstance(item, dict) and isinstance(item.get(key), str)
+    }
+
+
 def _list_info(data: object, path: Path) -> ListInfo:
     if data is None:
         raise ConfigError(f"manifest {path} has no [list] table")
@@ -390,12 +417,13 @@ def _image(data: object, index: int, path: Path) -> ImageEntry:
     table = _Table(data, path, f"images[{index}] ({label})")
     raw_id, url, sha, fmt = (table.text(k) for k in ("id", "url", "sha512", "format"))
     vo = table.opt_text("vo")
+    size = table.number("size")
     return ImageEntry(
         id=table.checked("id", lambda: image_id(raw_id)),
         title=table.text("title"),
         summary=table.opt_text("summary") or "",
         url=table.checked("url", lambda: check_url(url, what="url")),
-        size=table.number("size"),
+        size=size,
         sha512=table.checked("sha512", lambda: sha512_hex(sha)),
         format=table.checked("format", lambda: check_token(fmt, what="format")),
         endorsed=table.time("endorsed"),
@@ -410,8 +438,40 @@ def _image(data: object, index: int, path: Path) -> ImageEntry:
         version=table.opt_text("version"),
         info_url=table.opt_text("info_url"),
         policy_override=table.opt_text("policy_override"),
+        blocks=_blocks(table, size),
         produced=table.opt_time("produced"),
         expires=table.opt_time("expires"),
+    )
+
+
+_BLOCKS_KEYS = ("blocks_file", "blocks_url", "blocks_size", "blocks_sha512")
+
+
+def _blocks(table: _Table, size: int) -> BlocksRef | None:
+    """An image's block index: all four keys or none; the size that of the index of an
+    image of ``size`` bytes, as the list reader requires."""
+    present = [key for key in _BLOCKS_KEYS if key in table.data]
+    if not present:
+        return None
+    for key in _BLOCKS_KEYS:
+        if key not in present:
+            raise table.fail(
+                key, f"missing (an image with {present[0]} needs all of {', '.join(_BLOCKS_KEYS)})"
+            )
+    name, url, sha = (table.text(k) for k in ("blocks_file", "blocks_url", "blocks_sha512"))
+    if "/" in name or name in {".", ".."}:
+        raise table.fail("blocks_file", f"{name!r} must be a file name, not a path")
+    length = table.number("blocks_size")
+    if length != index_size(size):
+        raise table.fail(
+            "blocks_size",
+            f"{length} is not the size of the block index of an image of {size} bytes "
+            f"({index_size(size)})",
+        )
+    return BlocksRef(
+        url=table.checked("blocks_url", lambda: check_url(url, what="blocks_url")),
+        size=length,
+        sha512=table.checked("blocks_sha512", lambda: sha512_hex(sha)),
     )
 
 

@@ -148,6 +148,16 @@ def check_author_uri(text: str) -> str:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class BlocksRef:
+    """Where an image's block index is (SCHEMA §13), with its size and SHA-512: signed with
+    the entry, so a site can check the index before it uses it."""
+
+    url: str
+    size: int
+    sha512: Sha512Hex
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ImageEntry:
     """One endorsed image, as one ``atom:entry``."""
 
@@ -173,6 +183,8 @@ class ImageEntry:
     info_url: str | None = None
     """The web page of the image (HEPiX ``ad:mpuri``, the marketplace URI)."""
     policy_override: str | None = None
+    blocks: BlocksRef | None = None
+    """The image's block index (``vmic:blocks``), in an endorser's list only."""
     appliance_id: str | None = None
     """The EGI AppDB appliance the image belongs to (HEPiX ``ad:appid``), read only."""
     base_marketplace_url: str | None = None

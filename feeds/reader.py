@@ -14,9 +14,10 @@ Atom allows extension:
 
 Each element's children are visited once (:func:`_gather`): a text field is
 taken by its tag, and its type, markup and length are checked as it is met;
-the elements the reader wants several of (entries, links, categories) are
-collected. The fields are then checked in a fixed order, so a document with
-several faults is always refused for the same one.
+the elements the reader wants several of, or whose attributes hold the
+values (entries, links, categories, the block index), are collected. The
+fields are then checked in a fixed order, so a document with several faults
+is always refused for the same one.
 """
 
 from __future__ import annotations
@@ -39,8 +40,10 @@ from feeds.atom import (
     tomb,
     vmic,
 )
+from feeds.blocks import index_size
 from feeds.model import (
     URN_UUID,
+    BlocksRef,
     ImageEntry,
     ImageList,
     Tombstone,
@@ -49,6 +52,7 @@ from feeds.model import (
     check_url,
     image_id,
     list_id,
+    quoted,
     sha512_hex,
 )
 from keys.dn import DistinguishedName
@@ -85,6 +89,8 @@ _UPDATED, _PUBLISHED, _CATEGORY = atom("updated"), atom("published"), atom("cate
 _LINK, _ENTRY, _AUTHOR, _SUBTITLE = atom("link"), atom("entry"), atom("author"), atom("subtitle")
 _NAME, _EMAIL, _URI = atom("name"), atom("email"), atom("uri")
 _TOMBSTONE, _COMMENT = tomb("deleted-entry"), tomb("comment")
+_BLOCKS = vmic("blocks")
+_BLOCKS_ATTRIBUTES = ("href", "length", "sha512")
 _V = {name: vmic(name) for name in (*_FEED_VMIC, *_ENTRY_VMIC)}
 
 # The singular text fields of each element, and how errors name every one.
@@ -366,7 +372,7 @@ def _token(what: str) -> Callable[[str], str]:
 _IMAGE_URN = _urn_uuid(image_id)
 _FORMAT, _VO, _TAG = _token("format"), _token("vo"), _token("tag")
 _LIST_URN = _urn_uuid(list_id)
-_ENTRY_GROUPS = (_LINK, _CATEGORY)
+_ENTRY_GROUPS = (_LINK, _CATEGORY, _BLOCKS)
 
 
 def _version(text: str) -> int:
@@ -430,6 +436,7 @@ def _read_entry(node: etree._Element, index: int, limits: Limits) -> ImageEntry:
         tags=tuple([fields.check("atom:category (tag)", c.get("term", ""), _TAG) for c in tags]),
         info_url=_info_url(fields, alternates, download),
         policy_override=optional(_V["policy-override"]),
+        blocks=_blocks(fields, size) if fields.groups[_BLOCKS] else None,
         source_list=fields.parsed(_V["source-list"], _LIST_URN),
         source_version=fields.parsed(_V["source-version"], _version),
         source_url=_via(fields, vias),
@@ -465,6 +472,34 @@ def _via(fields: _Children, links: list[etree._Element]) -> str | None:
     if not links:
         return None
     return fields.check("atom:link rel=via", links[0].get("href", ""), _url)
+
+
+def _blocks(fields: _Children, size: int) -> BlocksRef:
+    """The entry's block index (SCHEMA §13): one empty element with exactly its three
+    attributes, ``length`` the size of the index of an image of ``size`` bytes."""
+    found = fields.groups[_BLOCKS]
+    if len(found) != 1:
+        raise fields.fail("vmic:blocks", f"appears {len(found)} times, at most once allowed")
+    node = found[0]
+    names = [str(name) for name in node.attrib]
+    for name in _BLOCKS_ATTRIBUTES:
+        if name not in names:
+            raise fields.fail(f"vmic:blocks@{name}", "missing")
+    for name in names:
+        if name not in _BLOCKS_ATTRIBUTES:
+            raise fields.fail("vmic:blocks", f"attribute {quoted(name)} is not allowed")
+    if len(node) or node.text:
+        raise fields.fail("vmic:blocks", "must be empty (its attributes say everything)")
+    url = fields.check("vmic:blocks@href", node.get("href", ""), _url)
+    length = fields.check("vmic:blocks@length", node.get("length", ""), _size)
+    expected = index_size(size)
+    if length != expected:
+        raise fields.fail(
+            "vmic:blocks@length",
+            f"{length} is not the size of the block index of an image of {size} bytes ({expected})",
+        )
+    sha512 = fields.check("vmic:blocks@sha512", node.get("sha512", ""), sha512_hex)
+    return BlocksRef(url=url, size=length, sha512=sha512)
 
 
 def _read_tombstone(node: etree._Element, index: int, limits: Limits) -> Tombstone:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from feeds.blocks import BlockIndex, index_file, index_size, parse_index
 from keys.errors import StoreError, VmicError
 from keys.fileio import fsync_dir, read_regular, sha512_file, write_atomic
 from site_agent.home import SiteHome
@@ -113,6 +114,53 @@ class Cache:
             raise StoreError(f"cannot move {source} to {folder}: {exc.strerror}") from exc
         return target
 
+    # -- block indexes (site_agent.delta) -----------------------------------------------
+
+    def held(self, sha512: str) -> Path | None:
+        """A file with these bytes: the cached one, else the newest withdrawn copy."""
+        cached = self.path(sha512)
+        if cached.is_file():
+            return cached
+        copies = sorted(
+            p for p in self.home.expired.glob(f"{sha512}.*") if p.is_file() and not p.is_symlink()
+        )
+        return copies[-1] if copies else None
+
+    def load_index(self, sha512: str, size: int) -> BlockIndex | None:
+        """The kept block index of the image ``sha512`` of ``size`` bytes; None when there is
+        none or it cannot be used."""
+        path = self.home.blocks / self.path(sha512).name
+        try:
+            if path.lstat().st_size != index_size(size):
+                return None
+            return parse_index(read_regular(path), image_size=size)
+        except (OSError, VmicError):
+            return None
+
+    def keep_index(self, sha512: str, index: BlockIndex) -> None:
+        self.home.blocks.mkdir(mode=0o755, parents=True, exist_ok=True)
+        try:
+            write_atomic(self.home.blocks / self.path(sha512).name, index.encode())
+        except OSError as exc:
+            raise StoreError(f"cannot keep the block index of {sha512[:16]}...: {exc}") from exc
+
+    def make_index(self, sha512: str, path: Path) -> BlockIndex | None:
+        """Index a held file (and keep the index); None when it cannot be read."""
+        try:
+            index = index_file(path)
+        except VmicError:
+            return None
+        self.keep_index(sha512, index)
+        return index
+
+    def prune_indexes(self) -> None:
+        """Forget the indexes of images this site no longer holds in any form."""
+        if not self.home.blocks.is_dir():
+            return
+        for path in sorted(self.home.blocks.iterdir()):
+            if not _HEX.fullmatch(path.name) or self.held(path.name) is None:
+                path.unlink(missing_ok=True)
+
     def files(self) -> Iterator[CachedFile]:
         for path in sorted(self.home.images.iterdir()):
             if _HEX.fullmatch(path.name) and path.is_file():
@@ -131,6 +179,8 @@ class Cache:
             if path.is_file() and now - moved > retention:
                 path.unlink()
                 removed.append(path)
+        if removed:
+            self.prune_indexes()
         return removed
 
     def purge(self, sha512: str, *, keep_cached: bool) -> int:
@@ -159,6 +209,7 @@ class Cache:
             freed += size
         for folder in {path.parent for path in found}:
             fsync_dir(folder)
+        self.prune_indexes()
         return freed
 
     def discard_partial(self, sha512: str) -> None:

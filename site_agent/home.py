@@ -11,6 +11,8 @@ Layout (DESIGN §5)::
                              verified image bytes, named by their SHA-512
     cache/expired/           withdrawn images, kept for a while, then deleted
     cache/quarantine/        cached files that failed a re-hash
+    cache/blocks/<hex>       the block index of a held image (SCHEMA §13), made
+                             on demand
     exports/                 the site's export for peers (federation)
     lock                     held by the run that works on the site
     vmic.log                 the site log: every problem of every sync, with a
@@ -83,6 +85,11 @@ class SiteHome:
     def checked(self) -> Path:
         """Stamps of cache files hashed while they were downloaded (see Cache.vouched)."""
         return self.root / "cache" / "checked"
+
+    @property
+    def blocks(self) -> Path:
+        """Block indexes of held images, named by the image's SHA-512 (see site_agent.delta)."""
+        return self.root / "cache" / "blocks"
 
     @property
     def expired(self) -> Path:

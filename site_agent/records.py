@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from feeds.model import ImageEntry
+from feeds.model import BlocksRef, ImageEntry
 from keys.dn import DistinguishedName
 from keys.xmlsig import SignerPin
 
@@ -273,6 +273,12 @@ def entry_data(entry: ImageEntry) -> dict[str, Any]:
         data[key] = iso(data[key])
     data["tags"] = list(entry.tags)
     data["extra"] = dict(entry.extra)
+    blocks = entry.blocks
+    data["blocks"] = (
+        None
+        if blocks is None
+        else {"url": blocks.url, "size": blocks.size, "sha512": blocks.sha512}
+    )
     return data
 
 
@@ -284,4 +290,10 @@ def entry_from_data(data: dict[str, Any]) -> ImageEntry:
         values[key] = parse_iso(values.get(key))
     values["tags"] = tuple(values.get("tags") or ())
     values["extra"] = tuple(sorted((values.get("extra") or {}).items()))
+    blocks = values.get("blocks")
+    values["blocks"] = (
+        None
+        if not blocks
+        else BlocksRef(url=blocks["url"], size=blocks["size"], sha512=blocks["sha512"])
+    )
     return ImageEntry(**values)

@@ -41,6 +41,10 @@ class SyncReport:
     hooks_delivered: int = 0
     clouds: list[str] = field(default_factory=list)
     """What was done in the site's clouds, one line each ("site1: registered image ...")."""
+    bytes_reused: int = 0
+    """Image bytes not fetched because the site held them (updates by blocks)."""
+    bytes_fetched: int = 0
+    """Bytes fetched for updates by blocks (block indexes and ranges)."""
 
     @property
     def ok(self) -> bool:
@@ -71,6 +75,8 @@ class SyncReport:
             "downloaded": self.downloaded,
             "hooks_delivered": self.hooks_delivered,
             "clouds": self.clouds,
+            "bytes_reused": self.bytes_reused,
+            "bytes_fetched": self.bytes_fetched,
             "problems": [
                 {"subscription": p.subscription, "kind": p.kind, "message": p.message}
                 for p in self.problems

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from keys.errors import ConfigError, VmicError
 from keys.fileio import write_atomic
 from keys.xmlsig import signed_content_sha256
 from site_agent.approval import ApprovalPolicy, site_policy
+from site_agent.batch import CommitGroup
 from site_agent.cache import Cache
 from site_agent.config import SiteConfig
 from site_agent.home import SiteHome
@@ -52,9 +54,13 @@ from site_agent.store import Store
 T = TypeVar("T")
 
 PEER_EXPORTS = "peer-exports"
+"""Under lists/: the bytes of peers' exports, by export id (apart from endorsers' lists)."""
 # the reason `unsubscribe` gives the images it withdraws; subscribing again decides them anew
 UNSUBSCRIBED = "unsubscribed"
-"""Under lists/: the bytes of peers' exports, by export id (apart from endorsers' lists)."""
+DELTA_REUSED = "delta_bytes_reused_total"
+"""Meta key: image bytes all updates by blocks did not fetch (site_agent.delta)."""
+DELTA_FETCHED = "delta_bytes_fetched_total"
+"""Meta key: bytes all updates by blocks fetched (indexes and ranges)."""
 
 
 class Site:
@@ -77,6 +83,13 @@ class Site:
         self._verify_gate = asyncio.Semaphore(config.limits.verify_concurrency)
         self.unchanged: list[str] = []
         """Subscriptions whose list answered 304 in this run: written by record_unchanged."""
+        self._group: CommitGroup | None = None
+
+    def count_delta(self, *, reused: int, fetched: int) -> None:
+        """Add an update by blocks to the site's running totals (for /metrics)."""
+        with self.store.atomic():
+            for key, amount in ((DELTA_REUSED, reused), (DELTA_FETCHED, fetched)):
+                self.store.set_meta(key, str(int(self.store.meta(key) or 0) + amount))
 
     def record_unchanged(self) -> None:
         """The successful attempt of every unchanged list of the run, in one transaction."""
@@ -115,14 +128,11 @@ class Site:
     # -- lists ------------------------------------------------------------------------
     def previous_state(self, list_id: str) -> PreviousState | None:
         """The rollback state of an endorser's list."""
-        current = self.store.current_list(list_id)
-        if current is not None and current.content_sha256 in (None, current.sha256):
-            current = self._with_content_digest(current)
-        return _previous(current)
+        return previous_of(self.current_list(list_id))
 
     def previous_export_state(self, list_id: str) -> PreviousState | None:
         """The rollback state of a peer's export (never shared with an endorser's list)."""
-        return _previous(self.store.current_export(list_id))
+        return previous_of(self.store.current_export(list_id))
 
     def _with_content_digest(self, current: ListVersion) -> ListVersion:
         """A version accepted before vmic kept the digest of an Atom list's signed content
@@ -138,6 +148,61 @@ class Site:
             self.store.set_content_sha256(current.list_id, current.version, digest)
         return dataclasses.replace(current, content_sha256=digest)
 
+    def current_list(self, list_id: str) -> ListVersion | None:
+        """The version of an endorser's list in force (its rollback state: hand it to the
+        verifier with :func:`previous_of`, then to :meth:`accept_list_async`)."""
+        current = self.store.current_list(list_id)
+        if current is not None and current.content_sha256 in (None, current.sha256):
+            current = self._with_content_digest(current)
+        return current
+
+    @contextmanager
+    def commit_group(self, *, most: int = 64, wait: float = 0.05) -> Iterator[None]:
+        """While open, :meth:`accept_list_async` and :meth:`reject_list` share a transaction,
+        committed every ``most`` lists, after ``wait`` seconds, and at the end: one commit
+        (one fsync) for many lists. A subscription counts as done once it is committed
+        (:meth:`settle`). Left by an exception, the open group is rolled back, as a crash
+        would leave it."""
+        group = CommitGroup(self.store, most=most, wait=wait, after=self.retire_queued)
+        self._group = group
+        try:
+            yield
+        except BaseException:
+            self._group = None
+            group.abandon()
+            raise
+        self._group = None
+        group.commit()
+
+    async def settle(self, name: str) -> None:
+        """Wait until what subscription ``name`` wrote in the commit group is committed;
+        raises the store's error if that commit failed (nothing of it then holds)."""
+        if self._group is not None:
+            await self._group.settle(name)
+
+    async def accept_list_async(
+        self,
+        sub: Subscription,
+        verified: VerifiedList,
+        *,
+        current: ListVersion | None,
+        then: Callable[[], None] | None = None,
+    ) -> tuple[bool, list[Change]]:
+        """:meth:`accept_list` for the sync, given the ``current`` version the verifier was
+        shown. A new version's bytes are written and fsynced on a worker thread, so the
+        other lists' fetches and verifications go on meanwhile; its rows are written after
+        that, in the commit group if one is open (:meth:`commit_group`)."""
+        lst = verified.image_list
+        stored = None
+        if current is None or current.version != lst.version:
+            stored = await asyncio.to_thread(self._store_bytes, verified)
+        if self._group is None:
+            return self._accept(sub, verified, current, stored=stored, then=then)
+        self._group.join(sub.name)
+        accepted = self._accept(sub, verified, current, stored=stored, then=then, retire=False)
+        self._group.written()
+        return accepted
+
     def accept_list(
         self,
         sub: Subscription,
@@ -150,8 +215,20 @@ class Site:
 
         Returns whether this was a new version, and what happened to images.
         """
+        current = self.store.current_list(verified.image_list.id)
+        return self._accept(sub, verified, current, stored=None, then=then)
+
+    def _accept(
+        self,
+        sub: Subscription,
+        verified: VerifiedList,
+        current: ListVersion | None,
+        *,
+        stored: Path | None,
+        then: Callable[[], None] | None,
+        retire: bool = True,
+    ) -> tuple[bool, list[Change]]:
         lst = verified.image_list
-        current = self.store.current_list(lst.id)
         if current is not None and current.version == lst.version:
             # The same signed content (the verifier checked): the bytes first accepted stay.
             self._note_other_copy(sub, verified, current)
@@ -160,22 +237,31 @@ class Site:
                 with self.store.atomic():
                     then()
             return False, relisted
-        path = self._store_bytes(verified)
+        path = stored or self._store_bytes(verified)
         changes: list[Change] = []
         with self.store.atomic():
             self._add_version(sub, verified, path)
             listed = {entry.id for entry in lst.entries}
+            revoked = {tombstone.id for tombstone in lst.tombstones}
+            # One read: the list's images, and the listed or revoked ones of other lists.
+            # Each entry and tombstone writes its own image only (their ids are distinct).
+            held = self.store.list_images(lst.id, also=[*listed, *revoked])
             for entry in lst.entries:
-                change = self._take_entry(sub, entry, lst.version)
+                change = self._take_entry(sub, entry, lst.version, held.get(entry.id))
                 if change is not None:
                     changes.append(change)
             for tombstone in lst.tombstones:
-                image = self.store.image(tombstone.id)
+                image = held.get(tombstone.id)
                 if image is not None and image.list_id == lst.id and image.state != REVOKED:
                     reason = tombstone.reason or "revoked by the endorser"
                     changes.append(self._withdraw(image, REVOKED, reason))
-            for image in self.store.active_images(lst.id):
-                if image.image_id not in listed:
+            for image in held.values():
+                if (
+                    image.list_id == lst.id
+                    and image.state in ACTIVE_STATES
+                    and image.image_id not in listed
+                    and image.image_id not in revoked
+                ):
                     changes.append(self._withdraw(image, WITHDRAWN, "removed from the list"))
             self.emit(
                 "list.accepted",
@@ -188,7 +274,8 @@ class Site:
             )
             if then is not None:
                 then()
-        self.retire_queued()
+        if retire:  # else after the commit group's commit
+            self.retire_queued()
         return True, changes
 
     def _relist_unsubscribed(self, sub: Subscription, verified: VerifiedList) -> list[Change]:
@@ -200,7 +287,7 @@ class Site:
             for entry in lst.entries:
                 image = self.store.image(entry.id)
                 if image is not None and image.list_id == lst.id and _unsubscribed(image):
-                    change = self._take_entry(sub, entry, lst.version)
+                    change = self._take_entry(sub, entry, lst.version, image)
                     if change is not None:
                         changes.append(change)
         return changes
@@ -276,8 +363,10 @@ class Site:
             self._add_version(holder, verified, path, export=True)
         return True
 
-    def _take_entry(self, sub: Subscription, entry: ImageEntry, version: int) -> Change | None:
-        image = self.store.image(entry.id)
+    def _take_entry(
+        self, sub: Subscription, entry: ImageEntry, version: int, image: ImageRecord | None
+    ) -> Change | None:
+        """One entry of an accepted version; ``image`` is its stored record, if any."""
         data = entry_data(entry)
         if image is not None and image.list_id != sub.list_id:
             return Change(
@@ -366,7 +455,7 @@ class Site:
         changes = []
         with self.store.atomic():
             for state in ACTIVE_STATES:
-                for image in self.store.images(state=state):
+                for image in self.store.images_with_expiry(state):
                     expires = image.expires
                     if expires is not None and self.now >= expires:
                         changes.append(
@@ -379,6 +468,8 @@ class Site:
         self, sub: Subscription, error: VmicError, *, sha256: str | None, via: str = ""
     ) -> None:
         kind = type(error).__name__
+        if self._group is not None:
+            self._group.join(sub.name)
         with self.store.atomic():
             self.store.add_history(
                 HistoryRecord(
@@ -399,6 +490,8 @@ class Site:
                 kind=kind,
                 sha256=sha256,
             )
+        if self._group is not None:
+            self._group.written()
 
     def expire_list_if_due(self, sub: Subscription) -> list[Change] | None:
         """Fail closed: once the last good list has expired, withdraw its images.
@@ -587,7 +680,8 @@ def _unsubscribed(image: ImageRecord) -> bool:
     return image.state == WITHDRAWN and image.reason == UNSUBSCRIBED
 
 
-def _previous(current: ListVersion | None) -> PreviousState | None:
+def previous_of(current: ListVersion | None) -> PreviousState | None:
+    """The rollback state the verifier checks a list against, from the version in force."""
     if current is None:
         return None
     return PreviousState(

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keys.errors import IntegrityError, VmicError
+from site_agent.delta import DELTA_SUFFIX, INDEX_SUFFIX, IndexRef, get_index, index_ref, update
 from site_agent.fetch import Fetcher
 from site_agent.peering import ByteSource, Peering
 from site_agent.records import ImageRecord
@@ -196,6 +197,11 @@ async def download_image(
             strict=False,
         )
     ]
+    ref = index_ref(first)
+    if ref is not None and await _by_blocks(
+        site, fetcher, images, ref, endorsers=endorsers, peers=peers, report=report
+    ):
+        return True
     head_start = settings.race_after.total_seconds() if settings.race else None
     winner = await _run(race, lanes, head_start)
     if winner is None:  # every partial file stays, to be resumed by the next run
@@ -218,6 +224,54 @@ async def download_image(
             await asyncio.to_thread(_discard, lane.partial)
     site.cache.install(winner.partial, sha512)
     report.downloaded.append(first.image_id)
+    return True
+
+
+async def _by_blocks(
+    site: Site,
+    fetcher: Fetcher,
+    images: list[ImageRecord],
+    ref: IndexRef,
+    *,
+    endorsers: list[ByteSource],
+    peers: list[ByteSource],
+    report: SyncReport,
+) -> bool:
+    """Try an update that fetches only the blocks the site does not hold
+    (:mod:`site_agent.delta`); False, after a line in the site log, when it cannot."""
+    first = images[0]
+    ordered = [*peers, *endorsers] if site.config.federation.prefer_peers else [*endorsers, *peers]
+    index_urls = [s.url + INDEX_SUFFIX if s.peer is not None else ref.url for s in ordered]
+    try:
+        index, index_fetched = await get_index(site, fetcher, first, ref, index_urls)
+        outcome = await update(
+            site,
+            fetcher,
+            first,
+            index=index,
+            index_fetched=index_fetched,
+            urls=[s.url for s in ordered],
+        )
+    except VmicError as error:
+        log.info(
+            "image %s: not updated by blocks (%s); downloading the whole image",
+            first.image_id,
+            error.message,
+        )
+        return False
+    site.cache.install(
+        site.cache.partial(first.sha512).with_name(first.sha512 + DELTA_SUFFIX), first.sha512
+    )
+    report.downloaded.append(first.image_id)
+    report.bytes_reused += outcome.reused
+    report.bytes_fetched += outcome.fetched
+    site.count_delta(reused=outcome.reused, fetched=outcome.fetched)
+    log.info(
+        "image %s: updated by blocks: %d bytes reused, %d fetched",
+        first.image_id,
+        outcome.reused,
+        outcome.fetched,
+    )
     return True
 
 

@@ -226,9 +226,34 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot write the database {self.path}: {exc}") from exc
 
-    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    @property
+    def in_transaction(self) -> bool:
+        return self.db.conn.in_transaction
+
+    def begin(self) -> None:
+        """Open a transaction by hand (:class:`site_agent.batch.CommitGroup`); writes and
+        :meth:`atomic` blocks join it until :meth:`commit`."""
+        self._run("BEGIN")
+
+    def commit(self) -> None:
+        self._run("COMMIT")
+
+    def rollback(self) -> None:
+        """Roll back the open transaction, if any (never raises: used on the way out)."""
         try:
-            return list(self.db.query(sql, params))
+            if self.db.conn.in_transaction:
+                self.db.conn.rollback()
+        except sqlite3.Error:
+            pass  # a connection that cannot roll back discards the transaction on close
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        """The rows of one SELECT of this module (on the connection itself: sqlite-utils'
+        ``query`` wraps each in a savepoint, two statements more per read, in case the SQL
+        is not a query)."""
+        try:
+            cursor = self.db.conn.execute(sql, params)
+            names = [column[0] for column in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor]
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read the database {self.path}: {exc}") from exc
 
@@ -345,6 +370,14 @@ class Store:
             ListVersion.from_row,
         )
 
+    def current_lists(self) -> dict[str, ListVersion]:
+        """The highest accepted version of every endorser's list, by list id (one read)."""
+        rows = self._rows(
+            "SELECT lists.* FROM lists JOIN (SELECT list_id, MAX(version) AS version FROM lists"
+            " GROUP BY list_id) AS top USING (list_id, version)"
+        )
+        return {str(r["list_id"]): ListVersion.from_row(r) for r in rows}
+
     def known_list_ids(self) -> set[str]:
         """Every endorser list id the site has met: subscribed, accepted or named by an image."""
         rows = self._rows(
@@ -455,6 +488,34 @@ class Store:
                 params.append(value)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._rows(f"SELECT * FROM images{where} ORDER BY title, image_id", tuple(params))  # noqa: S608 - column names and ? marks only
+        return [ImageRecord.from_row(r) for r in rows]
+
+    def list_images(self, list_id: str, *, also: Sequence[str]) -> dict[str, ImageRecord]:
+        """Every image of ``list_id`` (in any state) and, of any list, those among ``also``,
+        by id: one statement when ``also`` names images of this list only."""
+        rows = self._rows("SELECT * FROM images WHERE list_id = ?", (list_id,))
+        found = {str(r["image_id"]): ImageRecord.from_row(r) for r in rows}
+        found.update(self.images_by_id([i for i in also if i not in found]))
+        return found
+
+    def images_by_id(self, image_ids: Sequence[str]) -> dict[str, ImageRecord]:
+        """The stored images among ``image_ids``, by id: one statement per few hundred ids."""
+        found: dict[str, ImageRecord] = {}
+        for start in range(0, len(image_ids), 500):
+            chunk = image_ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._rows(f"SELECT * FROM images WHERE image_id IN ({marks})", tuple(chunk))  # noqa: S608 - ? marks only
+            found.update((str(r["image_id"]), ImageRecord.from_row(r)) for r in rows)
+        return found
+
+    def images_with_expiry(self, state: str) -> list[ImageRecord]:
+        """The images in ``state`` whose entry gives an expiry of its own (no other image
+        can expire by itself), in the order of :meth:`images`."""
+        rows = self._rows(
+            "SELECT * FROM images WHERE state = ? AND json_extract(entry, '$.expires') IS NOT NULL"
+            " ORDER BY title, image_id",
+            (state,),
+        )
         return [ImageRecord.from_row(r) for r in rows]
 
     def active_images(self, list_id: str) -> list[ImageRecord]:

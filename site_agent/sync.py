@@ -29,6 +29,7 @@ from keys.trust import TrustStore
 from site_agent import config as site_config
 from site_agent.approval import AnyOf, PeersApproved
 from site_agent.cloud.run import sync_cloud
+from site_agent.delta import DELTA_SUFFIX, INDEX_SUFFIX
 from site_agent.fetch import Fetcher
 from site_agent.home import SiteHome
 from site_agent.hooks import run_hook
@@ -134,13 +135,16 @@ async def _sync(
             return result or ListResult(subscription=sub.name, outcome="failed")
 
         try:
-            report.lists.extend(await asyncio.gather(*(one_list(sub) for sub in subscriptions)))
+            with site.commit_group():  # one commit for many accepted lists
+                report.lists.extend(await asyncio.gather(*(one_list(sub) for sub in subscriptions)))
         finally:
             site.record_unchanged()
         fresh = {r.subscription for r in report.lists if r.outcome == "accepted"}
+        in_force = site.store.current_lists()
         for sub in subscriptions:
-            if sub.name in fresh:  # a version accepted in this run is in force
-                continue
+            current = in_force.get(sub.list_id)
+            if sub.name in fresh or current is None or site.now < current.expires:
+                continue  # accepted in this run, or still in force: nothing to withdraw
             await run_unit(
                 _expire_if_due(site, sub, report),
                 report=report,
@@ -207,7 +211,9 @@ def reconcile(site: Site, report: SyncReport) -> None:
             runnable[image.sha512].append(image)
     wanted = {sha for sha, images in runnable.items() if any(i.state == APPROVED for i in images)}
     for path in sorted(site.home.partial.iterdir()):
-        name = path.name.removesuffix(".resume").removesuffix(RACE_SUFFIX)
+        name = path.name.removesuffix(".resume")
+        for suffix in (RACE_SUFFIX, DELTA_SUFFIX, INDEX_SUFFIX):
+            name = name.removesuffix(suffix)
         if name not in wanted:
             path.unlink(missing_ok=True)
     for cached in list(cache.files()):

@@ -20,9 +20,9 @@ from keys.errors import ListFormatError, VerificationError, VmicError
 from keys.trust import TrustStore
 from site_agent.fetch import Fetcher, Validators
 from site_agent.peering import ByteSource, ListCopy, Peering
-from site_agent.records import Subscription
+from site_agent.records import Change, Subscription
 from site_agent.report import ListResult, SyncReport
-from site_agent.site import Site
+from site_agent.site import Site, previous_of
 
 
 async def sync_list(
@@ -35,49 +35,90 @@ async def sync_list(
     report: SyncReport,
     peering: Peering | None,
 ) -> ListResult:
+    """One subscription's list, in force once its rows are committed (with the others of
+    its commit group, :meth:`site_agent.site.Site.commit_group`): only then does it count
+    as done, and its changes go into the report."""
+    changes: list[Change] = []
     async with gate:
-        copies = peering.list_copies(site, sub.list_id) if peering else []
-        try:
-            fetched = await fetcher.fetch_list(
-                sub.url, validators=Validators(etag=sub.etag, last_modified=sub.last_modified)
-            )
-        except VmicError as error:
-            for copy in copies:
-                result = await _from_copy(
-                    site, fetcher, sub, copy, trust=trust, report=report, peering=peering
-                )
-                if result is not None and result.outcome in ("accepted", "unchanged"):
-                    site.store.record_attempt(
-                        sub.name,
-                        at=site.now,
-                        ok=True,
-                        error=f"endorser unreachable ({error.message}); list from peer {copy.peer}",
-                        kind="fetch",
-                    )
-                    return result
-            site.store.record_attempt(
-                sub.name, at=site.now, ok=False, error=error.message, kind="fetch"
-            )
-            report.problem(sub.name, "fetch", error.message)
-            return ListResult(subscription=sub.name, outcome="failed")
-        if fetched.not_modified:
-            result = _not_modified(site, sub, report)
-        else:
-            result = await _take(
-                site, sub, fetched.body, trust, report, validators=fetched.validators
-            )
-        if not copies:
-            return result
-        current = site.store.current_list(sub.list_id)
-        held = current.version if current else 0
+        result = await _sync_list(
+            site, fetcher, sub, trust=trust, report=report, peering=peering, changes=changes
+        )
+    await site.settle(sub.name)
+    report.changes.extend(changes)
+    for change in changes:
+        if change.what == "conflict":
+            report.problem(sub.name, "conflict", f"image {change.image_id}: {change.detail}")
+    return result
+
+
+async def _sync_list(
+    site: Site,
+    fetcher: Fetcher,
+    sub: Subscription,
+    *,
+    trust: TrustStore,
+    report: SyncReport,
+    peering: Peering | None,
+    changes: list[Change],
+) -> ListResult:
+    """Fetch, verify, accept or reject; the image ``changes`` of what was accepted are
+    added to ``changes``."""
+    copies = peering.list_copies(site, sub.list_id) if peering else []
+    try:
+        fetched = await fetcher.fetch_list(
+            sub.url, validators=Validators(etag=sub.etag, last_modified=sub.last_modified)
+        )
+    except VmicError as error:
         for copy in copies:
-            if copy.version > held:  # a peer has a newer version than the endorser gave us
-                newer = await _from_copy(
-                    site, fetcher, sub, copy, trust=trust, report=report, peering=peering
+            result = await _from_copy(
+                site,
+                fetcher,
+                sub,
+                copy,
+                trust=trust,
+                report=report,
+                peering=peering,
+                changes=changes,
+            )
+            if result is not None and result.outcome in ("accepted", "unchanged"):
+                site.store.record_attempt(
+                    sub.name,
+                    at=site.now,
+                    ok=True,
+                    error=f"endorser unreachable ({error.message}); list from peer {copy.peer}",
+                    kind="fetch",
                 )
-                if newer is not None and newer.outcome == "accepted":
-                    return newer
+                return result
+        site.store.record_attempt(
+            sub.name, at=site.now, ok=False, error=error.message, kind="fetch"
+        )
+        report.problem(sub.name, "fetch", error.message)
+        return ListResult(subscription=sub.name, outcome="failed")
+    if fetched.not_modified:
+        result = _not_modified(site, sub, report)
+    else:
+        result = await _take(
+            site, sub, fetched.body, trust, report, validators=fetched.validators, changes=changes
+        )
+    if not copies:
         return result
+    current = site.store.current_list(sub.list_id)
+    held = current.version if current else 0
+    for copy in copies:
+        if copy.version > held:  # a peer has a newer version than the endorser gave us
+            newer = await _from_copy(
+                site,
+                fetcher,
+                sub,
+                copy,
+                trust=trust,
+                report=report,
+                peering=peering,
+                changes=changes,
+            )
+            if newer is not None and newer.outcome == "accepted":
+                return newer
+    return result
 
 
 def _not_modified(site: Site, sub: Subscription, report: SyncReport) -> ListResult:
@@ -98,6 +139,7 @@ async def _from_copy(
     trust: TrustStore,
     report: SyncReport,
     peering: Peering | None,
+    changes: list[Change],
 ) -> ListResult | None:
     try:
         fetched = await fetcher.fetch_list(copy.url)
@@ -112,7 +154,9 @@ async def _from_copy(
                 error=error.message,
             )
         return None
-    result = await _take(site, sub, fetched.body, trust, report, validators=None, peer=copy.peer)
+    result = await _take(
+        site, sub, fetched.body, trust, report, validators=None, peer=copy.peer, changes=changes
+    )
     if result.outcome == "rejected" and peering is not None:
         peering.record_transfer(
             site,
@@ -133,10 +177,13 @@ async def _take(
     report: SyncReport,
     *,
     validators: Validators | None,
+    changes: list[Change],
     peer: str | None = None,
 ) -> ListResult:
-    """Verify ``raw`` against the subscription and the rollback state; accept or reject."""
+    """Verify ``raw`` against the subscription and the rollback state; accept or reject.
+    The image changes of an accepted version go to ``changes``."""
     store, now = site.store, site.now
+    current = site.current_list(sub.list_id)
     try:
         verified = await site.verify(
             verify_list,
@@ -146,7 +193,7 @@ async def _take(
             now=now,
             crl=site.config.crl,
             expect=Expectation(list_id=list_id(sub.list_id), self_url=sub.self_url),
-            previous=site.previous_state(sub.list_id),
+            previous=previous_of(current),
             limits=site.config.limits,
         )
     except (VerificationError, ListFormatError) as error:
@@ -177,11 +224,10 @@ async def _take(
             validators=validators is not None,
         )
 
-    accepted, changes = site.accept_list(sub, verified, then=attempt if peer is None else None)
-    report.changes.extend(changes)
-    for change in changes:
-        if change.what == "conflict":
-            report.problem(sub.name, "conflict", f"image {change.image_id}: {change.detail}")
+    accepted, done = await site.accept_list_async(
+        sub, verified, current=current, then=attempt if peer is None else None
+    )
+    changes.extend(done)
     return ListResult(
         subscription=sub.name,
         outcome="accepted" if accepted else "unchanged",

@@ -73,7 +73,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "(with a progress bar on a terminal), guesses its format unless --format is "
             "given, and gives it a new image UUID. First the image is checked against the "
             "trusted-image policy (as `vmic policy check`); an image with errors is refused "
-            "unless --policy-override gives the reason, which is published in the signed list."
+            "unless --policy-override gives the reason, which is published in the signed list. "
+            "In the same read it writes the image's block index beside it as FILE.blocks "
+            "(raw images, and qcow2 images without compressed clusters, unless --no-blocks): "
+            "sites updating to a new version of the image use it to fetch only the blocks "
+            "they do not hold. The list names the index (URL, size, SHA-512); publish "
+            "FILE.blocks at that URL with the image."
         ),
     )
     add.add_argument("manifest", type=Path, metavar="MANIFEST", help="the list's manifest")
@@ -104,6 +109,27 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=[],
         metavar="RULE",
         help="a policy rule whose findings do not count (repeatable; see `vmic policy rules`)",
+    )
+    index = add.add_mutually_exclusive_group()
+    index.add_argument(
+        "--blocks",
+        dest="blocks",
+        action="store_const",
+        const=True,
+        default=None,
+        help="write a block index whatever the format",
+    )
+    index.add_argument(
+        "--no-blocks",
+        dest="blocks",
+        action="store_const",
+        const=False,
+        help="write no block index",
+    )
+    add.add_argument(
+        "--blocks-url",
+        metavar="URL",
+        help="where FILE.blocks will be published (default: the --url with .blocks added)",
     )
     add.add_argument("--json", action="store_true", help="print the new entry as JSON")
     add.set_defaults(func=_add)
@@ -289,6 +315,8 @@ def _add(args: argparse.Namespace) -> int:
                 vo=args.vo,
                 tags=tuple(args.tag),
                 info_url=args.info_url,
+                blocks=args.blocks,
+                blocks_url=args.blocks_url,
             ),
             now=utcnow(),
             progress=progress.callback,
@@ -301,6 +329,13 @@ def _add(args: argparse.Namespace) -> int:
     else:
         print(f"added image {entry.id}: {entry.title}")
         print(f"  {entry.format}, {human_size(entry.size)}, sha512 {entry.sha512[:16]}...")
+        if entry.blocks is not None:
+            print(
+                f"wrote block index {endorse.blocks_path(args.image)} "
+                f"({human_size(entry.blocks.size)}); publish it at {entry.blocks.url}"
+            )
+        else:
+            print("  no block index (see --blocks)")
     return ExitCode.OK
 
 
@@ -314,6 +349,9 @@ def _entry_json(entry: ImageEntry) -> dict[str, object]:
         "format": entry.format,
         "endorsed": iso(entry.endorsed),
         "expires": iso(entry.expires),
+        "blocks": None
+        if entry.blocks is None
+        else {"url": entry.blocks.url, "size": entry.blocks.size, "sha512": entry.blocks.sha512},
     }
 
 
@@ -348,7 +386,8 @@ def _show(args: argparse.Namespace) -> int:
     print(f"version:  {state.version or 'none issued yet'}")
     print(f"images:   {len(manifest.images)}")
     for e in manifest.images:
-        print(f"  {e.id}  {e.format:<7} {human_size(e.size):>10}  {e.title}")
+        indexed = "  [block index]" if e.blocks is not None else ""
+        print(f"  {e.id}  {e.format:<7} {human_size(e.size):>10}  {e.title}{indexed}")
     if manifest.revoked:
         print(f"revoked:  {len(manifest.revoked)}")
         for t in manifest.revoked:

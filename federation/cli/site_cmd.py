@@ -15,6 +15,7 @@ from federation.cli.common import (
     Progress,
     add_format_option,
     format_from,
+    human_size,
     iso,
     print_json,
     shown,
@@ -360,6 +361,11 @@ def _sync(args: argparse.Namespace) -> int:
         for line in report.clouds:  # "site1: registered image ... as GLANCE_ID (name)"
             print(f"cloud {shown(line)}")
         print(f"downloaded {len(report.downloaded)}, hooks run {report.hooks_delivered}")
+        if report.bytes_reused or report.bytes_fetched:
+            print(
+                f"updates by blocks: {human_size(report.bytes_reused)} reused, "
+                f"{human_size(report.bytes_fetched)} fetched"
+            )
     for problem in report.problems:
         where = f"{shown(problem.subscription)}: " if problem.subscription else ""
         print(f"vmic sync: {where}{problem.kind}: {shown(problem.message)}", file=sys.stderr)

@@ -19,6 +19,7 @@ CASES = {
     "verify": (["--entries", "30", "--repeat", "1"], "ratio vmic/xmlsec1"),
     "verify_memory": (["--entries", "30"], "the document"),
     "mirror": (["--size", "256k", "--rounds", "1"], "ratio vmic sync/baseline"),
+    "delta": (["--size", "24m", "--rounds", "1", "--rate", "50"], "ratio fetched/changed"),
     "sync": (["--subscriptions", "4", "--rounds", "1"], "nothing changed (all 304)"),
     "federation_tree": (
         ["--size", "32k", "--sites", "2", "--fanout", "1", "--rate", "1"],

@@ -14,6 +14,7 @@ import pytest
 from federation.cli import main
 from federation.cli.common import ExitCode, utcnow
 from feeds.manifest import Manifest
+from tests.support.glance import qcow2_image
 
 CA_DN = "/DC=org/DC=vmic-cli/CN=CLI Test CA"
 JANE = "/DC=org/DC=vmic-cli/OU=Users/CN=Jane Endorser"
@@ -93,7 +94,8 @@ def make_endorser(tmp_path: Path) -> Endorser:
     )
     for name in ("one.img", "two.qcow2"):
         image = tmp_path / name
-        image.write_bytes((b"QFI\xfb" if name.endswith("qcow2") else b"") + name.encode() * 500)
+        data = name.encode() * 500
+        image.write_bytes(qcow2_image(data) if name.endswith("qcow2") else data)
         assert (
             run(
                 "endorse",

@@ -27,6 +27,7 @@ from keys.fileio import CHUNK
 from keys.trust import TrustStore
 from keys.xmlsig import DS, SignerPin
 from tests.support.ca import Identity, TestCA, new_key, store
+from tests.support.glance import qcow2_image
 
 SELF_URL = "https://endorser.example.org/lists/base.atom"
 VALID_FOR = timedelta(days=28)
@@ -153,7 +154,7 @@ def test_add_image_hashes_the_file_while_streaming(
 
 
 def test_add_image_records_every_field(manifest: Path, tmp_path: Path, now: datetime) -> None:
-    path = image(tmp_path, "alma9.qcow2", b"QFI\xfb" + bytes(1020))
+    path = image(tmp_path, "alma9.qcow2", qcow2_image(b"alma" * 256))
     produced = now - timedelta(days=2)
     expires = now + timedelta(days=180)
     entry = add_image(
@@ -190,7 +191,7 @@ def test_add_image_records_every_field(manifest: Path, tmp_path: Path, now: date
 def test_add_image_guesses_format_unless_given(
     manifest: Path, tmp_path: Path, now: datetime
 ) -> None:
-    guessed = add_image(manifest, image(tmp_path, "a", b"QFI\xfb" + b"1" * 60), meta(1), now=now)
+    guessed = add_image(manifest, image(tmp_path, "a", qcow2_image(b"1" * 60)), meta(1), now=now)
     given = add_image(
         manifest, image(tmp_path, "b", b"QFI\xfb" + b"2" * 60), meta(2, format="vmdk"), now=now
     )

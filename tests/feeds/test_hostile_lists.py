@@ -569,6 +569,7 @@ TAGS = [
     vmic("issuer-dn"),
     vmic("produced"),
     vmic("policy-override"),
+    vmic("blocks"),
     vmic("unknown"),
     tomb("deleted-entry"),
     tomb("comment"),
@@ -584,6 +585,7 @@ ATTRIBUTES = [
     "when",
     "scheme",
     "term",
+    "sha512",
     f"{{{FOREIGN}}}attr",
     f"{{{VMIC}}}attr",
 ]

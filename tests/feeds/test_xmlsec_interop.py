@@ -7,10 +7,11 @@ accepted by :func:`feeds.verify.verify_list` and by ``vmic verify``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -20,14 +21,16 @@ from lxml import etree
 from federation.cli import main
 from federation.cli.common import ExitCode
 from feeds.atom import ATOM, render_list, to_bytes
+from feeds.blocks import index_size
 from feeds.endorse import ImageMeta, add_image, init_manifest, render
-from feeds.model import ImageList
+from feeds.model import BlocksRef, ImageList, sha512_hex
 from feeds.verify import VerifiedList, verify_list
 from keys.errors import SignatureError
 from keys.trust import TrustStore
 from keys.xmlsig import DS, SignerPin, add_signature_template
 from tests.support import lists
 from tests.support.ca import Identity, TestCA, pem, store, write_identity, write_trust_dir
+from tests.support.glance import qcow2_image
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,36 @@ def test_xmlsec1_verifies_a_list_signed_by_vmic(
     assert xmlsec1_verifies(env.xmlsec1, env.ca_pem, document)
 
 
+def test_xmlsec1_verifies_a_list_that_names_block_indexes_and_sees_them_tampered(
+    env: Env, tmp_path: Path
+) -> None:
+    """``vmic:blocks`` is signed content like any other element (SCHEMA §13)."""
+    signer = env.signers["ec"].identity
+    image_list = lists.image_list(signer, now=env.now)
+    entries = tuple(
+        replace(
+            e,
+            blocks=BlocksRef(
+                url=e.url + ".blocks",
+                size=index_size(e.size),
+                sha512=sha512_hex(hashlib.sha512(e.id.encode()).hexdigest()),
+            ),
+        )
+        for e in image_list.entries
+    )
+    raw = lists.sign(replace(image_list, entries=entries), signer)
+    assert raw.count(b"<vmic:blocks ") == 2
+    document = tmp_path / "list.atom"
+    document.write_bytes(raw)
+    assert xmlsec1_verifies(env.xmlsec1, env.ca_pem, document)
+    first = entries[0].blocks
+    assert first is not None
+    document.write_bytes(raw.replace(first.sha512.encode(), b"0" * 128, 1))
+    assert not xmlsec1_verifies(env.xmlsec1, env.ca_pem, document)
+    with pytest.raises(SignatureError):
+        verify_list(document.read_bytes(), trust=env.trust, pins=pin(signer), now=env.now)
+
+
 def test_xmlsec1_also_takes_the_intermediate_from_untrusted_pem(env: Env, tmp_path: Path) -> None:
     signer = env.signers["intermediate"].identity
     document = tmp_path / "list.atom"
@@ -209,7 +242,7 @@ def _manifest_with_images(tmp_path: Path, now: datetime) -> Path:
         author="Jane Endorser",
         email="jane@example.org",
     )
-    for n, data in enumerate((b"QFI\xfb" + bytes(60), bytes(4096)), start=1):
+    for n, data in enumerate((qcow2_image(bytes(60)), bytes(4096)), start=1):
         path = tmp_path / f"img-{n}"
         path.write_bytes(data)
         add_image(
@@ -242,6 +275,7 @@ def test_template_from_endorse_render_signed_by_xmlsec1_is_accepted(
         cert=signer.identity.cert,
         template=signer.key_type,
     )
+    assert all(e.blocks is not None for e in rendered.entries)  # raw and plain qcow2
     xmlsec1_sign(env.xmlsec1, signer.identity, template, out)
     verified = _accepted(env, out.read_bytes(), signer.identity, rendered)
     expected_method = "RSA-SHA256" if signer.key_type == "rsa" else "ECDSA-SHA256"

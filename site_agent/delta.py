@@ -1,0 +1,514 @@
+"""An image update that costs the bytes that changed: blocks the site holds, the rest by Range.
+
+When an image's entry names a block index (SCHEMA §13), `vmic sync` first
+gets that index (checked against the size and SHA-512 the signed list
+gives it) and looks up each block among the blocks of images the site
+already holds: cached images, and withdrawn ones still in cache/expired,
+older versions of the same list first. Then it assembles the new image in
+a partial file of its own (``<sha512>.delta``): blocks of zeros are left as
+holes, blocks found locally are copied (each checked against the index
+before it is written), and the missing ones are fetched with HTTP Range
+requests, coalesced, from the endorser or from peers that hold the image
+(each fetched block checked against the index too). Finally the whole file
+is hashed: only bytes whose SHA-512 is the endorser's are installed.
+
+Anything unexpected — no index, an index that does not verify, a server
+that ignores Range, a block that does not match, a wrong whole digest —
+raises a vmic error; the caller then downloads the whole image as usual
+(:mod:`site_agent.sources`), so nothing unverified is ever used and an
+update is never worse than a plain download, beyond the index's bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from feeds.blocks import (
+    BLOCK,
+    DIGEST,
+    ZERO_DIGEST,
+    BlockIndex,
+    blocks_in,
+    digest,
+    index_size,
+    parse_index,
+)
+from keys.errors import DigestMismatchError, FetchError, IntegrityError, VmicError
+from site_agent.cache import Cache
+from site_agent.fetch import Fetcher
+from site_agent.records import ImageRecord
+from site_agent.sink import WRITEBACK, hash_file, start_writeback
+from site_agent.site import Site
+from site_agent.transport import (
+    Pace,
+    about,
+    open_url,
+    read_some,
+    status_error,
+    with_retries,
+)
+
+log = logging.getLogger("vmic.sync")
+
+DELTA_SUFFIX = ".delta"
+"""The partial file of an assembly: ``<sha512>.delta``."""
+INDEX_SUFFIX = ".blocks"
+"""A block index being downloaded: ``<sha512>.blocks``; peers serve it at the image's
+content address + ``.blocks``."""
+GAP = 4
+"""Missing runs at most this many blocks apart are fetched as one range (fewer requests
+for a few blocks more)."""
+RANGE_BLOCKS = 2048
+"""Blocks in one range request at most (8 MiB)."""
+RANGES_AT_ONCE = 8
+COPY_RUN = 256
+"""Blocks copied from a local file at a time (1 MiB)."""
+WORTH = 8
+"""An assembly is tried when at least 1/WORTH of the image is found locally or is zeros."""
+MAX_BLOCKS = 4 * 1024 * 1024
+"""Images of more blocks (16 GiB) are downloaded whole: the plan keeps about 100 bytes per
+block in memory."""
+CANDIDATES = 8
+"""Held images whose indexes are searched at most (older versions of the same list first)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IndexRef:
+    """What the signed entry says of its image's block index."""
+
+    url: str
+    size: int
+    sha512: str
+
+
+def index_ref(image: ImageRecord) -> IndexRef | None:
+    """The block index an image's verified entry names, if any."""
+    ref = image.entry.get("blocks")
+    if not isinstance(ref, dict):
+        return None
+    url, size, sha512 = ref.get("url"), ref.get("size"), ref.get("sha512")
+    if not (isinstance(url, str) and isinstance(size, int) and isinstance(sha512, str)):
+        return None
+    return IndexRef(url=url, size=size, sha512=sha512)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    reused: int
+    """Bytes not fetched: copied from held images, or blocks of zeros."""
+    fetched: int
+    """Bytes fetched: the index (when it was not held) and the ranges."""
+
+
+@dataclass(slots=True)
+class _Plan:
+    index: BlockIndex
+    sources: list[Path]
+    copies: list[tuple[int, int, int]] = field(default_factory=list)
+    """(target block, source file number, source block), by target block."""
+    missing: list[int] = field(default_factory=list)
+    zeros: int = 0
+
+    def reusable(self) -> int:
+        return sum(self.index.length(t) for t, _, _ in self.copies) + self.zeros * BLOCK
+
+
+async def update(
+    site: Site,
+    fetcher: Fetcher,
+    image: ImageRecord,
+    *,
+    index: BlockIndex,
+    index_fetched: int,
+    urls: list[str],
+) -> Outcome:
+    """Assemble ``image`` from held blocks and ranges of ``urls`` into the cache's partial
+    file ``<sha512>.delta`` and return what it cost; a vmic error when it cannot (the
+    partial file is then gone)."""
+    held = _held_images(site, image)  # the store is read on this thread, files on another
+    plan = await asyncio.to_thread(_plan, site.cache, held, index)
+    if plan.reusable() * WORTH < image.size:
+        raise FetchError(
+            f"only {plan.reusable():,} of {image.size:,} bytes are held or zeros; "
+            "not worth an assembly"
+        )
+    partial = site.cache.partial(image.sha512).with_name(image.sha512 + DELTA_SUFFIX)
+    try:
+        fetched = await _build(fetcher, plan, partial, image, urls)
+    except BaseException:
+        discard(partial)
+        raise
+    return Outcome(reused=max(0, image.size - fetched), fetched=fetched + index_fetched)
+
+
+async def _build(
+    fetcher: Fetcher, plan: _Plan, partial: Path, image: ImageRecord, urls: list[str]
+) -> int:
+    """Fetch the missing blocks, then copy the held ones and hash the whole; the bytes
+    fetched."""
+    await asyncio.to_thread(_create, partial, image.size)
+    fetched = await _fetch_ranges(fetcher, plan.index, partial, plan.missing, urls)
+    rotten, got = await asyncio.to_thread(_assemble, plan, partial)
+    if rotten:  # held blocks that changed since they were indexed: fetched, then hashed
+        fetched += await _fetch_ranges(fetcher, plan.index, partial, rotten, urls)
+        got = await asyncio.to_thread(_whole_digest, partial, image.size)
+    if got != image.sha512:
+        raise DigestMismatchError(
+            f"the assembled image {image.image_id} does not have the SHA-512 the list gives"
+        )
+    await asyncio.to_thread(_fsync, partial)
+    return fetched
+
+
+def discard(partial: Path) -> None:
+    partial.unlink(missing_ok=True)
+
+
+async def get_index(
+    site: Site, fetcher: Fetcher, image: ImageRecord, ref: IndexRef, urls: list[str]
+) -> tuple[BlockIndex, int]:
+    """The image's block index, kept from an earlier run or fetched from the first of
+    ``urls`` that serves exactly the bytes the entry names; and the bytes fetched."""
+    if blocks_in(image.size) > MAX_BLOCKS:
+        raise FetchError(
+            f"image {image.image_id} has more than {MAX_BLOCKS:,} blocks; downloaded whole"
+        )
+    kept = await asyncio.to_thread(site.cache.load_index, image.sha512, image.size)
+    if kept is not None and hashlib.sha512(kept.encode()).hexdigest() == ref.sha512:
+        return kept, 0
+    if ref.size != index_size(image.size):  # the reader refuses such a list; check anyway
+        raise FetchError(f"the block index of image {image.image_id} has the wrong size")
+    partial = site.cache.partial(image.sha512).with_name(image.sha512 + INDEX_SUFFIX)
+    errors = []
+    for url in urls:
+        try:
+            await fetcher.download(url, partial=partial, size=ref.size, sha512=ref.sha512)
+            raw = await asyncio.to_thread(partial.read_bytes)
+        except VmicError as error:
+            errors.append(about(url, error.message))
+            continue
+        except OSError as exc:
+            raise FetchError(f"cannot read the block index {partial}: {exc.strerror}") from exc
+        finally:
+            discard(partial)
+            discard(partial.with_name(partial.name + ".resume"))
+        index = parse_index(raw, image_size=image.size)
+        await asyncio.to_thread(site.cache.keep_index, image.sha512, index)
+        return index, ref.size
+    raise FetchError("the block index could not be fetched: " + "; ".join(errors))
+
+
+# -- the plan: which blocks are held where --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Held:
+    sha512: str
+    size: int
+    same_list: bool
+
+
+def _held_images(site: Site, image: ImageRecord) -> list[_Held]:
+    """Images the site knows besides ``image``, older versions of the same list first,
+    then the most recently changed."""
+    records = [i for i in site.store.images() if i.sha512 != image.sha512]
+    records.sort(key=lambda i: (i.list_id != image.list_id, -i.changed_at.timestamp()))
+    held: dict[str, _Held] = {}
+    for record in records:
+        held.setdefault(
+            record.sha512,
+            _Held(
+                sha512=record.sha512, size=record.size, same_list=record.list_id == image.list_id
+            ),
+        )
+    return list(held.values())
+
+
+def _plan(cache: Cache, held: list[_Held], index: BlockIndex) -> _Plan:
+    need: dict[bytes, list[int]] = {}
+    plan = _Plan(index=index, sources=[])
+    digests = index.digests
+    for block in range(index.count):
+        key = digests[block * DIGEST : (block + 1) * DIGEST]
+        if key == ZERO_DIGEST and index.length(block) == BLOCK:
+            plan.zeros += 1
+        else:
+            need.setdefault(key, []).append(block)
+    found: dict[bytes, tuple[int, int]] = {}
+    for path, other in _candidates(cache, held):
+        if len(found) == len(need):
+            break
+        number = len(plan.sources)
+        plan.sources.append(path)
+        data = other.digests
+        for block in range(other.count):
+            key = data[block * DIGEST : (block + 1) * DIGEST]
+            if key in need and key not in found:
+                found[key] = (number, block)
+    for key, targets in need.items():
+        where = found.get(key)
+        if where is None:
+            plan.missing.extend(targets)
+        else:
+            plan.copies.extend((t, where[0], where[1]) for t in targets)
+    plan.copies.sort()
+    plan.missing.sort()
+    return plan
+
+
+def _candidates(cache: Cache, held: list[_Held]) -> Iterator[tuple[Path, BlockIndex]]:
+    """Files the site holds, with their indexes: at most CANDIDATES of them; an index not
+    kept yet is made (and kept) for images of the same list only."""
+    count = 0
+    for image in held:
+        if count >= CANDIDATES:
+            return
+        path = cache.held(image.sha512)
+        if path is None or blocks_in(image.size) > MAX_BLOCKS:
+            continue
+        index = cache.load_index(image.sha512, image.size)
+        if index is None and image.same_list:
+            index = cache.make_index(image.sha512, path)
+        if index is None:
+            continue
+        count += 1
+        yield path, index
+
+
+# -- assembling: held blocks copied, every byte hashed in order ----------------------------------
+
+
+def _create(partial: Path, size: int) -> None:
+    """An empty partial file of the image's size: blocks not written stay holes (zeros)."""
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+
+
+_ZEROS = bytes(COPY_RUN * BLOCK)
+_HELD, _ZERO, _FETCHED = "held", "zero", "fetched"
+
+
+def _runs(plan: _Plan) -> Iterator[tuple[str, int, int, int, int]]:
+    """The image in order as runs (kind, first block, count, source file, source block) of
+    at most COPY_RUN blocks: held blocks that continue each other in one file, zeros, or
+    blocks fetched into the partial file."""
+    index = plan.index
+    copies = {target: (number, block) for target, number, block in plan.copies}
+    kind, first, count, number, source = "", 0, 0, -1, 0
+    for block in range(index.count):
+        held = copies.get(block)
+        if held is not None:
+            this, this_number, this_source = _HELD, held[0], held[1]
+        elif index.at(block) == ZERO_DIGEST and index.length(block) == BLOCK:
+            this, this_number, this_source = _ZERO, -1, 0
+        else:
+            this, this_number, this_source = _FETCHED, -1, 0
+        continues = (
+            this == kind
+            and count < COPY_RUN
+            and this_number == number
+            and (this != _HELD or this_source == source + count)
+        )
+        if continues:
+            count += 1
+            continue
+        if count:
+            yield kind, first, count, number, source
+        kind, first, count, number, source = this, block, 1, this_number, this_source
+    if count:
+        yield kind, first, count, number, source
+
+
+def _assemble(plan: _Plan, partial: Path) -> tuple[list[int], str]:
+    """Copy the held blocks into the partial file (each checked against the index first)
+    while a second thread hashes the whole image in order (hashlib releases the GIL).
+    Returns the held blocks that no longer match (to fetch; the digest is then of no
+    use) and the SHA-512 of the assembled file."""
+    index = plan.index
+    rotten: list[int] = []
+    digest512 = hashlib.sha512()
+    pieces: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=8)
+
+    def hash_in_order() -> None:
+        while (piece := pieces.get()) is not None:
+            digest512.update(piece)
+
+    hasher = threading.Thread(target=hash_in_order, name="vmic-delta-hash", daemon=True)
+    hasher.start()
+    fd = os.open(partial, os.O_RDWR | os.O_CLOEXEC)
+    sources: dict[int, int] = {}
+    written = flushed = 0
+    try:
+        for number, path in enumerate(plan.sources):
+            with contextlib.suppress(OSError):  # a file gone since: its blocks are fetched
+                sources[number] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        for kind, first, count, number, source in _runs(plan):
+            length = (count - 1) * BLOCK + index.length(first + count - 1)
+            if kind == _ZERO:
+                pieces.put(memoryview(_ZEROS)[:length])
+            elif kind == _FETCHED:
+                pieces.put(os.pread(fd, length, first * BLOCK))
+            else:
+                data = b""
+                if (held := sources.get(number)) is not None:
+                    with contextlib.suppress(OSError):
+                        data = os.pread(held, length, source * BLOCK)
+                bad = _check_blocks(index, data, first, count)
+                rotten.extend(bad)
+                written += len(data)
+                if written - flushed >= WRITEBACK:  # no long fsync at the end
+                    start_writeback(fd)
+                    flushed = written
+                if not bad:
+                    _write_at(fd, data, first * BLOCK)
+                    pieces.put(data)
+                    continue
+                for k in range(count):  # the good blocks are written, the others fetched
+                    if first + k not in bad:
+                        _write_at(fd, data[k * BLOCK : (k + 1) * BLOCK], (first + k) * BLOCK)
+                pieces.put(data)  # the digest is of no use now; the stream goes on
+    finally:
+        pieces.put(None)
+        hasher.join()
+        os.close(fd)
+        for held in sources.values():
+            os.close(held)
+    return rotten, digest512.hexdigest()
+
+
+def _check_blocks(index: BlockIndex, data: bytes, first: int, count: int) -> list[int]:
+    """The blocks of ``data`` (blocks ``first``.. of the image) that do not match the index."""
+    bad = []
+    for k in range(count):
+        block = first + k
+        piece = data[k * BLOCK : k * BLOCK + index.length(block)]
+        if len(piece) != index.length(block) or digest(piece) != index.at(block):
+            bad.append(block)
+    return bad
+
+
+def _whole_digest(partial: Path, size: int) -> str:
+    got, count = hash_file(partial, size + 1)
+    return got.hexdigest() if count == size else ""
+
+
+def _fsync(partial: Path) -> None:
+    fd = os.open(partial, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_at(fd: int, data: bytes | bytearray, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+
+
+# -- fetching the missing blocks ----------------------------------------------------------------
+
+
+def _ranges(missing: list[int]) -> list[tuple[int, int]]:
+    """Missing blocks as (first, last) ranges: neighbours within GAP joined, each at most
+    RANGE_BLOCKS long."""
+    ranges: list[tuple[int, int]] = []
+    for block in missing:
+        if ranges:
+            first, last = ranges[-1]
+            if block <= last + GAP and block - first < RANGE_BLOCKS:
+                ranges[-1] = (first, max(last, block))
+                continue
+        ranges.append((block, block))
+    return ranges
+
+
+async def _fetch_ranges(
+    fetcher: Fetcher, index: BlockIndex, partial: Path, missing: list[int], urls: list[str]
+) -> int:
+    """Fetch and write the missing blocks, each range from the first of ``urls`` that serves
+    it right; the bytes fetched."""
+    if not missing:
+        return 0
+    if not urls:
+        raise FetchError("no source to fetch the missing blocks from")
+    gate = asyncio.Semaphore(RANGES_AT_ONCE)
+    fd = os.open(partial, os.O_WRONLY | os.O_CLOEXEC)
+    fetched = 0
+
+    async def one(first: int, last: int) -> None:
+        nonlocal fetched
+        async with gate:
+            errors = []
+            for url in urls:
+                try:
+                    data = await with_retries(
+                        fetcher.limits,
+                        functools.partial(_get_range, fetcher, url, index, first, last),
+                    )
+                except VmicError as error:
+                    errors.append(error.message)
+                    continue
+                await asyncio.to_thread(_write_at, fd, data, first * BLOCK)
+                fetched += len(data)
+                return
+            raise FetchError(f"blocks {first}-{last}: " + "; ".join(errors))
+
+    try:
+        await asyncio.gather(*(one(first, last) for first, last in _ranges(missing)))
+    finally:
+        os.close(fd)
+    return fetched
+
+
+async def _get_range(fetcher: Fetcher, url: str, index: BlockIndex, first: int, last: int) -> bytes:
+    """Blocks ``first``..``last`` from ``url``, each checked against the index."""
+    start = first * BLOCK
+    end = min(index.size, (last + 1) * BLOCK) - 1
+    limits = fetcher.limits
+    pace = Pace(limits, deadline=limits.download_deadline.total_seconds(), url=url)
+    final, response = await open_url(
+        fetcher.session, url, headers={"Range": f"bytes={start}-{end}"}, limits=limits, pace=pace
+    )
+    pace.url = final
+    try:
+        if response.status == 200:
+            raise FetchError(f"{final}: the server does not answer Range requests")
+        if response.status != 206:
+            raise status_error(final, response.status)
+        wanted = f"bytes {start}-{end}/{index.size}"
+        if response.headers.get("Content-Range") != wanted:
+            raise FetchError(
+                f"{final}: Content-Range {response.headers.get('Content-Range')!r}, "
+                f"expected {wanted!r}"
+            )
+        need = end - start + 1
+        body = bytearray()
+        while len(body) < need:
+            chunk = await read_some(response, pace, received=len(body))
+            if not chunk:
+                break
+            body += chunk[: need - len(body)]
+        if len(body) != need:
+            raise FetchError(f"{final}: the range ended after {len(body)} of {need} bytes")
+    finally:
+        response.close()
+    for block in range(first, last + 1):
+        offset = (block - first) * BLOCK
+        if digest(body[offset : offset + index.length(block)]) != index.at(block):
+            raise IntegrityError(f"{final}: block {block} does not match the block index")
+    return bytes(body)
