@@ -158,6 +158,9 @@ def verified_json(verified: VerifiedList, now: datetime) -> dict[str, Any]:
                 "version": e.version,
                 "vo": e.vo,
                 "policy_override": e.policy_override,
+                "blocks": None
+                if e.blocks is None
+                else {"url": e.blocks.url, "size": e.blocks.size, "sha512": e.blocks.sha512},
                 "tags": list(e.tags),
                 "endorsed": iso(e.endorsed),
                 "produced": iso(e.produced),

@@ -18,7 +18,7 @@ from tests.federation.test_cli import run as run_cli
 from tests.federation.test_serve_endorser import Endorser as Published
 from tests.federation.test_serve_endorser import get, serving
 from tests.feeds.test_policy import clean_tree
-from tests.support.ca import Identity, TestCA, write_identity
+from tests.support.ca import Identity, TestCA, write_identity, write_trust_dir
 from tests.support.images import write_tar
 
 OVERRIDE = ("--policy-override", POLICY_OVERRIDE)  # test bytes, not bootable images
@@ -200,3 +200,31 @@ def test_an_index_changed_after_signing_is_never_served(published: Published) ->
             assert original not in body
         path.unlink()
         assert get(port, "/img-1.raw.blocks")[0] == 404
+
+
+def test_vmic_verify_json_names_each_index(
+    published: Published, root_ca: TestCA, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trust = write_trust_dir(published.images.parent / "trust", [root_ca])
+    capsys.readouterr()
+    assert (
+        run(
+            "verify",
+            published.signed,
+            "--trust",
+            trust,
+            "--endorser-dn",
+            str(published.identity.subject),
+            "--ca-dn",
+            str(published.identity.issuer),
+            "--json",
+        )
+        == 0
+    )
+    entries = json.loads(capsys.readouterr().out)["entries"]
+    manifest = Manifest.load(published.manifest)
+    assert [e["blocks"] for e in entries] == [
+        {"url": m.blocks.url, "size": m.blocks.size, "sha512": m.blocks.sha512}
+        for m in manifest.images
+        if m.blocks is not None
+    ]

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from feeds.blocks import BLOCK, DIGEST, HEADER, ZERO_DIGEST, Indexer, digest, parse_index
 from feeds.model import BlocksRef, ImageEntry, sha512_hex
+from site_agent import delta
 from site_agent.site import DELTA_FETCHED, DELTA_REUSED
 from site_agent.store import Store
 from tests.sim.server import Simulator
@@ -307,3 +308,16 @@ def test_whatever_a_signed_index_says_only_the_endorsed_bytes_are_installed(
         assert world.states()[image_uuid(2)] == "available"
         assert cached(world, version_2()) == version_2()
         assert list(world.home.partial.iterdir()) == []
+
+
+def test_an_image_with_too_many_blocks_is_downloaded_whole_without_its_index(
+    holding_v1: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delta, "MAX_BLOCKS", BLOCKS - 1)
+    publish(holding_v1, tmp_path, version=2, images={2: version_2()})
+
+    assert holding_v1.vmic("sync") == 0
+
+    assert cached(holding_v1, version_2()) == version_2()
+    assert holding_v1.sim.requests_for("/images/img-2.raw.blocks") == []
+    assert image_bodies(holding_v1, 2) == [(None, len(version_2()))]
