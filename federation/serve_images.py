@@ -21,19 +21,19 @@ middle of a body is one line in the log (INFO), not a traceback.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import re
+import stat
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import hdrs, web
 
 from federation.rehash import CacheGuard, NotServable, OpenFile, Verdict
 from federation.serve_state import Counters, log, state_of
-from feeds.blocks import DIGEST, HEADER
+from feeds.blocks import BLOCK, DIGEST, HEADER, MAGIC, index_size
 from feeds.model import Sha512Hex, sha512_hex
 from keys.errors import ListFormatError
-from keys.fileio import read_regular
 
 _RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
 
@@ -119,9 +119,10 @@ async def image_bytes(request: web.Request) -> web.StreamResponse:
 
 
 async def block_index(request: web.Request) -> web.StreamResponse:
-    """The block index this site keeps of an available image (SCHEMA §13), whole.
+    """The block index this site keeps of an available image (SCHEMA §13), with ranges.
 
-    It is served as it is kept: a client checks it against the size and SHA-512 the
+    It is served as it is kept, once its header and length are those of an index (no
+    symlink, a regular file): a client checks it against the size and SHA-512 the
     endorser's signed entry gives it before using it, as it checks image bytes."""
     state = state_of(request)
     try:
@@ -131,18 +132,35 @@ async def block_index(request: web.Request) -> web.StreamResponse:
     if not await state.available.get(sha512):
         raise web.HTTPNotFound
     path = state.home.blocks / sha512
-    try:
-        body = await asyncio.to_thread(read_regular, path)
-    except OSError:
-        raise web.HTTPNotFound from None
-    if (len(body) - HEADER.size) % DIGEST or len(body) < HEADER.size:
+    if not await asyncio.to_thread(_looks_like_an_index, path):
         raise web.HTTPNotFound
-    digest = hashlib.sha256(body).hexdigest()
-    headers = {hdrs.ETAG: f'"{digest}"', hdrs.CACHE_CONTROL: "no-cache"}
-    if any(t.value in ("*", digest) for t in request.if_none_match or ()):
-        return web.Response(status=304, headers=headers)
-    state.counters.bytes_served += len(body)
-    return web.Response(body=body, headers=headers, content_type="application/octet-stream")
+    return web.FileResponse(
+        path, headers={hdrs.CACHE_CONTROL: "no-cache", hdrs.CONTENT_TYPE: OCTET_STREAM}
+    )
+
+
+OCTET_STREAM = "application/octet-stream"
+
+
+def _looks_like_an_index(path: Path) -> bool:
+    """A regular file (not a link) with an index's header and exactly its length."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return False
+        head = os.pread(fd, HEADER.size, 0)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    if len(head) != HEADER.size:
+        return False
+    magic, block, digest, size = HEADER.unpack(head)
+    return (magic, block, digest) == (MAGIC, BLOCK, DIGEST) and st.st_size == index_size(size)
 
 
 async def serve_checked(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -138,11 +139,22 @@ class Cache:
             return None
 
     def keep_index(self, sha512: str, index: BlockIndex) -> None:
-        self.home.blocks.mkdir(mode=0o755, parents=True, exist_ok=True)
+        """Keep an image's block index (a temporary file of its own, then a rename: two
+        updates may index the same held image at once)."""
+        target = self.home.blocks / self.path(sha512).name
         try:
-            write_atomic(self.home.blocks / self.path(sha512).name, index.encode())
+            self.home.blocks.mkdir(mode=0o755, parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.home.blocks, prefix=".index-")
+            tmp = Path(name)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(index.encode())
+                tmp.chmod(0o644)
+                tmp.replace(target)
+            finally:
+                tmp.unlink(missing_ok=True)
         except OSError as exc:
-            raise StoreError(f"cannot keep the block index of {sha512[:16]}...: {exc}") from exc
+            raise StoreError(f"cannot keep the block index {target}: {exc.strerror}") from exc
 
     def make_index(self, sha512: str, path: Path) -> BlockIndex | None:
         """Index a held file (and keep the index); None when it cannot be read."""

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import hashlib
 import logging
 import os
 import queue
 import threading
-from collections.abc import Iterator
+from array import array
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,15 +45,25 @@ from feeds.blocks import (
     index_size,
     parse_index,
 )
-from keys.errors import DigestMismatchError, FetchError, IntegrityError, VmicError
+from keys.errors import (
+    DigestMismatchError,
+    DiskFullError,
+    FetchError,
+    FetchTimeoutError,
+    IntegrityError,
+    StoreError,
+    VmicError,
+)
 from site_agent.cache import Cache
 from site_agent.fetch import Fetcher
+from site_agent.peering import ByteSource
 from site_agent.records import ImageRecord
 from site_agent.sink import WRITEBACK, hash_file, start_writeback
 from site_agent.site import Site
 from site_agent.transport import (
     Pace,
     about,
+    check_encoding,
     open_url,
     read_some,
     status_error,
@@ -76,8 +88,9 @@ COPY_RUN = 256
 WORTH = 8
 """An assembly is tried when at least 1/WORTH of the image is found locally or is zeros."""
 MAX_BLOCKS = 4 * 1024 * 1024
-"""Images of more blocks (16 GiB) are downloaded whole: the plan keeps about 100 bytes per
-block in memory."""
+"""Images of more blocks (16 GiB) are downloaded whole: a plan keeps 8 bytes per block and
+about 130 per distinct non-zero block in memory (about 230 MB for a 16 GiB image 40 % full)."""
+_DISK_FULL = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 CANDIDATES = 8
 """Held images whose indexes are searched at most (older versions of the same list first)."""
 
@@ -110,17 +123,24 @@ class Outcome:
     """Bytes fetched: the index (when it was not held) and the ranges."""
 
 
+_NOT_HELD = -1
+_SOURCE_SHIFT = 40
+"""A held block is recorded as ``file number << 40 | block number`` (files < 2**23)."""
+
+
 @dataclass(slots=True)
 class _Plan:
     index: BlockIndex
     sources: list[Path]
-    copies: list[tuple[int, int, int]] = field(default_factory=list)
-    """(target block, source file number, source block), by target block."""
+    held: array[int]
+    """Per block of the image: where it is held (file number << 40 | block), or -1."""
     missing: list[int] = field(default_factory=list)
     zeros: int = 0
+    reused: int = 0
+    """Bytes of the image held (not counting zeros)."""
 
     def reusable(self) -> int:
-        return sum(self.index.length(t) for t, _, _ in self.copies) + self.zeros * BLOCK
+        return self.reused + self.zeros * BLOCK
 
 
 async def update(
@@ -130,11 +150,12 @@ async def update(
     *,
     index: BlockIndex,
     index_fetched: int,
-    urls: list[str],
+    sources: list[ByteSource],
+    blame: Blame,
 ) -> Outcome:
-    """Assemble ``image`` from held blocks and ranges of ``urls`` into the cache's partial
-    file ``<sha512>.delta`` and return what it cost; a vmic error when it cannot (the
-    partial file is then gone)."""
+    """Assemble ``image`` from held blocks and ranges from ``sources`` into the cache's
+    partial file ``<sha512>.delta`` and return what it cost; a vmic error when it cannot
+    (the partial file is then gone; :class:`DiskFullError` when the disk is full)."""
     held = _held_images(site, image)  # the store is read on this thread, files on another
     plan = await asyncio.to_thread(_plan, site.cache, held, index)
     if plan.reusable() * WORTH < image.size:
@@ -144,7 +165,14 @@ async def update(
         )
     partial = site.cache.partial(image.sha512).with_name(image.sha512 + DELTA_SUFFIX)
     try:
-        fetched = await _build(fetcher, plan, partial, image, urls)
+        fetched = await _build(
+            fetcher, plan, partial=partial, image=image, sources=sources, blame=blame
+        )
+    except OSError as exc:
+        discard(partial)
+        if exc.errno in _DISK_FULL:
+            raise DiskFullError(f"no space left to assemble image {image.image_id}") from exc
+        raise StoreError(f"cannot assemble {partial}: {exc.strerror or exc}") from exc
     except BaseException:
         discard(partial)
         raise
@@ -152,15 +180,26 @@ async def update(
 
 
 async def _build(
-    fetcher: Fetcher, plan: _Plan, partial: Path, image: ImageRecord, urls: list[str]
+    fetcher: Fetcher,
+    plan: _Plan,
+    *,
+    partial: Path,
+    image: ImageRecord,
+    sources: list[ByteSource],
+    blame: Blame,
 ) -> int:
     """Fetch the missing blocks, then copy the held ones and hash the whole; the bytes
     fetched."""
     await asyncio.to_thread(_create, partial, image.size)
-    fetched = await _fetch_ranges(fetcher, plan.index, partial, plan.missing, urls)
+    fetched = await _fetch_ranges(
+        fetcher, plan.index, partial=partial, missing=plan.missing, sources=sources, blame=blame
+    )
     rotten, got = await asyncio.to_thread(_assemble, plan, partial)
     if rotten:  # held blocks that changed since they were indexed: fetched, then hashed
-        fetched += await _fetch_ranges(fetcher, plan.index, partial, rotten, urls)
+        log.info("image %s: %d held block(s) changed since indexed", image.image_id, len(rotten))
+        fetched += await _fetch_ranges(
+            fetcher, plan.index, partial=partial, missing=rotten, sources=sources, blame=blame
+        )
         got = await asyncio.to_thread(_whole_digest, partial, image.size)
     if got != image.sha512:
         raise DigestMismatchError(
@@ -175,10 +214,16 @@ def discard(partial: Path) -> None:
 
 
 async def get_index(
-    site: Site, fetcher: Fetcher, image: ImageRecord, ref: IndexRef, urls: list[str]
+    site: Site,
+    fetcher: Fetcher,
+    image: ImageRecord,
+    *,
+    ref: IndexRef,
+    sources: list[ByteSource],
+    blame: Blame,
 ) -> tuple[BlockIndex, int]:
     """The image's block index, kept from an earlier run or fetched from the first of
-    ``urls`` that serves exactly the bytes the entry names; and the bytes fetched."""
+    ``sources`` that serves exactly the bytes the entry names; and the bytes fetched."""
     if blocks_in(image.size) > MAX_BLOCKS:
         raise FetchError(
             f"image {image.image_id} has more than {MAX_BLOCKS:,} blocks; downloaded whole"
@@ -190,12 +235,13 @@ async def get_index(
         raise FetchError(f"the block index of image {image.image_id} has the wrong size")
     partial = site.cache.partial(image.sha512).with_name(image.sha512 + INDEX_SUFFIX)
     errors = []
-    for url in urls:
+    for source in sources:
         try:
-            await fetcher.download(url, partial=partial, size=ref.size, sha512=ref.sha512)
+            await fetcher.download(source.url, partial=partial, size=ref.size, sha512=ref.sha512)
             raw = await asyncio.to_thread(partial.read_bytes)
         except VmicError as error:
-            errors.append(about(url, error.message))
+            errors.append(about(source.url, error.message))
+            blame(source, error)
             continue
         except OSError as exc:
             raise FetchError(f"cannot read the block index {partial}: {exc.strerror}") from exc
@@ -235,33 +281,42 @@ def _held_images(site: Site, image: ImageRecord) -> list[_Held]:
 
 
 def _plan(cache: Cache, held: list[_Held], index: BlockIndex) -> _Plan:
-    need: dict[bytes, list[int]] = {}
-    plan = _Plan(index=index, sources=[])
+    """Where each block of the image is: zeros, held (in which file, at which block), or
+    missing. Memory: 8 bytes per block, and about 130 per distinct non-zero block."""
+    count = index.count
+    plan = _Plan(index=index, sources=[], held=array("q", [_NOT_HELD]) * count)
+    first: dict[bytes, int] = {}  # a digest -> the first block that has it
+    repeats: dict[int, list[int]] = {}  # that first block -> the later blocks with its digest
     digests = index.digests
-    for block in range(index.count):
+    for block in range(count):
         key = digests[block * DIGEST : (block + 1) * DIGEST]
         if key == ZERO_DIGEST and index.length(block) == BLOCK:
             plan.zeros += 1
-        else:
-            need.setdefault(key, []).append(block)
-    found: dict[bytes, tuple[int, int]] = {}
+            continue
+        seen = first.setdefault(key, block)
+        if seen != block:
+            repeats.setdefault(seen, []).append(block)
+    left = len(first)
     for path, other in _candidates(cache, held):
-        if len(found) == len(need):
+        if not left:
             break
         number = len(plan.sources)
         plan.sources.append(path)
         data = other.digests
         for block in range(other.count):
-            key = data[block * DIGEST : (block + 1) * DIGEST]
-            if key in need and key not in found:
-                found[key] = (number, block)
-    for key, targets in need.items():
-        where = found.get(key)
-        if where is None:
-            plan.missing.extend(targets)
-        else:
-            plan.copies.extend((t, where[0], where[1]) for t in targets)
-    plan.copies.sort()
+            target = first.get(data[block * DIGEST : (block + 1) * DIGEST])
+            if target is not None and plan.held[target] == _NOT_HELD:
+                plan.held[target] = number << _SOURCE_SHIFT | block
+                left -= 1
+    for target in first.values():
+        where = plan.held[target]
+        blocks = [target, *repeats.get(target, ())]
+        if where == _NOT_HELD:
+            plan.missing.extend(blocks)
+            continue
+        for block in blocks:
+            plan.held[block] = where
+            plan.reused += index.length(block)
     plan.missing.sort()
     return plan
 
@@ -299,19 +354,19 @@ def _create(partial: Path, size: int) -> None:
 
 _ZEROS = bytes(COPY_RUN * BLOCK)
 _HELD, _ZERO, _FETCHED = "held", "zero", "fetched"
+_BLOCK_MASK = (1 << _SOURCE_SHIFT) - 1
 
 
 def _runs(plan: _Plan) -> Iterator[tuple[str, int, int, int, int]]:
     """The image in order as runs (kind, first block, count, source file, source block) of
     at most COPY_RUN blocks: held blocks that continue each other in one file, zeros, or
     blocks fetched into the partial file."""
-    index = plan.index
-    copies = {target: (number, block) for target, number, block in plan.copies}
+    index, held = plan.index, plan.held
     kind, first, count, number, source = "", 0, 0, -1, 0
     for block in range(index.count):
-        held = copies.get(block)
-        if held is not None:
-            this, this_number, this_source = _HELD, held[0], held[1]
+        where = held[block]
+        if where != _NOT_HELD:
+            this, this_number, this_source = _HELD, where >> _SOURCE_SHIFT, where & _BLOCK_MASK
         elif index.at(block) == ZERO_DIGEST and index.length(block) == BLOCK:
             this, this_number, this_source = _ZERO, -1, 0
         else:
@@ -342,19 +397,25 @@ def _assemble(plan: _Plan, partial: Path) -> tuple[list[int], str]:
     digest512 = hashlib.sha512()
     pieces: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=8)
 
+    failure: list[BaseException] = []
+
     def hash_in_order() -> None:
         while (piece := pieces.get()) is not None:
-            digest512.update(piece)
+            if not failure:
+                try:
+                    digest512.update(piece)
+                except BaseException as exc:  # noqa: BLE001 - kept, raised by the caller
+                    failure.append(exc)
 
-    hasher = threading.Thread(target=hash_in_order, name="vmic-delta-hash", daemon=True)
-    hasher.start()
     fd = os.open(partial, os.O_RDWR | os.O_CLOEXEC)
     sources: dict[int, int] = {}
+    for number, path in enumerate(plan.sources):
+        with contextlib.suppress(OSError):  # a file gone since: its blocks are fetched
+            sources[number] = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     written = flushed = 0
+    hasher = threading.Thread(target=hash_in_order, name="vmic-delta-hash", daemon=True)
+    hasher.start()
     try:
-        for number, path in enumerate(plan.sources):
-            with contextlib.suppress(OSError):  # a file gone since: its blocks are fetched
-                sources[number] = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         for kind, first, count, number, source in _runs(plan):
             length = (count - 1) * BLOCK + index.length(first + count - 1)
             if kind == _ZERO:
@@ -362,31 +423,44 @@ def _assemble(plan: _Plan, partial: Path) -> tuple[list[int], str]:
             elif kind == _FETCHED:
                 pieces.put(os.pread(fd, length, first * BLOCK))
             else:
-                data = b""
-                if (held := sources.get(number)) is not None:
-                    with contextlib.suppress(OSError):
-                        data = os.pread(held, length, source * BLOCK)
-                bad = _check_blocks(index, data, first, count)
+                data, bad = _copy_run(
+                    fd, sources.get(number), index, first=first, count=count, source=source
+                )
                 rotten.extend(bad)
+                pieces.put(data)  # with a bad block, the digest is of no use; the stream goes on
                 written += len(data)
                 if written - flushed >= WRITEBACK:  # no long fsync at the end
                     start_writeback(fd)
                     flushed = written
-                if not bad:
-                    _write_at(fd, data, first * BLOCK)
-                    pieces.put(data)
-                    continue
-                for k in range(count):  # the good blocks are written, the others fetched
-                    if first + k not in bad:
-                        _write_at(fd, data[k * BLOCK : (k + 1) * BLOCK], (first + k) * BLOCK)
-                pieces.put(data)  # the digest is of no use now; the stream goes on
     finally:
         pieces.put(None)
         hasher.join()
         os.close(fd)
         for held in sources.values():
             os.close(held)
+    if failure:
+        raise failure[0]
     return rotten, digest512.hexdigest()
+
+
+def _copy_run(
+    fd: int, held: int | None, index: BlockIndex, *, first: int, count: int, source: int
+) -> tuple[bytes, list[int]]:
+    """Copy ``count`` held blocks from block ``source`` of the file ``held`` to block
+    ``first`` of the image: the bytes read, and the blocks that did not match (not written)."""
+    length = (count - 1) * BLOCK + index.length(first + count - 1)
+    data = b""
+    if held is not None:
+        with contextlib.suppress(OSError):
+            data = os.pread(held, length, source * BLOCK)
+    bad = _check_blocks(index, data, first, count)
+    if not bad:
+        _write_at(fd, data, first * BLOCK)
+        return data, bad
+    for k in range(count):
+        if first + k not in bad:
+            _write_at(fd, data[k * BLOCK : (k + 1) * BLOCK], (first + k) * BLOCK)
+    return data, bad
 
 
 def _check_blocks(index: BlockIndex, data: bytes, first: int, count: int) -> list[int]:
@@ -437,42 +511,85 @@ def _ranges(missing: list[int]) -> list[tuple[int, int]]:
     return ranges
 
 
+Blame = Callable[[ByteSource, VmicError], None]
+"""Told of each source that failed a range or the index (to record it against a peer)."""
+
+
 async def _fetch_ranges(
-    fetcher: Fetcher, index: BlockIndex, partial: Path, missing: list[int], urls: list[str]
+    fetcher: Fetcher,
+    index: BlockIndex,
+    *,
+    partial: Path,
+    missing: list[int],
+    sources: list[ByteSource],
+    blame: Blame,
 ) -> int:
-    """Fetch and write the missing blocks, each range from the first of ``urls`` that serves
-    it right; the bytes fetched."""
+    """Fetch and write the missing blocks, each range from the first source that serves it
+    right (a source that failed once is not asked again); the bytes fetched. The whole
+    must arrive within the limits' grace period plus its size at the minimum rate."""
     if not missing:
         return 0
-    if not urls:
-        raise FetchError("no source to fetch the missing blocks from")
+    limits = fetcher.limits
+    wanted = sum(index.length(block) for block in missing)
+    deadline = limits.rate_grace.total_seconds() + wanted / limits.min_rate
+    failed: set[str] = set()
     gate = asyncio.Semaphore(RANGES_AT_ONCE)
-    fd = os.open(partial, os.O_WRONLY | os.O_CLOEXEC)
     fetched = 0
 
     async def one(first: int, last: int) -> None:
         nonlocal fetched
         async with gate:
             errors = []
-            for url in urls:
+            for source in sources:
+                if source.url in failed:
+                    continue
                 try:
                     data = await with_retries(
-                        fetcher.limits,
-                        functools.partial(_get_range, fetcher, url, index, first, last),
+                        limits,
+                        functools.partial(_get_range, fetcher, source.url, index, first, last),
                     )
                 except VmicError as error:
-                    errors.append(error.message)
+                    if source.url not in failed:
+                        failed.add(source.url)
+                        blame(source, error)
+                    errors.append(about(source.url, error.message))
                     continue
-                await asyncio.to_thread(_write_at, fd, data, first * BLOCK)
+                await asyncio.to_thread(_write_into, partial, data, first * BLOCK)
                 fetched += len(data)
                 return
-            raise FetchError(f"blocks {first}-{last}: " + "; ".join(errors))
+            raise FetchError(f"blocks {first}-{last}: " + ("; ".join(errors) or "no source left"))
 
     try:
-        await asyncio.gather(*(one(first, last) for first, last in _ranges(missing)))
+        async with asyncio.timeout(deadline):
+            await _all(one(first, last) for first, last in _ranges(missing))
+    except TimeoutError as exc:
+        raise FetchTimeoutError(
+            f"{wanted:,} bytes of missing blocks did not arrive within {deadline:.0f} s"
+        ) from exc
+    return fetched
+
+
+async def _all(jobs: Iterator[Coroutine[None, None, None]]) -> None:
+    """Run the jobs; the first to fail cancels the others (and its vmic error is raised)."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for job in jobs:
+                group.create_task(job)
+    except BaseExceptionGroup as failures:
+        for failure in failures.exceptions:
+            if isinstance(failure, VmicError):
+                raise failure from None
+        raise
+
+
+def _write_into(partial: Path, data: bytes | bytearray, offset: int) -> None:
+    """Write at ``offset`` of the partial file, opened for this write only (never created:
+    a write that comes after the assembly was given up finds no file)."""
+    fd = os.open(partial, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        _write_at(fd, data, offset)
     finally:
         os.close(fd)
-    return fetched
 
 
 async def _get_range(fetcher: Fetcher, url: str, index: BlockIndex, first: int, last: int) -> bytes:
@@ -490,6 +607,7 @@ async def _get_range(fetcher: Fetcher, url: str, index: BlockIndex, first: int, 
             raise FetchError(f"{final}: the server does not answer Range requests")
         if response.status != 206:
             raise status_error(final, response.status)
+        check_encoding(final, response)
         wanted = f"bytes {start}-{end}/{index.size}"
         if response.headers.get("Content-Range") != wanted:
             raise FetchError(

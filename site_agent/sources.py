@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from keys.errors import IntegrityError, VmicError
+from keys.errors import DiskFullError, IntegrityError, VmicError
 from site_agent.delta import DELTA_SUFFIX, INDEX_SUFFIX, IndexRef, get_index, index_ref, update
 from site_agent.fetch import Fetcher
 from site_agent.peering import ByteSource, Peering
@@ -199,7 +199,15 @@ async def download_image(
     ]
     ref = index_ref(first)
     if ref is not None and await _by_blocks(
-        site, fetcher, images, ref, endorsers=endorsers, peers=peers, report=report
+        site,
+        fetcher,
+        images,
+        ref,
+        endorsers=endorsers,
+        peers=peers,
+        report=report,
+        peering=peering,
+        progress=progress,
     ):
         return True
     head_start = settings.race_after.total_seconds() if settings.race else None
@@ -236,22 +244,48 @@ async def _by_blocks(
     endorsers: list[ByteSource],
     peers: list[ByteSource],
     report: SyncReport,
+    peering: Peering | None,
+    progress: Callable[[int], None] | None,
 ) -> bool:
     """Try an update that fetches only the blocks the site does not hold
-    (:mod:`site_agent.delta`); False, after a line in the site log, when it cannot."""
+    (:mod:`site_agent.delta`); False, after a line in the site log, when it cannot. A full
+    disk is not worked around: it fails the image as a download would."""
     first = images[0]
     ordered = [*peers, *endorsers] if site.config.federation.prefer_peers else [*endorsers, *peers]
-    index_urls = [s.url + INDEX_SUFFIX if s.peer is not None else ref.url for s in ordered]
+    index_sources = list(
+        dict.fromkeys(
+            ByteSource(url=s.url + INDEX_SUFFIX, peer=s.peer) if s.peer else ByteSource(url=ref.url)
+            for s in ordered
+        )
+    )
+
+    def blame(source: ByteSource, error: VmicError) -> None:
+        if source.peer is None or peering is None:
+            return
+        peering.record_transfer(site, source, ok=False, size=0, seconds=0, error=error.message)
+        if isinstance(error, IntegrityError):
+            report.problem(
+                first.subscription,
+                "peer",
+                f"peer {source.peer} served wrong bytes for image {first.image_id} "
+                f"(update by blocks): {error.message}",
+            )
+
     try:
-        index, index_fetched = await get_index(site, fetcher, first, ref, index_urls)
+        index, index_fetched = await get_index(
+            site, fetcher, first, ref=ref, sources=index_sources, blame=blame
+        )
         outcome = await update(
             site,
             fetcher,
             first,
             index=index,
             index_fetched=index_fetched,
-            urls=[s.url for s in ordered],
+            sources=ordered,
+            blame=blame,
         )
+    except DiskFullError:
+        raise
     except VmicError as error:
         log.info(
             "image %s: not updated by blocks (%s); downloading the whole image",
@@ -259,13 +293,14 @@ async def _by_blocks(
             error.message,
         )
         return False
-    site.cache.install(
-        site.cache.partial(first.sha512).with_name(first.sha512 + DELTA_SUFFIX), first.sha512
-    )
+    partial = site.cache.partial(first.sha512).with_name(first.sha512 + DELTA_SUFFIX)
+    site.cache.install(partial, first.sha512)
     report.downloaded.append(first.image_id)
     report.bytes_reused += outcome.reused
     report.bytes_fetched += outcome.fetched
     site.count_delta(reused=outcome.reused, fetched=outcome.fetched)
+    if progress is not None:
+        progress(first.size)  # the bar ends full
     log.info(
         "image %s: updated by blocks: %d bytes reused, %d fetched",
         first.image_id,

@@ -13,11 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+import time
+from array import array
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+import tomlkit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -321,3 +325,39 @@ def test_an_image_with_too_many_blocks_is_downloaded_whole_without_its_index(
     assert cached(holding_v1, version_2()) == version_2()
     assert holding_v1.sim.requests_for("/images/img-2.raw.blocks") == []
     assert image_bodies(holding_v1, 2) == [(None, len(version_2()))]
+
+
+def test_a_dripping_server_cannot_hold_an_update_for_long(
+    holding_v1: World, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = holding_v1
+    caplog.set_level(logging.INFO, logger="vmic.sync")
+    doc = tomlkit.parse(world.home.config.read_text())
+    network = doc["network"]
+    assert isinstance(network, dict)
+    network.update(retries=0, rate_grace_seconds=1, min_rate_bytes_per_second=1_000_000)
+    world.home.config.write_text(tomlkit.dumps(doc))
+    publish(world, tmp_path, version=2, images={2: version_2()})
+    world.sim.fault("/images/img-2.raw", drip=8 * 1024)
+    world.vmic("sync", "--no-download")  # the list is accepted
+    before = world.snapshot()
+    started = time.monotonic()
+
+    assert world.vmic("sync") != 0
+
+    assert time.monotonic() - started < 15
+    assert "not updated by blocks" in caplog.text
+    assert "below the minimum of 1000000 bytes/s" in caplog.text
+    assert world.snapshot() == before
+    assert world.states()[image_uuid(2)] == "approved"
+    assert not any(p.name.endswith(".delta") for p in world.home.partial.iterdir())
+
+
+def test_the_hashing_thread_ends_when_the_partial_file_is_gone(tmp_path: Path) -> None:
+    index = parse_index(index_of(version_1()), image_size=len(version_1()))
+    plan = delta._Plan(index=index, sources=[], held=array("q", [-1]) * index.count)
+
+    with pytest.raises(OSError, match="No such file"):
+        delta._assemble(plan, tmp_path / "gone.delta")
+
+    assert not [t for t in threading.enumerate() if t.name == "vmic-delta-hash"]
