@@ -77,9 +77,12 @@ DELTA_SUFFIX = ".delta"
 INDEX_SUFFIX = ".blocks"
 """A block index being downloaded: ``<sha512>.blocks``; peers serve it at the image's
 content address + ``.blocks``."""
-GAP = 4
-"""Missing runs at most this many blocks apart are fetched as one range (fewer requests
-for a few blocks more)."""
+GAP = 2
+"""Missing blocks whose numbers differ by at most this are fetched in one range: runs of
+missing blocks with one held block between them go together. On bench/delta.py's pair
+(5,374 missing blocks): 1 gives 878 ranges of exactly the missing bytes, 2 gives 604
+ranges for 5 % more bytes, 4 gives 474 for 11 % more. Over a wide-area link, where each
+request costs a round trip, fewer ranges are worth a few bytes."""
 RANGE_BLOCKS = 2048
 """Blocks in one range request at most (8 MiB)."""
 RANGES_AT_ONCE = 8
