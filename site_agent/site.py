@@ -23,11 +23,11 @@ from typing import Any, TypeVar
 
 from feeds.model import ImageEntry
 from feeds.verify import ListFormat, PreviousState, VerifiedList
-from keys.errors import ConfigError, VmicError
+from keys.errors import ConfigError, StoreError, VmicError
 from keys.fileio import write_atomic
 from keys.xmlsig import signed_content_sha256
 from site_agent.approval import ApprovalPolicy, site_policy
-from site_agent.batch import CommitGroup
+from site_agent.batch import Accepted, CommitGroup
 from site_agent.cache import Cache
 from site_agent.config import SiteConfig
 from site_agent.home import SiteHome
@@ -157,16 +157,20 @@ class Site:
         return current
 
     @contextmanager
-    def commit_group(self, *, most: int = 64, wait: float = 0.05) -> Iterator[None]:
+    def commit_group(
+        self, *, most: int | None = None, wait: float | None = None
+    ) -> Iterator[CommitGroup]:
         """While open, :meth:`accept_list_async` and :meth:`reject_list` share a transaction,
-        committed every ``most`` lists, after ``wait`` seconds, and at the end: one commit
-        (one fsync) for many lists. A subscription counts as done once it is committed
-        (:meth:`settle`). Left by an exception, the open group is rolled back, as a crash
-        would leave it."""
+        committed every ``most`` lists, after ``wait`` seconds (by default
+        :data:`site_agent.batch.MOST` and :data:`~site_agent.batch.WAIT`), and at the end:
+        one commit (one fsync) for many lists. A subscription counts as done once it is
+        committed (:meth:`settle`). The group is handed back: once closed, it holds the
+        failed commits nobody waited for and the errors after commits, for the report. Left
+        by an exception, the open group is rolled back, as a crash would leave it."""
         group = CommitGroup(self.store, most=most, wait=wait, after=self.retire_queued)
         self._group = group
         try:
-            yield
+            yield group
         except BaseException:
             self._group = None
             group.abandon()
@@ -187,21 +191,35 @@ class Site:
         *,
         current: ListVersion | None,
         then: Callable[[], None] | None = None,
-    ) -> tuple[bool, list[Change]]:
+    ) -> Accepted:
         """:meth:`accept_list` for the sync, given the ``current`` version the verifier was
         shown. A new version's bytes are written and fsynced on a worker thread, so the
         other lists' fetches and verifications go on meanwhile; its rows are written after
-        that, in the commit group if one is open (:meth:`commit_group`)."""
+        that, in the commit group if one is open (:meth:`commit_group`): the result names
+        the group's batch, whose commit decides whether they hold.
+
+        The version in force is read again before writing: a batch rolled back during the
+        awaits (of the verification, of the write) may have taken ``current`` with it. If
+        it changed, nothing is written and a :class:`StoreError` says so (the list is
+        fetched and verified again next run)."""
         lst = verified.image_list
         stored = None
         if current is None or current.version != lst.version:
             stored = await asyncio.to_thread(self._store_bytes, verified)
-        if self._group is None:
-            return self._accept(sub, verified, current, stored=stored, then=then)
-        self._group.join(sub.name)
-        accepted = self._accept(sub, verified, current, stored=stored, then=then, retire=False)
-        self._group.written()
-        return accepted
+        group = self._group
+        batch = None if group is None else group.join(sub.name)
+        now_current = self.store.current_list(lst.id)
+        if _identity(now_current) != _identity(current):
+            raise StoreError(
+                f"list {lst.id}: the version in force changed while version {lst.version} was "
+                f"verified (a commit of this run failed); it is fetched again next run"
+            )
+        new, changes = self._accept(
+            sub, verified, current, stored=stored, then=then, retire=group is None
+        )
+        if group is not None:
+            group.written()
+        return Accepted(version=lst.version, new=new, changes=changes, batch=batch)
 
     def accept_list(
         self,
@@ -231,10 +249,10 @@ class Site:
         lst = verified.image_list
         if current is not None and current.version == lst.version:
             # The same signed content (the verifier checked): the bytes first accepted stay.
-            self._note_other_copy(sub, verified, current)
-            relisted = self._relist_unsubscribed(sub, verified)
-            if then is not None:
-                with self.store.atomic():
+            with self.store.atomic():
+                self._note_other_copy(sub, verified, current)
+                relisted = self._relist_unsubscribed(sub, verified)
+                if then is not None:
                     then()
             return False, relisted
         path = stored or self._store_bytes(verified)
@@ -283,13 +301,12 @@ class Site:
         withdrew are decided again, as if new (the approval policy says how)."""
         lst = verified.image_list
         changes: list[Change] = []
-        with self.store.atomic():
-            for entry in lst.entries:
-                image = self.store.image(entry.id)
-                if image is not None and image.list_id == lst.id and _unsubscribed(image):
-                    change = self._take_entry(sub, entry, lst.version, image)
-                    if change is not None:
-                        changes.append(change)
+        for entry in lst.entries:
+            image = self.store.image(entry.id)
+            if image is not None and image.list_id == lst.id and _unsubscribed(image):
+                change = self._take_entry(sub, entry, lst.version, image)
+                if change is not None:
+                    changes.append(change)
         return changes
 
     def _note_other_copy(
@@ -298,19 +315,18 @@ class Site:
         """History shows a copy of the accepted version in other unsigned bytes, once."""
         if verified.sha256 == current.sha256 or self.store.seen_sha256(sub.name, verified.sha256):
             return
-        with self.store.atomic():
-            self.store.add_history(
-                HistoryRecord(
-                    subscription=sub.name,
-                    list_id=current.list_id,
-                    at=self.now,
-                    outcome="same-copy",
-                    version=current.version,
-                    sha256=verified.sha256,
-                    reason=f"version {current.version} again, with the same signed content in "
-                    f"other bytes; the copy accepted first ({current.sha256[:16]}...) is kept",
-                )
+        self.store.add_history(
+            HistoryRecord(
+                subscription=sub.name,
+                list_id=current.list_id,
+                at=self.now,
+                outcome="same-copy",
+                version=current.version,
+                sha256=verified.sha256,
+                reason=f"version {current.version} again, with the same signed content in "
+                f"other bytes; the copy accepted first ({current.sha256[:16]}...) is kept",
             )
+        )
 
     def _store_bytes(self, verified: VerifiedList, *, folder: Path | None = None) -> Path:
         """The exact bytes under lists/, written before the commit (a crash leaves a stray file)."""
@@ -674,6 +690,11 @@ class Site:
             self.store.put_image(
                 dataclasses.replace(image, state=APPROVED, reason=reason, changed_at=self.now)
             )
+
+
+def _identity(version: ListVersion | None) -> tuple[int, str] | None:
+    """What makes the version in force the one a verification was given."""
+    return None if version is None else (version.version, version.sha256)
 
 
 def _unsubscribed(image: ImageRecord) -> bool:

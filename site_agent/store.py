@@ -232,8 +232,11 @@ class Store:
 
     def begin(self) -> None:
         """Open a transaction by hand (:class:`site_agent.batch.CommitGroup`); writes and
-        :meth:`atomic` blocks join it until :meth:`commit`."""
-        self._run("BEGIN")
+        :meth:`atomic` blocks join it until :meth:`commit`. It takes the write lock at once
+        (``IMMEDIATE``): a deferred transaction that only read would keep a read snapshot
+        across the group's awaits, and its first write after another process committed
+        (`vmic serve`) would fail with ``SQLITE_BUSY_SNAPSHOT`` instead of waiting."""
+        self._run("BEGIN IMMEDIATE")
 
     def commit(self) -> None:
         self._run("COMMIT")

@@ -28,6 +28,7 @@ from keys.errors import ConfigError
 from keys.trust import TrustStore
 from site_agent import config as site_config
 from site_agent.approval import AnyOf, PeersApproved
+from site_agent.batch import CommitGroup
 from site_agent.cloud.run import sync_cloud
 from site_agent.delta import DELTA_SUFFIX, INDEX_SUFFIX
 from site_agent.fetch import Fetcher
@@ -135,10 +136,11 @@ async def _sync(
             return result or ListResult(subscription=sub.name, outcome="failed")
 
         try:
-            with site.commit_group():  # one commit for many accepted lists
+            with site.commit_group() as group:  # one commit for many accepted lists
                 report.lists.extend(await asyncio.gather(*(one_list(sub) for sub in subscriptions)))
         finally:
             site.record_unchanged()
+        _group_problems(group, report)
         fresh = {r.subscription for r in report.lists if r.outcome == "accepted"}
         in_force = site.store.current_lists()
         for sub in subscriptions:
@@ -164,6 +166,21 @@ async def _sync(
         )
     await deliver_events(site, report)
     return report
+
+
+def _group_problems(group: CommitGroup, report: SyncReport) -> None:
+    """What the commit group's subscriptions could not report: failed commits none of
+    them waited for, and errors of the work after a commit (moving cache files)."""
+    for batch in group.unheard():
+        message = batch.error.message if batch.error else "?"
+        report.problem(
+            None,
+            "store",
+            f"{batch.joined} list(s) and the records written with them were not committed: "
+            f"{message}; they are fetched again next run",
+        )
+    for error in group.after_errors:
+        report.problem(None, "cache", f"after a commit of accepted lists: {error.message}")
 
 
 async def _finish(peering: Peering, site: Site, report: SyncReport) -> None:

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Callable
 
 from feeds.model import list_id
 from feeds.verify import Expectation, verify_list
-from keys.errors import ListFormatError, VerificationError, VmicError
+from keys.errors import ListFormatError, StoreError, VerificationError, VmicError
 from keys.trust import TrustStore
+from site_agent.batch import Accepted
 from site_agent.fetch import Fetcher, Validators
 from site_agent.peering import ByteSource, ListCopy, Peering
-from site_agent.records import Change, Subscription
+from site_agent.records import Subscription
 from site_agent.report import ListResult, SyncReport
 from site_agent.site import Site, previous_of
+from site_agent.units import report_failure, subscription_recorder
 
 
 async def sync_list(
@@ -37,18 +40,66 @@ async def sync_list(
 ) -> ListResult:
     """One subscription's list, in force once its rows are committed (with the others of
     its commit group, :meth:`site_agent.site.Site.commit_group`): only then does it count
-    as done, and its changes go into the report."""
-    changes: list[Change] = []
-    async with gate:
-        result = await _sync_list(
-            site, fetcher, sub, trust=trust, report=report, peering=peering, changes=changes
-        )
-    await site.settle(sub.name)
-    report.changes.extend(changes)
-    for change in changes:
-        if change.what == "conflict":
-            report.problem(sub.name, "conflict", f"image {change.image_id}: {change.detail}")
-    return result
+    as done, and its changes go into the report.
+
+    Whatever happens, the subscription waits for the commits of what it wrote; the
+    changes of every version committed are reported. A failure (of a later step, or of a
+    commit) is then raised, or, once a new version was committed, reported here and the
+    outcome is ``accepted`` with that version."""
+    taken: list[Accepted] = []
+    failure: Exception | None = None
+    result: ListResult | None = None
+    try:
+        async with gate:
+            result = await _sync_list(
+                site, fetcher, sub, trust=trust, report=report, peering=peering, taken=taken
+            )
+    except Exception as exc:  # noqa: BLE001 - raised again below, or reported as run_unit does
+        failure = exc
+    # Not in a `finally`: a cancelled sync (interrupted) does not wait for the commits;
+    # the group is abandoned, rolled back as a crash would leave it.
+    lost = await _settle(site, sub, taken, report)
+    if failure is None and lost is None and result is not None:
+        return result
+    if failure is not None and lost is not None:  # both: the later step's failure is raised
+        report.problem(sub.name, type(lost).__name__, _not_committed(lost))
+    error: Exception = failure or lost or StoreError("no result")
+    committed = [a for a in taken if a.new and a.committed]
+    if not committed:
+        raise error
+    report_failure(
+        error,
+        report=report,
+        source=sub.name,
+        what="the list",
+        record=subscription_recorder(site, sub.name, sub.list_id),
+    )
+    newest = max(a.version for a in committed)
+    return ListResult(subscription=sub.name, outcome="accepted", version=newest)
+
+
+async def _settle(
+    site: Site, sub: Subscription, taken: list[Accepted], report: SyncReport
+) -> StoreError | None:
+    """Wait for the commits of what ``sub`` wrote; report the changes of the versions
+    committed. Returns the error of a commit that failed."""
+    try:
+        await site.settle(sub.name)
+        lost = None
+    except StoreError as error:
+        lost = error
+    for accepted in taken:
+        if not accepted.committed:
+            continue
+        report.changes.extend(accepted.changes)
+        for change in accepted.changes:
+            if change.what == "conflict":
+                report.problem(sub.name, "conflict", f"image {change.image_id}: {change.detail}")
+    return lost
+
+
+def _not_committed(error: StoreError) -> str:
+    return f"what the sync of the list wrote was not committed: {error.message}"
 
 
 async def _sync_list(
@@ -59,10 +110,9 @@ async def _sync_list(
     trust: TrustStore,
     report: SyncReport,
     peering: Peering | None,
-    changes: list[Change],
+    taken: list[Accepted],
 ) -> ListResult:
-    """Fetch, verify, accept or reject; the image ``changes`` of what was accepted are
-    added to ``changes``."""
+    """Fetch, verify, accept or reject; what was accepted is added to ``taken``."""
     copies = peering.list_copies(site, sub.list_id) if peering else []
     try:
         fetched = await fetcher.fetch_list(
@@ -78,16 +128,10 @@ async def _sync_list(
                 trust=trust,
                 report=report,
                 peering=peering,
-                changes=changes,
+                taken=taken,
+                then=_peer_attempt(site, sub, error, copy),
             )
             if result is not None and result.outcome in ("accepted", "unchanged"):
-                site.store.record_attempt(
-                    sub.name,
-                    at=site.now,
-                    ok=True,
-                    error=f"endorser unreachable ({error.message}); list from peer {copy.peer}",
-                    kind="fetch",
-                )
                 return result
         site.store.record_attempt(
             sub.name, at=site.now, ok=False, error=error.message, kind="fetch"
@@ -98,7 +142,13 @@ async def _sync_list(
         result = _not_modified(site, sub, report)
     else:
         result = await _take(
-            site, sub, fetched.body, trust, report, validators=fetched.validators, changes=changes
+            site,
+            sub,
+            fetched.body,
+            trust,
+            report,
+            taken=taken,
+            then=_endorser_attempt(site, sub, fetched.validators),
         )
     if not copies:
         return result
@@ -114,11 +164,46 @@ async def _sync_list(
                 trust=trust,
                 report=report,
                 peering=peering,
-                changes=changes,
+                taken=taken,
             )
             if newer is not None and newer.outcome == "accepted":
                 return newer
     return result
+
+
+def _endorser_attempt(site: Site, sub: Subscription, validators: Validators) -> Callable[[], None]:
+    """The endorser's answer was taken: its validators for the next run (written with the
+    list's rows, so they hold only if the rows do)."""
+
+    def attempt() -> None:
+        site.store.record_attempt(
+            sub.name,
+            at=site.now,
+            ok=True,
+            etag=validators.etag,
+            last_modified=validators.last_modified,
+            validators=True,
+        )
+
+    return attempt
+
+
+def _peer_attempt(
+    site: Site, sub: Subscription, error: VmicError, copy: ListCopy
+) -> Callable[[], None]:
+    """The endorser was unreachable and a peer's copy was taken: a success, written with
+    the list's rows (a commit that fails leaves no success behind)."""
+
+    def attempt() -> None:
+        site.store.record_attempt(
+            sub.name,
+            at=site.now,
+            ok=True,
+            error=f"endorser unreachable ({error.message}); list from peer {copy.peer}",
+            kind="fetch",
+        )
+
+    return attempt
 
 
 def _not_modified(site: Site, sub: Subscription, report: SyncReport) -> ListResult:
@@ -139,7 +224,8 @@ async def _from_copy(
     trust: TrustStore,
     report: SyncReport,
     peering: Peering | None,
-    changes: list[Change],
+    taken: list[Accepted],
+    then: Callable[[], None] | None = None,
 ) -> ListResult | None:
     try:
         fetched = await fetcher.fetch_list(copy.url)
@@ -155,7 +241,7 @@ async def _from_copy(
             )
         return None
     result = await _take(
-        site, sub, fetched.body, trust, report, validators=None, peer=copy.peer, changes=changes
+        site, sub, fetched.body, trust, report, peer=copy.peer, taken=taken, then=then
     )
     if result.outcome == "rejected" and peering is not None:
         peering.record_transfer(
@@ -176,12 +262,13 @@ async def _take(
     trust: TrustStore,
     report: SyncReport,
     *,
-    validators: Validators | None,
-    changes: list[Change],
+    taken: list[Accepted],
+    then: Callable[[], None] | None,
     peer: str | None = None,
 ) -> ListResult:
     """Verify ``raw`` against the subscription and the rollback state; accept or reject.
-    The image changes of an accepted version go to ``changes``."""
+    What was accepted goes to ``taken``; ``then`` (the subscription's attempt) is written
+    with the accepted rows."""
     store, now = site.store, site.now
     current = site.current_list(sub.list_id)
     try:
@@ -214,22 +301,10 @@ async def _take(
         report.problem(sub.name, kind, f"list rejected{via}: {error.message}")
         return ListResult(subscription=sub.name, outcome="rejected")
 
-    def attempt() -> None:  # the endorser's answer: its validators for the next run
-        store.record_attempt(
-            sub.name,
-            at=now,
-            ok=True,
-            etag=validators.etag if validators else None,
-            last_modified=validators.last_modified if validators else None,
-            validators=validators is not None,
-        )
-
-    accepted, done = await site.accept_list_async(
-        sub, verified, current=current, then=attempt if peer is None else None
-    )
-    changes.extend(done)
+    accepted = await site.accept_list_async(sub, verified, current=current, then=then)
+    taken.append(accepted)
     return ListResult(
         subscription=sub.name,
-        outcome="accepted" if accepted else "unchanged",
-        version=verified.image_list.version,
+        outcome="accepted" if accepted.new else "unchanged",
+        version=accepted.version,
     )

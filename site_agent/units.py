@@ -41,7 +41,7 @@ async def run_unit(
     try:
         return await work
     except Exception as exc:  # noqa: BLE001 - one unit must never stop the others (reported, logged)
-        _report(exc, report=report, source=source, what=what, record=record)
+        report_failure(exc, report=report, source=source, what=what, record=record)
         return None
 
 
@@ -58,11 +58,11 @@ def run_unit_now(
     try:
         return work()
     except Exception as exc:  # noqa: BLE001 - one unit must never stop the others (reported, logged)
-        _report(exc, report=report, source=source, what=what, record=record)
+        report_failure(exc, report=report, source=source, what=what, record=record)
         return None
 
 
-def _report(
+def report_failure(
     exc: Exception,
     *,
     report: SyncReport,
@@ -70,6 +70,9 @@ def _report(
     what: str,
     record: Callable[[str, str], None] | None,
 ) -> None:
+    """Report the failure of a unit (``what``) for ``source``, and ``record`` it; for a
+    unit that handles a failure itself and goes on (:func:`site_agent.sync_lists.sync_list`
+    after a version was committed)."""
     kind = type(exc).__name__ if isinstance(exc, VmicError) else INTERNAL
     if isinstance(exc, VmicError):
         message = f"{what} failed: {exc.message}"
