@@ -28,7 +28,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "/lists/ID.atom (the original bytes of each list in force), /export.atom (the "
             "site's signed export), /images/sha512/HEX (image bytes, with Range; each file "
             "is re-hashed before it is first served and every [serve] rehash_hours, and a "
-            "damaged one is quarantined instead), / (the catalogue page), /image/UUID, "
+            "damaged one is quarantined instead), /images/sha512/HEX.blocks (the block index "
+            "this site keeps of an available image, for peers' updates by blocks), / (the "
+            "catalogue page), /image/UUID, "
             "/healthz and /metrics. Read-only: changes are made with the other commands, "
             "and `vmic sync` may run meanwhile. Runs until SIGINT or SIGTERM."
         ),
