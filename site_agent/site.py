@@ -2,11 +2,12 @@
 
 :class:`Site` holds the store, the cache, the configuration and the clock
 reading of one run, and performs every state change the agent and the admin
-make: accepting a verified list (the diff: new, changed, removed, revoked,
-expired images), recording a rejection, failing closed when a list expires,
-approving, refusing and withdrawing images, and marking downloads available.
-Each change and its events are written in one transaction; events are
-recorded before any hook sees them.
+make: accepting a verified list (the diff itself, new, changed, removed,
+revoked, expired images, is :mod:`site_agent.versions`), recording a
+rejection, failing closed when a list expires, approving, refusing and
+withdrawing images, and marking downloads available. Each change and its
+events are written in one transaction; events are recorded before any hook
+sees them.
 
 Nothing here does network I/O; :mod:`site_agent.sync` fetches and downloads.
 """
@@ -18,14 +19,10 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
-from feeds.model import ImageEntry
-from feeds.verify import ListFormat, PreviousState, VerifiedList
+from feeds.verify import PreviousState, VerifiedList
 from keys.errors import ConfigError, StoreError, VmicError
-from keys.fileio import write_atomic
-from keys.xmlsig import signed_content_sha256
 from site_agent.approval import ApprovalPolicy, site_policy
 from site_agent.batch import Accepted, CommitGroup
 from site_agent.cache import Cache
@@ -38,7 +35,6 @@ from site_agent.records import (
     EXPIRED,
     NEW,
     REFUSED,
-    REVOKED,
     RUNNABLE_STATES,
     WITHDRAWN,
     Change,
@@ -46,17 +42,21 @@ from site_agent.records import (
     ImageRecord,
     ListVersion,
     Subscription,
-    entry_data,
     iso,
 )
 from site_agent.store import Store
+from site_agent.versions import (
+    UNSUBSCRIBED,
+    accept_version,
+    add_version,
+    store_bytes,
+    with_content_digest,
+)
 
 T = TypeVar("T")
 
 PEER_EXPORTS = "peer-exports"
 """Under lists/: the bytes of peers' exports, by export id (apart from endorsers' lists)."""
-# the reason `unsubscribe` gives the images it withdraws; subscribing again decides them anew
-UNSUBSCRIBED = "unsubscribed"
 DELTA_REUSED = "delta_bytes_reused_total"
 """Meta key: image bytes all updates by blocks did not fetch (site_agent.delta)."""
 DELTA_FETCHED = "delta_bytes_fetched_total"
@@ -134,26 +134,12 @@ class Site:
         """The rollback state of a peer's export (never shared with an endorser's list)."""
         return previous_of(self.store.current_export(list_id))
 
-    def _with_content_digest(self, current: ListVersion) -> ListVersion:
-        """A version accepted before vmic kept the digest of an Atom list's signed content
-        (schema 3 kept the bytes' digest): compute it once from the stored bytes."""
-        path = self.home.root / current.path
-        if path.suffix != ListFormat.ATOM.suffix:
-            return current
-        try:
-            digest = signed_content_sha256(path.read_bytes(), limits=self.config.limits)
-        except (OSError, VmicError):
-            return current  # same bytes still match by their digest; nothing is lost
-        with self.store.atomic():
-            self.store.set_content_sha256(current.list_id, current.version, digest)
-        return dataclasses.replace(current, content_sha256=digest)
-
     def current_list(self, list_id: str) -> ListVersion | None:
         """The version of an endorser's list in force (its rollback state: hand it to the
         verifier with :func:`previous_of`, then to :meth:`accept_list_async`)."""
         current = self.store.current_list(list_id)
         if current is not None and current.content_sha256 in (None, current.sha256):
-            current = self._with_content_digest(current)
+            current = with_content_digest(self, current)
         return current
 
     @contextmanager
@@ -205,7 +191,7 @@ class Site:
         lst = verified.image_list
         stored = None
         if current is None or current.version != lst.version:
-            stored = await asyncio.to_thread(self._store_bytes, verified)
+            stored = await asyncio.to_thread(store_bytes, self, verified)
         group = self._group
         batch = None if group is None else group.join(sub.name)
         now_current = self.store.current_list(lst.id)
@@ -214,8 +200,8 @@ class Site:
                 f"list {lst.id}: the version in force changed while version {lst.version} was "
                 f"verified (a commit of this run failed); it is fetched again next run"
             )
-        new, changes = self._accept(
-            sub, verified, current, stored=stored, then=then, retire=group is None
+        new, changes = accept_version(
+            self, sub, verified, current, stored=stored, then=then, retire=group is None
         )
         if group is not None:
             group.written()
@@ -234,138 +220,7 @@ class Site:
         Returns whether this was a new version, and what happened to images.
         """
         current = self.store.current_list(verified.image_list.id)
-        return self._accept(sub, verified, current, stored=None, then=then)
-
-    def _accept(
-        self,
-        sub: Subscription,
-        verified: VerifiedList,
-        current: ListVersion | None,
-        *,
-        stored: Path | None,
-        then: Callable[[], None] | None,
-        retire: bool = True,
-    ) -> tuple[bool, list[Change]]:
-        lst = verified.image_list
-        if current is not None and current.version == lst.version:
-            # The same signed content (the verifier checked): the bytes first accepted stay.
-            with self.store.atomic():
-                self._note_other_copy(sub, verified, current)
-                relisted = self._relist_unsubscribed(sub, verified)
-                if then is not None:
-                    then()
-            return False, relisted
-        path = stored or self._store_bytes(verified)
-        changes: list[Change] = []
-        with self.store.atomic():
-            self._add_version(sub, verified, path)
-            listed = {entry.id for entry in lst.entries}
-            revoked = {tombstone.id for tombstone in lst.tombstones}
-            # One read: the list's images, and the listed or revoked ones of other lists.
-            # Each entry and tombstone writes its own image only (their ids are distinct).
-            held = self.store.list_images(lst.id, also=[*listed, *revoked])
-            for entry in lst.entries:
-                change = self._take_entry(sub, entry, lst.version, held.get(entry.id))
-                if change is not None:
-                    changes.append(change)
-            for tombstone in lst.tombstones:
-                image = held.get(tombstone.id)
-                if image is not None and image.list_id == lst.id and image.state != REVOKED:
-                    reason = tombstone.reason or "revoked by the endorser"
-                    changes.append(self._withdraw(image, REVOKED, reason))
-            for image in held.values():
-                if (
-                    image.list_id == lst.id
-                    and image.state in ACTIVE_STATES
-                    and image.image_id not in listed
-                    and image.image_id not in revoked
-                ):
-                    changes.append(self._withdraw(image, WITHDRAWN, "removed from the list"))
-            self.emit(
-                "list.accepted",
-                subscription=sub.name,
-                list_id=lst.id,
-                version=lst.version,
-                sha256=verified.sha256,
-                expires=iso(lst.expires),
-                path=str(path),
-            )
-            if then is not None:
-                then()
-        if retire:  # else after the commit group's commit
-            self.retire_queued()
-        return True, changes
-
-    def _relist_unsubscribed(self, sub: Subscription, verified: VerifiedList) -> list[Change]:
-        """Subscribed again to the version already held: the entries that `unsubscribe`
-        withdrew are decided again, as if new (the approval policy says how)."""
-        lst = verified.image_list
-        changes: list[Change] = []
-        for entry in lst.entries:
-            image = self.store.image(entry.id)
-            if image is not None and image.list_id == lst.id and _unsubscribed(image):
-                change = self._take_entry(sub, entry, lst.version, image)
-                if change is not None:
-                    changes.append(change)
-        return changes
-
-    def _note_other_copy(
-        self, sub: Subscription, verified: VerifiedList, current: ListVersion
-    ) -> None:
-        """History shows a copy of the accepted version in other unsigned bytes, once."""
-        if verified.sha256 == current.sha256 or self.store.seen_sha256(sub.name, verified.sha256):
-            return
-        self.store.add_history(
-            HistoryRecord(
-                subscription=sub.name,
-                list_id=current.list_id,
-                at=self.now,
-                outcome="same-copy",
-                version=current.version,
-                sha256=verified.sha256,
-                reason=f"version {current.version} again, with the same signed content in "
-                f"other bytes; the copy accepted first ({current.sha256[:16]}...) is kept",
-            )
-        )
-
-    def _store_bytes(self, verified: VerifiedList, *, folder: Path | None = None) -> Path:
-        """The exact bytes under lists/, written before the commit (a crash leaves a stray file)."""
-        lst = verified.image_list
-        folder = folder or self.home.lists / lst.id
-        folder.mkdir(mode=0o750, parents=True, exist_ok=True)
-        path = folder / f"{lst.version}-{verified.sha256}{verified.list_format.suffix}"
-        write_atomic(path, verified.raw)
-        return path
-
-    def _add_version(
-        self, sub: Subscription, verified: VerifiedList, path: Path, *, export: bool = False
-    ) -> None:
-        lst = verified.image_list
-        add = self.store.add_export_version if export else self.store.add_list_version
-        add(
-            ListVersion(
-                list_id=lst.id,
-                version=lst.version,
-                sha256=verified.sha256,
-                updated=lst.updated,
-                expires=lst.expires,
-                accepted_at=self.now,
-                path=str(path.relative_to(self.home.root)),
-                subscription=sub.name,
-                signer=verified.signer.subject.slash(),
-                content_sha256=verified.content_sha256,
-            )
-        )
-        self.store.add_history(
-            HistoryRecord(
-                subscription=sub.name,
-                list_id=lst.id,
-                at=self.now,
-                outcome="accepted",
-                version=lst.version,
-                sha256=verified.sha256,
-            )
-        )
+        return accept_version(self, sub, verified, current, stored=None, then=then)
 
     def record_export(self, holder: Subscription, verified: VerifiedList) -> bool:
         """Keep a peer's verified export (bytes, version: its rollback state, in the realm of
@@ -374,97 +229,10 @@ class Site:
         current = self.store.current_export(lst.id)
         if current is not None and current.version == lst.version:
             return False
-        path = self._store_bytes(verified, folder=self.home.lists / PEER_EXPORTS / lst.id)
+        path = store_bytes(self, verified, folder=self.home.lists / PEER_EXPORTS / lst.id)
         with self.store.atomic():
-            self._add_version(holder, verified, path, export=True)
+            add_version(self, holder, verified, path, export=True)
         return True
-
-    def _take_entry(
-        self, sub: Subscription, entry: ImageEntry, version: int, image: ImageRecord | None
-    ) -> Change | None:
-        """One entry of an accepted version; ``image`` is its stored record, if any."""
-        data = entry_data(entry)
-        if image is not None and image.list_id != sub.list_id:
-            return Change(
-                image_id=entry.id,
-                title=entry.title,
-                what="conflict",
-                detail=f"already listed by subscription {image.subscription}; ignored",
-            )
-        if image is None:
-            fresh = ImageRecord(
-                image_id=entry.id,
-                list_id=sub.list_id,
-                subscription=sub.name,
-                sha512=entry.sha512,
-                size=entry.size,
-                url=entry.url,
-                title=entry.title,
-                state=NEW,
-                shareable=False,
-                reason=None,
-                first_seen=self.now,
-                changed_at=self.now,
-                approved_at=None,
-                list_version=version,
-                entry=data,
-            )
-            return self._admit(sub, fresh, entry, "new")
-        if image.state == REVOKED:
-            return None  # revocation is final for an image id
-        same_bytes = image.sha512 == entry.sha512 and image.size == entry.size
-        updated = dataclasses.replace(
-            image,
-            subscription=sub.name,
-            sha512=entry.sha512,
-            size=entry.size,
-            url=entry.url,
-            title=entry.title,
-            list_version=version,
-            entry=data,
-        )
-        if image.state in ACTIVE_STATES and same_bytes:
-            self.store.put_image(updated)
-            return self._expire_if_due(updated, entry)
-        if image.state in ACTIVE_STATES:  # new bytes under the same id: decide again
-            self.store.put_image(updated)
-            self._retire_unused(image.sha512, excluding=image.image_id)
-            return self._admit(sub, dataclasses.replace(updated, state=NEW), entry, "changed")
-        # expired or withdrawn before, listed (valid) again
-        if image.state == EXPIRED and image.approved_at is not None and same_bytes:
-            restored = dataclasses.replace(
-                updated, state=APPROVED, reason=None, changed_at=self.now
-            )
-            self.store.put_image(restored)
-            self.emit("image.approved", subscription=sub.name, image=restored, restored=True)
-            return self._expire_if_due(restored, entry) or Change(
-                image_id=entry.id, title=entry.title, what="restored"
-            )
-        return self._admit(sub, dataclasses.replace(updated, state=NEW), entry, "relisted")
-
-    def _admit(self, sub: Subscription, image: ImageRecord, entry: ImageEntry, what: str) -> Change:
-        image = dataclasses.replace(image, state=NEW, reason=None, changed_at=self.now)
-        if entry.expired_at(self.now):
-            image = dataclasses.replace(
-                image, state=EXPIRED, reason="the image's own expiry passed"
-            )
-            self.store.put_image(image)
-            return Change(image_id=image.image_id, title=image.title, what="expired")
-        self.store.put_image(image)
-        self.emit("image.new", subscription=sub.name, image=image, change=what)
-        if self.policy.approves(entry, subscription=sub):
-            image = dataclasses.replace(
-                image, state=APPROVED, shareable=True, approved_at=self.now, reason=None
-            )
-            self.store.put_image(image)
-            self.emit("image.approved", subscription=sub.name, image=image, by="policy")
-            what = f"{what}, approved by policy"
-        return Change(image_id=image.image_id, title=image.title, what=what)
-
-    def _expire_if_due(self, image: ImageRecord, entry: ImageEntry) -> Change | None:
-        if entry.expired_at(self.now) and image.state in ACTIVE_STATES:
-            return self._withdraw(image, EXPIRED, "the image's own expiry passed")
-        return None
 
     def expire_images_if_due(self) -> list[Change]:
         """Withdraw active images whose own expiry has passed (checked every run)."""
@@ -695,10 +463,6 @@ class Site:
 def _identity(version: ListVersion | None) -> tuple[int, str] | None:
     """What makes the version in force the one a verification was given."""
     return None if version is None else (version.version, version.sha256)
-
-
-def _unsubscribed(image: ImageRecord) -> bool:
-    return image.state == WITHDRAWN and image.reason == UNSUBSCRIBED
 
 
 def previous_of(current: ListVersion | None) -> PreviousState | None:
