@@ -7,10 +7,11 @@ already holds: cached images, and withdrawn ones still in cache/expired,
 older versions of the same list first. Then it assembles the new image in
 a partial file of its own (``<sha512>.delta``): blocks of zeros are left as
 holes, blocks found locally are copied (each checked against the index
-before it is written), and the missing ones are fetched with HTTP Range
-requests, coalesced, from the endorser or from peers that hold the image
-(each fetched block checked against the index too). Finally the whole file
-is hashed: only bytes whose SHA-512 is the endorser's are installed.
+before it is written), and the missing ones are fetched with coalesced
+HTTP Range requests (:mod:`site_agent.ranges`) from the endorser or from
+peers that hold the image (each fetched block checked against the index
+too). Finally the whole file is hashed, in order on a second thread while
+the copying runs: only bytes whose SHA-512 is the endorser's are installed.
 
 Anything unexpected — no index, an index that does not verify, a server
 that ignores Range, a block that does not match, a wrong whole digest —
@@ -24,14 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import functools
 import hashlib
 import logging
 import os
 import queue
 import threading
 from array import array
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,25 +49,18 @@ from keys.errors import (
     DigestMismatchError,
     DiskFullError,
     FetchError,
-    FetchTimeoutError,
-    IntegrityError,
     StoreError,
     VmicError,
 )
 from site_agent.cache import Cache
 from site_agent.fetch import Fetcher
 from site_agent.peering import ByteSource
+from site_agent.ranges import Blame, fetch_ranges, write_at
 from site_agent.records import ImageRecord
 from site_agent.sink import WRITEBACK, hash_file, start_writeback
 from site_agent.site import Site
 from site_agent.transport import (
-    Pace,
     about,
-    check_encoding,
-    open_url,
-    read_some,
-    status_error,
-    with_retries,
 )
 
 log = logging.getLogger("vmic.sync")
@@ -77,15 +70,6 @@ DELTA_SUFFIX = ".delta"
 INDEX_SUFFIX = ".blocks"
 """A block index being downloaded: ``<sha512>.blocks``; peers serve it at the image's
 content address + ``.blocks``."""
-GAP = 2
-"""Missing blocks whose numbers differ by at most this are fetched in one range: runs of
-missing blocks with one held block between them go together. On bench/delta.py's pair
-(5,374 missing blocks): 1 gives 878 ranges of exactly the missing bytes, 2 gives 604
-ranges for 5 % more bytes, 4 gives 474 for 11 % more. Over a wide-area link, where each
-request costs a round trip, fewer ranges are worth a few bytes."""
-RANGE_BLOCKS = 2048
-"""Blocks in one range request at most (8 MiB)."""
-RANGES_AT_ONCE = 8
 COPY_RUN = 256
 """Blocks copied from a local file at a time (1 MiB)."""
 WORTH = 8
@@ -194,13 +178,13 @@ async def _build(
     """Fetch the missing blocks, then copy the held ones and hash the whole; the bytes
     fetched."""
     await asyncio.to_thread(_create, partial, image.size)
-    fetched = await _fetch_ranges(
+    fetched = await fetch_ranges(
         fetcher, plan.index, partial=partial, missing=plan.missing, sources=sources, blame=blame
     )
     rotten, got = await asyncio.to_thread(_assemble, plan, partial)
     if rotten:  # held blocks that changed since they were indexed: fetched, then hashed
         log.info("image %s: %d held block(s) changed since indexed", image.image_id, len(rotten))
-        fetched += await _fetch_ranges(
+        fetched += await fetch_ranges(
             fetcher, plan.index, partial=partial, missing=rotten, sources=sources, blame=blame
         )
         got = await asyncio.to_thread(_whole_digest, partial, image.size)
@@ -458,11 +442,11 @@ def _copy_run(
             data = os.pread(held, length, source * BLOCK)
     bad = _check_blocks(index, data, first, count)
     if not bad:
-        _write_at(fd, data, first * BLOCK)
+        write_at(fd, data, first * BLOCK)
         return data, bad
     for k in range(count):
         if first + k not in bad:
-            _write_at(fd, data[k * BLOCK : (k + 1) * BLOCK], (first + k) * BLOCK)
+            write_at(fd, data[k * BLOCK : (k + 1) * BLOCK], (first + k) * BLOCK)
     return data, bad
 
 
@@ -488,148 +472,3 @@ def _fsync(partial: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _write_at(fd: int, data: bytes | bytearray, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        view, offset = view[written:], offset + written
-
-
-# -- fetching the missing blocks ----------------------------------------------------------------
-
-
-def _ranges(missing: list[int]) -> list[tuple[int, int]]:
-    """Missing blocks as (first, last) ranges: neighbours within GAP joined, each at most
-    RANGE_BLOCKS long."""
-    ranges: list[tuple[int, int]] = []
-    for block in missing:
-        if ranges:
-            first, last = ranges[-1]
-            if block <= last + GAP and block - first < RANGE_BLOCKS:
-                ranges[-1] = (first, max(last, block))
-                continue
-        ranges.append((block, block))
-    return ranges
-
-
-Blame = Callable[[ByteSource, VmicError], None]
-"""Told of each source that failed a range or the index (to record it against a peer)."""
-
-
-async def _fetch_ranges(
-    fetcher: Fetcher,
-    index: BlockIndex,
-    *,
-    partial: Path,
-    missing: list[int],
-    sources: list[ByteSource],
-    blame: Blame,
-) -> int:
-    """Fetch and write the missing blocks, each range from the first source that serves it
-    right (a source that failed once is not asked again); the bytes fetched. The whole
-    must arrive within the limits' grace period plus its size at the minimum rate."""
-    if not missing:
-        return 0
-    limits = fetcher.limits
-    wanted = sum(index.length(block) for block in missing)
-    deadline = limits.rate_grace.total_seconds() + wanted / limits.min_rate
-    failed: set[str] = set()
-    gate = asyncio.Semaphore(RANGES_AT_ONCE)
-    fetched = 0
-
-    async def one(first: int, last: int) -> None:
-        nonlocal fetched
-        async with gate:
-            errors = []
-            for source in sources:
-                if source.url in failed:
-                    continue
-                try:
-                    data = await with_retries(
-                        limits,
-                        functools.partial(_get_range, fetcher, source.url, index, first, last),
-                    )
-                except VmicError as error:
-                    if source.url not in failed:
-                        failed.add(source.url)
-                        blame(source, error)
-                    errors.append(about(source.url, error.message))
-                    continue
-                await asyncio.to_thread(_write_into, partial, data, first * BLOCK)
-                fetched += len(data)
-                return
-            raise FetchError(f"blocks {first}-{last}: " + ("; ".join(errors) or "no source left"))
-
-    try:
-        async with asyncio.timeout(deadline):
-            await _all(one(first, last) for first, last in _ranges(missing))
-    except TimeoutError as exc:
-        raise FetchTimeoutError(
-            f"{wanted:,} bytes of missing blocks did not arrive within {deadline:.0f} s"
-        ) from exc
-    return fetched
-
-
-async def _all(jobs: Iterator[Coroutine[None, None, None]]) -> None:
-    """Run the jobs; the first to fail cancels the others (and its vmic error is raised)."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            for job in jobs:
-                group.create_task(job)
-    except BaseExceptionGroup as failures:
-        for failure in failures.exceptions:
-            if isinstance(failure, VmicError):
-                raise failure from None
-        raise
-
-
-def _write_into(partial: Path, data: bytes | bytearray, offset: int) -> None:
-    """Write at ``offset`` of the partial file, opened for this write only (never created:
-    a write that comes after the assembly was given up finds no file)."""
-    fd = os.open(partial, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    try:
-        _write_at(fd, data, offset)
-    finally:
-        os.close(fd)
-
-
-async def _get_range(fetcher: Fetcher, url: str, index: BlockIndex, first: int, last: int) -> bytes:
-    """Blocks ``first``..``last`` from ``url``, each checked against the index."""
-    start = first * BLOCK
-    end = min(index.size, (last + 1) * BLOCK) - 1
-    limits = fetcher.limits
-    pace = Pace(limits, deadline=limits.download_deadline.total_seconds(), url=url)
-    final, response = await open_url(
-        fetcher.session, url, headers={"Range": f"bytes={start}-{end}"}, limits=limits, pace=pace
-    )
-    pace.url = final
-    try:
-        if response.status == 200:
-            raise FetchError(f"{final}: the server does not answer Range requests")
-        if response.status != 206:
-            raise status_error(final, response.status)
-        check_encoding(final, response)
-        wanted = f"bytes {start}-{end}/{index.size}"
-        if response.headers.get("Content-Range") != wanted:
-            raise FetchError(
-                f"{final}: Content-Range {response.headers.get('Content-Range')!r}, "
-                f"expected {wanted!r}"
-            )
-        need = end - start + 1
-        body = bytearray()
-        while len(body) < need:
-            chunk = await read_some(response, pace, received=len(body))
-            if not chunk:
-                break
-            body += chunk[: need - len(body)]
-        if len(body) != need:
-            raise FetchError(f"{final}: the range ended after {len(body)} of {need} bytes")
-    finally:
-        response.close()
-    for block in range(first, last + 1):
-        offset = (block - first) * BLOCK
-        if digest(body[offset : offset + index.length(block)]) != index.at(block):
-            raise IntegrityError(f"{final}: block {block} does not match the block index")
-    return bytes(body)
