@@ -92,7 +92,6 @@ from deltakit import (  # bench/deltakit.py
     CountingServer,
     Pair,
     Served,
-    ServerError,
     counting_server,
     find_mke2fs,
     make_pair,
@@ -100,6 +99,7 @@ from deltakit import (  # bench/deltakit.py
     sha512_file,
 )
 from fedkit import ROOT, vmic  # bench/fedkit.py
+from fedkit import BenchError as ServerError
 
 from feeds.blocks import BLOCK
 from site_agent.home import SiteHome

@@ -15,11 +15,9 @@ import dataclasses
 import hashlib
 import io
 import math
-import multiprocessing
 import pstats
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -30,13 +28,19 @@ from pathlib import Path
 
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
-from fedkit import PACED_PIECE, ROOT, Uplink  # bench/fedkit.py
+from fedkit import (  # bench/fedkit.py
+    PACED_PIECE,
+    ROOT,
+    Uplink,
+    serve_app,
+    spawned_server,
+)
+from fedkit import BenchError as ServerError
 
 from feeds.blocks import BLOCK, ZERO_DIGEST, index_file
 
 TEXT, LIBRARY, BINARY = "text", "library", "binary"
 STARTUP_TIMEOUT = 60.0
-STOP_TIMEOUT = 15.0
 PREFIX = "/files"
 MB = 1_000_000
 USED = 0.4
@@ -47,10 +51,6 @@ _FOLD = bytes(i & 0x8F for i in range(256))
 """Maps bytes onto 16 values: stretches of machine code and tables compress, random ones not."""
 _STRETCH = 16 * 1024
 _DOCS = ("README", "NEWS", "COPYING", "AUTHORS", "changelog", "TODO")
-
-
-class ServerError(Exception):
-    """The counting server did not start or did not answer."""
 
 
 # -- content ------------------------------------------------------------------------------------
@@ -552,35 +552,16 @@ async def _server_async(directory: Path, conn: Connection) -> None:
             return await _paced_file(request, path, uplink, counts)
         return _CountedFile(path, counts)
 
+    def answer(message: object) -> object:
+        nonlocal uplink
+        if isinstance(message, tuple):  # ("rate", bytes a second or None)
+            uplink = None if message[1] is None else Uplink(float(message[1]))
+            return message[1]
+        return dict(counts)
+
     app = web.Application()
     app.router.add_get(PREFIX + "/{name}", handler)  # one path segment: no way out of the folder
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    await web.SockSite(runner, sock).start()
-    conn.send(sock.getsockname()[1])
-    stop = asyncio.Event()
-
-    def on_message() -> None:
-        nonlocal uplink
-        try:
-            message = conn.recv()
-            if isinstance(message, tuple):  # ("rate", bytes a second or None)
-                uplink = None if message[1] is None else Uplink(float(message[1]))
-                conn.send(message[1])
-            else:
-                conn.send(dict(counts))
-        except (EOFError, OSError):
-            stop.set()  # the parent closed its end: stop
-
-    loop = asyncio.get_running_loop()
-    loop.add_reader(conn.fileno(), on_message)
-    try:
-        await stop.wait()
-    finally:
-        loop.remove_reader(conn.fileno())
-        await runner.cleanup()
+    await serve_app(app, conn, answer)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -613,22 +594,5 @@ class CountingServer:
 @contextlib.contextmanager
 def counting_server(directory: Path) -> Iterator[CountingServer]:
     """Serve the files of ``directory`` on 127.0.0.1 from a spawned process."""
-    ctx = multiprocessing.get_context("spawn")
-    mine, theirs = ctx.Pipe()
-    process = ctx.Process(target=_server_process, args=(str(directory), theirs), daemon=True)
-    process.start()
-    theirs.close()
-    try:
-        try:
-            port = mine.recv() if mine.poll(STARTUP_TIMEOUT) else None
-        except EOFError:
-            port = None
-        if not isinstance(port, int):
-            raise ServerError(f"the endorser's server did not start (exit {process.exitcode})")
-        yield CountingServer(base=f"http://127.0.0.1:{port}{PREFIX}", conn=mine)
-    finally:
-        mine.close()  # the server sees EOF and stops
-        process.join(STOP_TIMEOUT)
-        if process.is_alive():
-            process.terminate()
-            process.join()
+    with spawned_server(_server_process, str(directory)) as (port, _pid, conn):
+        yield CountingServer(base=f"http://127.0.0.1:{port}{PREFIX}", conn=conn)

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -161,7 +161,7 @@ async def _paced_file(
     return response
 
 
-def _endorser_process(directory: str, conn: Connection, rate: float | None) -> None:
+def _endorser_process(directory: str, rate: float | None, conn: Connection) -> None:
     asyncio.run(_endorser_async(Path(directory), conn, rate))
 
 
@@ -180,6 +180,14 @@ async def _endorser_async(directory: Path, conn: Connection, rate: float | None)
 
     app = web.Application()
     app.router.add_get(PREFIX + "/{name}", handler)
+    await serve_app(app, conn, lambda _message: dict(counts))
+
+
+async def serve_app(
+    app: web.Application, conn: Connection, answer: Callable[[object], object]
+) -> None:
+    """Serve ``app`` on 127.0.0.1 (a free port, sent to the parent), answer each message
+    from the parent with ``answer(message)``, and stop when the parent closes its end."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -190,8 +198,7 @@ async def _endorser_async(directory: Path, conn: Connection, rate: float | None)
 
     def on_message() -> None:
         try:
-            conn.recv()
-            conn.send(dict(counts))
+            conn.send(answer(conn.recv()))
         except (EOFError, OSError):
             stop.set()  # the parent closed its end: stop
 
@@ -225,11 +232,19 @@ class EndorserServer:
 def endorser_server(directory: Path, *, rate: float | None = None) -> Iterator[EndorserServer]:
     """Serve ``directory``'s list and image on 127.0.0.1 from a spawned process; with
     ``rate``, the image's bytes go out through an uplink of that many bytes a second."""
+    with spawned_server(_endorser_process, str(directory), rate) as (port, pid, conn):
+        yield EndorserServer(base=f"http://127.0.0.1:{port}{PREFIX}", pid=pid, conn=conn)
+
+
+@contextlib.contextmanager
+def spawned_server(
+    target: Callable[..., None], *args: object
+) -> Iterator[tuple[int, int, Connection]]:
+    """Run ``target(*args, conn)`` in a spawned process until the end of the block; its
+    port (which it sends first, as :func:`serve_app` does), process id and connection."""
     ctx = multiprocessing.get_context("spawn")
     mine, theirs = ctx.Pipe()
-    process = ctx.Process(
-        target=_endorser_process, args=(str(directory), theirs, rate), daemon=True
-    )
+    process = ctx.Process(target=target, args=(*args, theirs), daemon=True)
     process.start()
     theirs.close()
     try:
@@ -241,7 +256,7 @@ def endorser_server(directory: Path, *, rate: float | None = None) -> Iterator[E
             raise BenchError(f"the endorser's server did not start (exit {process.exitcode})")
         if process.pid is None:
             raise BenchError("the endorser's server has no process id")
-        yield EndorserServer(base=f"http://127.0.0.1:{port}{PREFIX}", pid=process.pid, conn=mine)
+        yield port, process.pid, mine
     finally:
         mine.close()  # the server sees EOF and stops
         process.join(STOP_TIMEOUT)

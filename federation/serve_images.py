@@ -101,14 +101,20 @@ def _range_applies(request: web.Request, sha512: str) -> bool:
     return value is None or value.strip() == _etag(sha512)
 
 
-async def image_bytes(request: web.Request) -> web.StreamResponse:
-    state = state_of(request)
+async def _available(request: web.Request) -> Sha512Hex:
+    """The digest the URL names, checked, of an image available here; 404 otherwise."""
     try:
         sha512 = sha512_hex(request.match_info["hex"])
     except ListFormatError:
         raise web.HTTPNotFound from None
-    if not await state.available.get(sha512):
+    if not await state_of(request).available.get(sha512):
         raise web.HTTPNotFound
+    return sha512
+
+
+async def image_bytes(request: web.Request) -> web.StreamResponse:
+    state = state_of(request)
+    sha512 = await _available(request)
     return await serve_checked(
         request,
         state.guard,
@@ -125,12 +131,7 @@ async def block_index(request: web.Request) -> web.StreamResponse:
     symlink, a regular file): a client checks it against the size and SHA-512 the
     endorser's signed entry gives it before using it, as it checks image bytes."""
     state = state_of(request)
-    try:
-        sha512 = sha512_hex(request.match_info["hex"])
-    except ListFormatError:
-        raise web.HTTPNotFound from None
-    if not await state.available.get(sha512):
-        raise web.HTTPNotFound
+    sha512 = await _available(request)
     path = state.home.blocks / sha512
     if not await asyncio.to_thread(_looks_like_an_index, path):
         raise web.HTTPNotFound

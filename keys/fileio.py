@@ -70,6 +70,15 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
         raise ConfigError(f"cannot write {path}: {exc.strerror}") from exc
 
 
+def fsync_file(path: Path) -> None:
+    """Flush a file's data to disk (it must exist)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:

@@ -52,6 +52,7 @@ from keys.errors import (
     StoreError,
     VmicError,
 )
+from keys.fileio import fsync_file
 from site_agent.cache import Cache
 from site_agent.fetch import Fetcher
 from site_agent.peering import ByteSource
@@ -192,7 +193,7 @@ async def _build(
         raise DigestMismatchError(
             f"the assembled image {image.image_id} does not have the SHA-512 the list gives"
         )
-    await asyncio.to_thread(_fsync, partial)
+    await asyncio.to_thread(fsync_file, partial)
     return fetched
 
 
@@ -464,11 +465,3 @@ def _check_blocks(index: BlockIndex, data: bytes, first: int, count: int) -> lis
 def _whole_digest(partial: Path, size: int) -> str:
     got, count = hash_file(partial, size + 1)
     return got.hexdigest() if count == size else ""
-
-
-def _fsync(partial: Path) -> None:
-    fd = os.open(partial, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
