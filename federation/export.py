@@ -25,7 +25,7 @@ from pathlib import Path
 
 from feeds.atom import render_list
 from feeds.endorse import check_signer
-from feeds.model import ImageEntry, ImageList, list_id, new_uuid
+from feeds.model import HeldList, ImageEntry, ImageList, list_id, new_uuid
 from keys.certs import load_certificate, load_certificates, load_private_key
 from keys.dn import DistinguishedName
 from keys.errors import ConfigError
@@ -35,6 +35,7 @@ from site_agent.config import Identity
 from site_agent.peerstore import PeerStore
 from site_agent.records import RUNNABLE_STATES, entry_from_data, iso, parse_iso
 from site_agent.site import Site
+from site_agent.versions import with_content_digest
 
 EXPORT_FILE = "export.atom"
 
@@ -74,14 +75,39 @@ def _entries(site: Site, identity: Identity) -> tuple[ImageEntry, ...]:
     return tuple(sorted(entries, key=lambda e: e.id))
 
 
+def _holds(site: Site, identity: Identity) -> tuple[HeldList, ...]:
+    """Every endorser's list the site holds, in the version in force, with the digest of
+    its signed content: what peers compare with their own copies (split views)."""
+    held = []
+    for lid, in_force in sorted(site.store.current_lists().items()):
+        current = in_force if in_force.content_sha256 else with_content_digest(site, in_force)
+        if current.content_sha256 is None:
+            continue  # an S/MIME version from before schema 3: no digest to claim
+        held.append(
+            HeldList(
+                list_id=list_id(lid),
+                version=current.version,
+                content_sha256=current.content_sha256,
+                url=f"{identity.base_url}/lists/{lid}{_suffix(current.path)}",
+            )
+        )
+    return tuple(held)
+
+
 def _suffix(stored: str) -> str:
     """``.atom`` or ``.smime``: the served name of a list says its format."""
     return ".smime" if stored.endswith(".smime") else ".atom"
 
 
-def _digest(entries: tuple[ImageEntry, ...], identity: Identity, subject: str) -> str:
+def _digest(
+    entries: tuple[ImageEntry, ...],
+    holds: tuple[HeldList, ...],
+    identity: Identity,
+    subject: str,
+) -> str:
     data = [{f.name: str(getattr(e, f.name)) for f in dataclasses.fields(e)} for e in entries]
-    text = json.dumps([identity.base_url, subject, data], sort_keys=True)
+    held = [dataclasses.astuple(h) for h in holds]
+    text = json.dumps([identity.base_url, subject, data, held], sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -98,8 +124,9 @@ def write_export(site: Site, *, force: bool = False) -> ExportResult:
     chain = load_certificates(identity.chain) if identity.chain else []
     subject = DistinguishedName.from_x509(cert.subject)
     entries = _entries(site, identity)
+    holds = _holds(site, identity)
     meta = PeerStore(site.store)
-    digest = _digest(entries, identity, subject.slash())
+    digest = _digest(entries, holds, identity, subject.slash())
     version = int(meta.meta("export_version") or 0)
     expires = parse_iso(meta.meta("export_expires"))
     path = export_path(site)
@@ -130,6 +157,7 @@ def write_export(site: Site, *, force: bool = False) -> ExportResult:
         issuer_dn=DistinguishedName.from_x509(cert.issuer),
         author_name=subject.common_name() or subject.slash(),
         entries=entries,
+        holds=holds,
     )
     signed = sign_enveloped(render_list(image_list), key=key, cert=cert, intermediates=chain)
     with site.store.atomic():  # the version is recorded before the file is written

@@ -18,6 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from federation.export import write_export
+from federation.watch import watch
 from feeds.model import ImageList, ListId
 from feeds.verify import Expectation, PreviousState, VerifiedList, verify_list
 from keys.errors import (
@@ -32,7 +33,7 @@ from site_agent.admin import default_name
 from site_agent.fetch import Fetcher, Validators
 from site_agent.names import slug
 from site_agent.peering import ByteSource, ListCopy
-from site_agent.peerstore import Peer, PeerImage, PeerStore
+from site_agent.peerstore import Peer, PeerClaim, PeerImage, PeerStore
 from site_agent.records import Subscription
 from site_agent.report import SyncReport
 from site_agent.site import Site
@@ -59,6 +60,20 @@ def offers_of(peer: str, verified: VerifiedList) -> list[PeerImage]:
             )
         )
     return offers
+
+
+def claims_of(peer: str, verified: VerifiedList) -> list[PeerClaim]:
+    """The lists a verified export says its site holds (``vmic:holds``)."""
+    return [
+        PeerClaim(
+            peer=peer,
+            list_id=held.list_id,
+            version=held.version,
+            content_sha256=held.content_sha256,
+            url=held.url,
+        )
+        for held in verified.image_list.holds
+    ]
 
 
 def check_export_id(site: Site, export_id: str) -> None:
@@ -113,7 +128,9 @@ def take_export(site: Site, peer: Peer, verified: VerifiedList) -> None:
     )
     site.record_export(holder, verified)
     with site.store.atomic():
-        PeerStore(site.store).replace_offers(peer.name, offers_of(peer.name, verified))
+        store = PeerStore(site.store)
+        store.replace_offers(peer.name, offers_of(peer.name, verified))
+        store.replace_claims(peer.name, claims_of(peer.name, verified))
 
 
 class SiteFederation:
@@ -251,8 +268,14 @@ class SiteFederation:
         store = PeerStore(site.store)
         with site.store.atomic():
             store.replace_offers(peer.name, [])
+            store.replace_claims(peer.name, [])
             store.record_attempt(peer.name, at=site.now, error=why)
         report.problem(None, "peer", f"peer {peer.name}: {why}; nothing is taken from it")
+
+    async def watch(
+        self, site: Site, fetcher: Fetcher, trust: TrustStore, report: SyncReport
+    ) -> None:
+        await watch(site, fetcher, trust, report)
 
     def list_copies(self, site: Site, list_id: str) -> list[ListCopy]:
         store = PeerStore(site.store)

@@ -22,6 +22,8 @@ Metrics, read from the store at each scrape plus the server's own counters:
 - ``vmic_delta_bytes_reused_total`` and ``vmic_delta_bytes_fetched_total``:
   what updates by blocks (:mod:`site_agent.delta`) took from what the site
   held, and what they fetched;
+- ``vmic_alarms_open{kind=...}``: open alarms (:mod:`site_agent.alarms`),
+  ``equivocation`` and ``freeze``, each at 0 when none is open;
 - ``vmic_bytes_served_total``, ``vmic_image_checks_total``,
   ``vmic_image_check_failures_total`` and ``vmic_image_vouched_total`` (files
   served on the hash `vmic sync` made while downloading them): this server
@@ -33,13 +35,14 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from aiohttp import hdrs, web
 
 from federation.serve_state import Document, log, state_of
 from keys.errors import StoreError
+from site_agent.alarms import KINDS, AlarmStore
 from site_agent.cloud.plan import UPLOADING
 from site_agent.cloud.registry import ACTIVE, DEACTIVATED, Registry
 from site_agent.peerstore import PeerStore
@@ -70,6 +73,8 @@ class Snapshot:
     """Registrations by (cloud, state)."""
     delta_reused: int = 0
     delta_fetched: int = 0
+    alarms: dict[str, int] = field(default_factory=dict)
+    """Open alarms by kind (every kind, 0 when none)."""
 
 
 CLOUD_STATES = (UPLOADING, ACTIVE, DEACTIVATED)
@@ -106,7 +111,13 @@ def take_snapshot(store: Store, clouds: tuple[str, ...] = ()) -> Snapshot:
         cloud_images={(c, s): held.get((c, s), 0) for c in names for s in states},
         delta_reused=_count(store.meta(DELTA_REUSED)),
         delta_fetched=_count(store.meta(DELTA_FETCHED)),
+        alarms=_open_alarms(store),
     )
+
+
+def _open_alarms(store: Store) -> dict[str, int]:
+    found = Counter(alarm.kind for alarm in AlarmStore(store).alarms())
+    return {kind: found.get(kind, 0) for kind in KINDS}
 
 
 def _count(value: str | None) -> int:
@@ -231,6 +242,14 @@ def render_metrics(
     )
     for (cloud, state), count in snap.cloud_images.items():
         out.sample("vmic_cloud_images", count, cloud=cloud, state=state)
+    out.family(
+        "vmic_alarms_open",
+        "gauge",
+        "Open alarms by kind: equivocation (two signed versions of a list; the list is "
+        "frozen), freeze (an endorser's URL lags behind peers). See vmic alarms.",
+    )
+    for kind, count in snap.alarms.items():
+        out.sample("vmic_alarms_open", count, kind=kind)
     return out.text()
 
 

@@ -14,7 +14,7 @@ from typing import cast
 
 from lxml import etree
 
-from feeds.model import URN_UUID, ImageEntry, ImageList, Tombstone
+from feeds.model import URN_UUID, HeldList, ImageEntry, ImageList, Tombstone
 from keys.errors import ListFormatError
 
 ATOM = "http://www.w3.org/2005/Atom"
@@ -81,12 +81,23 @@ def render_list(image_list: ImageList) -> etree._Element:
     _text(feed, vmic("issuer-dn"), image_list.issuer_dn.slash())
     _text(feed, vmic("version"), str(image_list.version))
     _text(feed, vmic("expires"), format_time(image_list.expires))
+    for held in image_list.holds:
+        feed.append(_render_held(held))
     for entry in image_list.entries:
         feed.append(_render_entry(entry))
     for tombstone in image_list.tombstones:
         feed.append(_render_tombstone(tombstone))
     etree.indent(feed, space="  ")
     return feed
+
+
+def _render_held(held: HeldList) -> etree._Element:
+    node = etree.Element(vmic("holds"))
+    node.set("list", URN_UUID + held.list_id)
+    node.set("version", str(held.version))
+    node.set("content-sha256", held.content_sha256)
+    node.set("href", held.url)
+    return node
 
 
 def _render_entry(entry: ImageEntry) -> etree._Element:

@@ -28,6 +28,7 @@ Sha512Hex = NewType("Sha512Hex", str)
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _SHA512 = re.compile(r"^[0-9a-f]{128}$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 URN_UUID = "urn:uuid:"
 _QUOTED_CHARS = 60  # of a value quoted in an error message
 
@@ -103,6 +104,13 @@ def sha512_hex(text: str, *, what: str = "sha512", any_case: bool = False) -> Sh
     return Sha512Hex(canonical)
 
 
+def sha256_hex(text: str, *, what: str = "sha256") -> str:
+    """64 lower-case hex digits, or ListFormatError."""
+    if not _SHA256.fullmatch(text):
+        raise ListFormatError(f"{what}: expected 64 lower-case hex digits")
+    return text
+
+
 def check_token(text: str, *, what: str) -> str:
     if not _TOKEN.fullmatch(text):
         raise ListFormatError(
@@ -155,6 +163,18 @@ class BlocksRef:
     url: str
     size: int
     sha512: Sha512Hex
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeldList:
+    """In a site export (SCHEMA §11): a version of an endorser's list the site holds, the
+    SHA-256 of the content its signature covers, and where the site serves its bytes. Peers
+    compare these claims with what they hold themselves (split views, THREATS 40)."""
+
+    list_id: ListId
+    version: int
+    content_sha256: str
+    url: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -231,6 +251,8 @@ class ImageList:
     """The virtual organisation the list is for (HEPiX list-level ``ad:vo``)."""
     entries: tuple[ImageEntry, ...] = ()
     tombstones: tuple[Tombstone, ...] = ()
+    holds: tuple[HeldList, ...] = ()
+    """In a site export only: the endorsers' lists the site holds (``vmic:holds``)."""
     extra: tuple[tuple[str, str], ...] = ()
     """List-level keys of a HEPiX list that vmic does not read (``ad:vo``, ...)."""
     _by_id: dict[str, ImageEntry] = field(
@@ -248,6 +270,9 @@ class ImageList:
         both = dead.intersection(ids)
         if both:
             raise ListFormatError(f"image {sorted(both)[0]} is both listed and revoked")
+        held = {h.list_id for h in self.holds}
+        if len(held) != len(self.holds):
+            raise ListFormatError("vmic:holds names a list twice")
         self._by_id.update({e.id: e for e in self.entries})
 
     def entry(self, image: str) -> ImageEntry | None:

@@ -44,6 +44,7 @@ from feeds.blocks import index_size
 from feeds.model import (
     URN_UUID,
     BlocksRef,
+    HeldList,
     ImageEntry,
     ImageList,
     Tombstone,
@@ -53,6 +54,7 @@ from feeds.model import (
     image_id,
     list_id,
     quoted,
+    sha256_hex,
     sha512_hex,
 )
 from keys.dn import DistinguishedName
@@ -91,6 +93,8 @@ _NAME, _EMAIL, _URI = atom("name"), atom("email"), atom("uri")
 _TOMBSTONE, _COMMENT = tomb("deleted-entry"), tomb("comment")
 _BLOCKS = vmic("blocks")
 _BLOCKS_ATTRIBUTES = ("href", "length", "sha512")
+_HOLDS = vmic("holds")
+_HOLDS_ATTRIBUTES = ("list", "version", "content-sha256", "href")
 _V = {name: vmic(name) for name in (*_FEED_VMIC, *_ENTRY_VMIC)}
 
 # The singular text fields of each element, and how errors name every one.
@@ -277,7 +281,7 @@ def read_list(root: etree._Element, *, limits: Limits = DEFAULT_LIMITS) -> Image
         return _read_list(root, limits)
 
 
-_FEED_GROUPS = (_ENTRY, _TOMBSTONE, _AUTHOR, _LINK, _CATEGORY)
+_FEED_GROUPS = (_ENTRY, _TOMBSTONE, _AUTHOR, _LINK, _CATEGORY, _HOLDS)
 
 
 def _read_list(root: etree._Element, limits: Limits) -> ImageList:
@@ -288,6 +292,8 @@ def _read_list(root: etree._Element, limits: Limits) -> ImageList:
     entries, tombstones = feed.groups[_ENTRY], feed.groups[_TOMBSTONE]
     if len(entries) + len(tombstones) > limits.max_entries:
         raise feed.fail("entries", f"more than {limits.max_entries} images")
+    if len(feed.groups[_HOLDS]) > limits.max_entries:
+        raise feed.fail("vmic:holds", f"more than {limits.max_entries} lists")
     authors = feed.groups[_AUTHOR]
     if len(authors) != 1:
         raise feed.fail("atom:author", f"expected exactly one, found {len(authors)}")
@@ -321,6 +327,9 @@ def _read_list(root: etree._Element, limits: Limits) -> ImageList:
         ),
         tombstones=tuple(
             _read_tombstone(node, index, limits) for index, node in enumerate(tombstones, start=1)
+        ),
+        holds=tuple(
+            _held(feed, node, index) for index, node in enumerate(feed.groups[_HOLDS], start=1)
         ),
     )
 
@@ -481,15 +490,7 @@ def _blocks(fields: _Children, size: int) -> BlocksRef:
     if len(found) != 1:
         raise fields.fail("vmic:blocks", f"appears {len(found)} times, at most once allowed")
     node = found[0]
-    names = [str(name) for name in node.attrib]
-    for name in _BLOCKS_ATTRIBUTES:
-        if name not in names:
-            raise fields.fail(f"vmic:blocks@{name}", "missing")
-    for name in names:
-        if name not in _BLOCKS_ATTRIBUTES:
-            raise fields.fail("vmic:blocks", f"attribute {quoted(name)} is not allowed")
-    if len(node) or node.text:
-        raise fields.fail("vmic:blocks", "must be empty (its attributes say everything)")
+    _only_attributes(fields, node, "vmic:blocks", _BLOCKS_ATTRIBUTES)
     url = fields.check("vmic:blocks@href", node.get("href", ""), _url)
     length = fields.check("vmic:blocks@length", node.get("length", ""), _size)
     expected = index_size(size)
@@ -500,6 +501,35 @@ def _blocks(fields: _Children, size: int) -> BlocksRef:
         )
     sha512 = fields.check("vmic:blocks@sha512", node.get("sha512", ""), sha512_hex)
     return BlocksRef(url=url, size=length, sha512=sha512)
+
+
+def _only_attributes(
+    fields: _Children, node: etree._Element, name: str, allowed: tuple[str, ...]
+) -> None:
+    """``node`` is empty and has exactly the attributes ``allowed``."""
+    names = [str(attribute) for attribute in node.attrib]
+    for attribute in allowed:
+        if attribute not in names:
+            raise fields.fail(f"{name}@{attribute}", "missing")
+    for attribute in names:
+        if attribute not in allowed:
+            raise fields.fail(name, f"attribute {quoted(attribute)} is not allowed")
+    if len(node) or node.text:
+        raise fields.fail(name, "must be empty (its attributes say everything)")
+
+
+def _held(feed: _Children, node: etree._Element, index: int) -> HeldList:
+    """One ``vmic:holds`` of a site export (SCHEMA §11)."""
+    name = f"vmic:holds {index}"
+    _only_attributes(feed, node, name, _HOLDS_ATTRIBUTES)
+    return HeldList(
+        list_id=feed.check(f"{name}@list", node.get("list", ""), _LIST_URN),
+        version=feed.check(f"{name}@version", node.get("version", ""), _version),
+        content_sha256=feed.check(
+            f"{name}@content-sha256", node.get("content-sha256", ""), sha256_hex
+        ),
+        url=feed.check(f"{name}@href", node.get("href", ""), _url),
+    )
 
 
 def _read_tombstone(node: etree._Element, index: int, limits: Limits) -> Tombstone:

@@ -50,6 +50,14 @@ def list_directory(directory: Path, *, what: str) -> list[Path]:
         raise ConfigError(f"cannot list {what} {directory}: {exc.strerror}") from exc
 
 
+def make_folder(path: Path) -> None:
+    """Make a folder and its parents (ConfigError naming it if it cannot be made)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot make the folder {path}: {exc.strerror}") from exc
+
+
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:

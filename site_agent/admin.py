@@ -163,6 +163,7 @@ def subscribe(
             etag=fetched.validators.etag,
             last_modified=fetched.validators.last_modified,
             validators=True,
+            endorser_version=lst.version,
         )
         return sub, verified, changes
 

@@ -14,6 +14,8 @@ Layout (DESIGN §5)::
     cache/blocks/<hex>       the block index of a held image (SCHEMA §13), made
                              on demand
     exports/                 the site's export for peers (federation)
+    evidence/<alarm>/        the two signed copies behind an alarm (`vmic alarms`),
+                             made when one is raised
     lock                     held by the run that works on the site
     vmic.log                 the site log: every problem of every sync, with a
                              traceback where vmic itself failed (rotated)
@@ -72,6 +74,10 @@ class SiteHome:
     @property
     def lists(self) -> Path:
         return self.root / "lists"
+
+    @property
+    def evidence(self) -> Path:
+        return self.root / "evidence"
 
     @property
     def partial(self) -> Path:

@@ -3,7 +3,8 @@
 The site agent does not import the federation (dependencies point one way:
 ``site_agent`` <- ``federation``). Where a sync can use peer sites, it calls
 a :class:`Peering` that the federation implements and the command line
-passes in: refresh the peers' exports before the lists, offer peers' copies
+passes in: refresh the peers' exports before the lists, compare what peers say
+they hold with the site's own lists after them, offer peers' copies
 of a list, offer peers as sources of image bytes (best first), learn how a
 source did, and write the site's own export at the end. Without one
 (``None``), a sync uses endorsers only. Whatever a peer offers is checked
@@ -44,6 +45,13 @@ class Peering(Protocol):
         self, site: Site, fetcher: Fetcher, trust: TrustStore, report: SyncReport
     ) -> None:
         """Fetch and verify every peer's export; remember what each offers."""
+        ...
+
+    async def watch(
+        self, site: Site, fetcher: Fetcher, trust: TrustStore, report: SyncReport
+    ) -> None:
+        """After the lists: compare what peers say they hold with what this site holds, and
+        raise an alarm on proof of two signed versions of one list (split views)."""
         ...
 
     def list_copies(self, site: Site, list_id: str) -> list[ListCopy]:

@@ -4,10 +4,12 @@ A peer is another site whose signed export this site follows. For each peer
 the store keeps how to reach and verify its export (URL, pinned site DNs,
 list id and self link, conditional-GET validators), how well it has served
 bytes (for choosing sources), and what its last verified export offers
-(``peer_images``). The rollback state of a peer's export is kept in
-``peer_exports``, apart from endorsers' lists (``lists``), so an export can
-never occupy, shadow or block an endorser's list id (THREATS 35); its
-history is kept under the name ``peer:<name>``.
+(``peer_images``) and which version of which endorser's list it says it holds,
+with the digest of that version's signed content (``peer_holds``: compared
+with the site's own copies, :mod:`federation.watch`). The rollback state of
+a peer's export is kept in ``peer_exports``, apart from endorsers' lists
+(``lists``), so an export can never occupy, shadow or block an endorser's
+list id (THREATS 35); its history is kept under the name ``peer:<name>``.
 """
 
 from __future__ import annotations
@@ -101,6 +103,28 @@ class PeerImage:
         )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PeerClaim:
+    """A version of an endorser's list that a peer's verified export says it holds, the
+    SHA-256 of its signed content, and where the peer serves its bytes."""
+
+    peer: str
+    list_id: str
+    version: int
+    content_sha256: str
+    url: str
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> PeerClaim:
+        return cls(
+            peer=row["peer"],
+            list_id=row["list_id"],
+            version=row["version"],
+            content_sha256=row["content_sha256"],
+            url=row["url"],
+        )
+
+
 class PeerStore:
     """Typed access to the federation's tables of one open :class:`Store`."""
 
@@ -132,6 +156,7 @@ class PeerStore:
 
     def remove_peer(self, name: str) -> None:
         self.store._run("DELETE FROM peer_images WHERE peer = ?", (name,))
+        self.store._run("DELETE FROM peer_holds WHERE peer = ?", (name,))
         self.store._run("DELETE FROM peers WHERE name = ?", (name,))
 
     def record_attempt(
@@ -215,3 +240,17 @@ class PeerStore:
             tuple(params),
         )
         return [PeerImage.from_row(r) for r in rows]
+
+    # -- what peers say they hold ---------------------------------------------------------
+    def replace_claims(self, name: str, claims: list[PeerClaim]) -> None:
+        self.store._run("DELETE FROM peer_holds WHERE peer = ?", (name,))
+        for c in claims:
+            self.store._run(
+                "INSERT INTO peer_holds (peer, list_id, version, content_sha256, url)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (c.peer, c.list_id, c.version, c.content_sha256, c.url),
+            )
+
+    def claims(self) -> list[PeerClaim]:
+        rows = self.store._rows("SELECT * FROM peer_holds ORDER BY list_id, peer")
+        return [PeerClaim.from_row(r) for r in rows]

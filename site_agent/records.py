@@ -82,6 +82,9 @@ class Subscription:
     last_success: datetime | None = None
     last_error: str | None = None
     last_error_kind: str | None = None
+    endorser_version: int | None = None
+    """The newest version the endorser's own URL was seen to serve (a freeze: peers hold a
+    newer one, :mod:`site_agent.alarms`)."""
 
     def pins_json(self) -> str:
         return pins_to_json(self.pins)
@@ -102,6 +105,7 @@ class Subscription:
             last_success=parse_iso(row["last_success"]),
             last_error=row["last_error"],
             last_error_kind=row["last_error_kind"],
+            endorser_version=row.get("endorser_version"),
         )
 
 

@@ -10,9 +10,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from site_agent.records import Change, iso
+
+if TYPE_CHECKING:
+    from site_agent.alarms import Alarm
 
 _log = logging.getLogger("vmic.sync")
 
@@ -29,6 +32,8 @@ class ListResult:
     subscription: str
     outcome: str  # accepted, unchanged, not-modified, rejected, failed
     version: int | None = None
+    endorser_answered: bool = False
+    """The endorser's own URL answered (200 or 304), whatever came of it."""
 
 
 @dataclass(slots=True)
@@ -45,10 +50,12 @@ class SyncReport:
     """Image bytes not fetched because the site held them (updates by blocks)."""
     bytes_fetched: int = 0
     """Bytes fetched for updates by blocks (block indexes and ranges)."""
+    alarms: list[Alarm] = field(default_factory=list)
+    """The site's open alarms after the run (`vmic alarms`), new or not."""
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and not self.alarms
 
     @property
     def waiting(self) -> list[Change]:
@@ -77,6 +84,7 @@ class SyncReport:
             "clouds": self.clouds,
             "bytes_reused": self.bytes_reused,
             "bytes_fetched": self.bytes_fetched,
+            "alarms": [alarm.to_json() for alarm in self.alarms],
             "problems": [
                 {"subscription": p.subscription, "kind": p.kind, "message": p.message}
                 for p in self.problems

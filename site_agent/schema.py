@@ -103,5 +103,22 @@ SCHEMA = [
     );
     CREATE INDEX cloud_images_by_image ON cloud_images (image_id);
     """,
+    # 6: sites watch each other (split views): what each peer's export says it holds, and
+    # the alarms raised when two signed versions disagree or an endorser's URL lags behind
+    """
+    CREATE TABLE peer_holds (
+        peer TEXT NOT NULL REFERENCES peers(name) ON DELETE CASCADE, list_id TEXT NOT NULL,
+        version INTEGER NOT NULL, content_sha256 TEXT NOT NULL, url TEXT NOT NULL,
+        PRIMARY KEY (peer, list_id)
+    );
+    CREATE TABLE alarms (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, list_id TEXT NOT NULL,
+        subscription TEXT NOT NULL, version INTEGER NOT NULL, peer TEXT,
+        ours TEXT, theirs TEXT, detail TEXT NOT NULL, evidence TEXT,
+        raised_at TEXT NOT NULL, resolved_at TEXT, resolution TEXT
+    );
+    CREATE INDEX alarms_open ON alarms (resolved_at, list_id);
+    ALTER TABLE subscriptions ADD COLUMN endorser_version INTEGER;
+    """,
 ]
 SCHEMA_VERSION = len(SCHEMA)

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from feeds.verify import PreviousState, VerifiedList
 from keys.errors import ConfigError, StoreError, VmicError
+from site_agent.alarms import AlarmStore
 from site_agent.approval import ApprovalPolicy, site_policy
 from site_agent.batch import Accepted, CommitGroup
 from site_agent.cache import Cache
@@ -84,6 +85,9 @@ class Site:
         self.unchanged: list[str] = []
         """Subscriptions whose list answered 304 in this run: written by record_unchanged."""
         self._group: CommitGroup | None = None
+        self._frozen: dict[str, int] | None = None
+        self.approved_by_policy: set[str] = set()
+        """Images the approval policy approved in this run (held again by :meth:`freeze`)."""
 
     def count_delta(self, *, reused: int, fetched: int) -> None:
         """Add an update by blocks to the site's running totals (for /metrics)."""
@@ -344,8 +348,41 @@ class Site:
             raise ConfigError(f"no image {image_id} at this site", hint="see `vmic images`")
         return image
 
+    def frozen(self, list_id: str) -> int | None:
+        """The open alarm that freezes ``list_id`` (no new approvals from it), or None."""
+        if self._frozen is None:
+            self._frozen = AlarmStore(self.store).frozen()
+        return self._frozen.get(list_id)
+
+    def freeze(self, list_id: str, alarm_id: int) -> list[Change]:
+        """An equivocation alarm was raised for ``list_id``: from now on it approves nothing
+        new, and its images approved by policy in this run (not yet downloaded, so never
+        run here) are held for the admin again."""
+        if self.frozen(list_id) is None and self._frozen is not None:
+            self._frozen[list_id] = alarm_id
+        why = f"held: list frozen by alarm {alarm_id}"
+        changes = []
+        with self.store.atomic():
+            for image in self.store.images(state=APPROVED):
+                if image.list_id != list_id or image.image_id not in self.approved_by_policy:
+                    continue
+                held = dataclasses.replace(
+                    image, state=NEW, shareable=False, approved_at=None, reason=why
+                )
+                self.store.put_image(held)
+                self.emit("image.new", subscription=image.subscription, image=held, change=why)
+                changes.append(Change(image_id=image.image_id, title=image.title, what=why))
+        return changes
+
     def approve(self, image_id: str, *, shareable: bool) -> Change:
         image = self.find(image_id)
+        alarm = self.frozen(image.list_id)
+        if alarm is not None and image.state not in RUNNABLE_STATES:
+            raise ConfigError(
+                f"image {image.image_id} comes from list {image.subscription}, which is frozen "
+                f"by alarm {alarm}: two signed versions of it disagree",
+                hint=f"see `vmic alarms`; `vmic alarm resolve {alarm} --note TEXT` when decided",
+            )
         if image.state not in (NEW, REFUSED, APPROVED, AVAILABLE):
             raise ConfigError(
                 f"image {image.image_id} is {image.state} ({image.reason}); it cannot be approved",

@@ -28,6 +28,7 @@ from enum import IntEnum
 from pathlib import Path
 
 from keys.errors import VmicError
+from site_agent.alarms import AlarmStore
 from site_agent.check import check_site
 from site_agent.home import SiteHome
 from site_agent.lock import Holder, holder
@@ -127,6 +128,7 @@ def site_status(home: SiteHome, *, now: datetime) -> SiteStatus:
             _lists(store, status)
             _images(store, home, status)
             _peers(store, status)
+            _alarms(store, status)
     except VmicError as error:
         status.add("database", Level.CRITICAL, error.message)
     _cache(home, status)
@@ -254,3 +256,10 @@ def span(delta: timedelta) -> str:
 
 def _ago(delta: timedelta) -> str:
     return f"{span(delta)} ago"
+
+
+def _alarms(store: Store, status: SiteStatus) -> None:
+    """An equivocation is critical (its list is frozen); a freeze is a warning."""
+    for alarm in AlarmStore(store).alarms():
+        level = Level.CRITICAL if alarm.freezes else Level.WARNING
+        status.add("alarm", level, f"{alarm.headline()} (`vmic alarm show {alarm.id}`)")

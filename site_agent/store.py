@@ -239,12 +239,17 @@ class Store:
         etag: str | None = None,
         last_modified: str | None = None,
         validators: bool = False,
+        endorser_version: int | None = None,
     ) -> None:
+        """``endorser_version``: the version the endorser's own URL served, when it did."""
         sets = ["last_attempt = ?", "last_error = ?", "last_error_kind = ?"]
         params: list[Any] = [iso(at), error, kind]
         if ok:
             sets.append("last_success = ?")
             params.append(iso(at))
+        if endorser_version is not None:
+            sets.append("endorser_version = MAX(COALESCE(endorser_version, 0), ?)")
+            params.append(endorser_version)
         if validators:
             sets += ["etag = ?", "last_modified = ?"]
             params += [etag, last_modified]
@@ -270,6 +275,14 @@ class Store:
     def current_export(self, list_id: str) -> ListVersion | None:
         """The highest accepted version of a peer's export: a realm of its own (THREATS 35)."""
         return self._current("peer_exports", list_id)
+
+    def list_version(self, list_id: str, version: int) -> ListVersion | None:
+        """One accepted version of an endorser's list."""
+        return self._one(
+            "SELECT * FROM lists WHERE list_id = ? AND version = ?",
+            (list_id, version),
+            ListVersion.from_row,
+        )
 
     def _current(self, table: str, list_id: str) -> ListVersion | None:
         return self._one(

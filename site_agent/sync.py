@@ -27,6 +27,7 @@ from functools import partial
 from keys.errors import ConfigError
 from keys.trust import TrustStore
 from site_agent import config as site_config
+from site_agent.alarms import AlarmStore, check_freezes
 from site_agent.approval import AnyOf, PeersApproved
 from site_agent.batch import CommitGroup
 from site_agent.cloud.run import sync_cloud
@@ -154,6 +155,19 @@ async def _sync(
                 what="withdrawing the images of an expired list",
             )
         report.changes.extend(site.expire_images_if_due())
+        await run_unit(
+            _check_freezes(site, report),
+            report=report,
+            source=None,
+            what="comparing the endorsers' URLs with the lists taken from peers",
+        )
+        if peering is not None:  # before the downloads: an equivocation holds approvals
+            await run_unit(
+                peering.watch(site, fetcher, trust, report),
+                report=report,
+                source=None,
+                what="comparing the peers' lists with the site's",
+            )
         if download:
             await _download_approved(site, fetcher, report, progress, peering)
     site.cache.purge_expired(retention=site.config.expired_retention, now=site.now)
@@ -165,6 +179,7 @@ async def _sync(
             what="writing the site's export",
         )
     await deliver_events(site, report)
+    report.alarms = AlarmStore(site.store).alarms()
     return report
 
 
@@ -181,6 +196,10 @@ def _group_problems(group: CommitGroup, report: SyncReport) -> None:
         )
     for error in group.after_errors:
         report.problem(None, "cache", f"after a commit of accepted lists: {error.message}")
+
+
+async def _check_freezes(site: Site, report: SyncReport) -> None:
+    check_freezes(site, report.lists)  # on this thread: the store's connection
 
 
 async def _finish(peering: Peering, site: Site, report: SyncReport) -> None:

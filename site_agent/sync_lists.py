@@ -12,6 +12,8 @@ per list, never per source).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import hashlib
 from collections.abc import Callable
 
@@ -150,6 +152,7 @@ async def _sync_list(
             taken=taken,
             then=_endorser_attempt(site, sub, fetched.validators),
         )
+    result = dataclasses.replace(result, endorser_answered=True)
     if not copies:
         return result
     current = site.store.current_list(sub.list_id)
@@ -167,15 +170,18 @@ async def _sync_list(
                 taken=taken,
             )
             if newer is not None and newer.outcome == "accepted":
-                return newer
+                return dataclasses.replace(newer, endorser_answered=True)
     return result
 
 
-def _endorser_attempt(site: Site, sub: Subscription, validators: Validators) -> Callable[[], None]:
-    """The endorser's answer was taken: its validators for the next run (written with the
-    list's rows, so they hold only if the rows do)."""
+def _endorser_attempt(
+    site: Site, sub: Subscription, validators: Validators
+) -> Callable[[int], None]:
+    """The endorser's answer (of the version given) was taken: its validators for the next
+    run (written with the list's rows, so they hold only if the rows do), and the version
+    the endorser's URL serves (a site holding a newer one from peers sees a freeze)."""
 
-    def attempt() -> None:
+    def attempt(version: int) -> None:
         site.store.record_attempt(
             sub.name,
             at=site.now,
@@ -183,6 +189,7 @@ def _endorser_attempt(site: Site, sub: Subscription, validators: Validators) -> 
             etag=validators.etag,
             last_modified=validators.last_modified,
             validators=True,
+            endorser_version=version,
         )
 
     return attempt
@@ -190,11 +197,11 @@ def _endorser_attempt(site: Site, sub: Subscription, validators: Validators) -> 
 
 def _peer_attempt(
     site: Site, sub: Subscription, error: VmicError, copy: ListCopy
-) -> Callable[[], None]:
+) -> Callable[[int], None]:
     """The endorser was unreachable and a peer's copy was taken: a success, written with
     the list's rows (a commit that fails leaves no success behind)."""
 
-    def attempt() -> None:
+    def attempt(_version: int) -> None:
         site.store.record_attempt(
             sub.name,
             at=site.now,
@@ -225,7 +232,7 @@ async def _from_copy(
     report: SyncReport,
     peering: Peering | None,
     taken: list[Accepted],
-    then: Callable[[], None] | None = None,
+    then: Callable[[int], None] | None = None,
 ) -> ListResult | None:
     try:
         fetched = await fetcher.fetch_list(copy.url)
@@ -263,12 +270,12 @@ async def _take(
     report: SyncReport,
     *,
     taken: list[Accepted],
-    then: Callable[[], None] | None,
+    then: Callable[[int], None] | None,
     peer: str | None = None,
 ) -> ListResult:
     """Verify ``raw`` against the subscription and the rollback state; accept or reject.
-    What was accepted goes to ``taken``; ``then`` (the subscription's attempt) is written
-    with the accepted rows."""
+    What was accepted goes to ``taken``; ``then`` (the subscription's attempt, given the
+    version) is written with the accepted rows."""
     store, now = site.store, site.now
     current = site.current_list(sub.list_id)
     try:
@@ -301,7 +308,8 @@ async def _take(
         report.problem(sub.name, kind, f"list rejected{via}: {error.message}")
         return ListResult(subscription=sub.name, outcome="rejected")
 
-    accepted = await site.accept_list_async(sub, verified, current=current, then=then)
+    record = None if then is None else functools.partial(then, verified.image_list.version)
+    accepted = await site.accept_list_async(sub, verified, current=current, then=record)
     taken.append(accepted)
     return ListResult(
         subscription=sub.name,

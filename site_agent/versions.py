@@ -235,7 +235,8 @@ def _take_entry(
         site._retire_unused(image.sha512, excluding=image.image_id)
         return _admit(site, sub, dataclasses.replace(updated, state=NEW), entry, "changed")
     # expired or withdrawn before, listed (valid) again
-    if image.state == EXPIRED and image.approved_at is not None and same_bytes:
+    frozen = site.frozen(sub.list_id) is not None
+    if image.state == EXPIRED and image.approved_at is not None and same_bytes and not frozen:
         restored = dataclasses.replace(updated, state=APPROVED, reason=None, changed_at=site.now)
         site.store.put_image(restored)
         site.emit("image.approved", subscription=sub.name, image=restored, restored=True)
@@ -255,12 +256,21 @@ def _admit(
         return Change(image_id=image.image_id, title=image.title, what="expired")
     site.store.put_image(image)
     site.emit("image.new", subscription=sub.name, image=image, change=what)
+    alarm = site.frozen(sub.list_id)
+    if alarm is not None:  # an equivocation: nothing of the list is approved until decided
+        return Change(
+            image_id=image.image_id,
+            title=image.title,
+            what=what,
+            detail=f"held: list frozen by alarm {alarm}",
+        )
     if site.policy.approves(entry, subscription=sub):
         image = dataclasses.replace(
             image, state=APPROVED, shareable=True, approved_at=site.now, reason=None
         )
         site.store.put_image(image)
         site.emit("image.approved", subscription=sub.name, image=image, by="policy")
+        site.approved_by_policy.add(image.image_id)
         what = f"{what}, approved by policy"
     return Change(image_id=image.image_id, title=image.title, what=what)
 

@@ -65,6 +65,7 @@ class ExitCode(IntEnum):
     PROBLEMS = 16
     POLICY = 17
     CLOUD = 18
+    ALARM = 19
     INTERRUPTED = 130
 
 

@@ -159,6 +159,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "clouds in step (as `vmic cloud sync` does; not with --only or --no-download). "
             "Silent when all is well; "
             f"one line per problem on stderr and exit {int(ExitCode.PROBLEMS)} otherwise; "
+            f"exit {int(ExitCode.ALARM)} while an alarm is open (`vmic alarms`: two signed "
+            "versions of a list disagree, or an endorser's URL lags behind peers), with a "
+            "line for each; "
             f"exit {int(ExitCode.LOCKED)} at once when another run holds the site."
         ),
     )
@@ -371,12 +374,18 @@ def _sync(args: argparse.Namespace) -> int:
         print(f"vmic sync: {where}{problem.kind}: {shown(problem.message)}", file=sys.stderr)
     if not args.json:  # a notice for cron's mail: a person has to decide, once per arrival
         for change in report.waiting:
+            held = f" ({shown(change.detail)})" if change.detail else ""
             print(
                 f"vmic sync: image {change.image_id} ({shown(change.title)}) waits for "
-                f"approval: `vmic image show {change.image_id}`, then `vmic approve` or "
+                f"approval{held}: `vmic image show {change.image_id}`, then `vmic approve` or "
                 "`vmic refuse`",
                 file=sys.stderr,
             )
+    for alarm in report.alarms:  # every run while open: a person has to decide
+        print(f"vmic sync: ALARM {shown(alarm.headline())}", file=sys.stderr)
+    if report.alarms:
+        print("vmic sync: see `vmic alarms` and `vmic alarm show ID`", file=sys.stderr)
+        return ExitCode.ALARM
     return ExitCode.OK if report.ok else ExitCode.PROBLEMS
 
 

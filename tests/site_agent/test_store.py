@@ -177,7 +177,7 @@ def test_a_schema_2_database_is_migrated_and_keeps_its_rollback_state(
         export = store.current_export(export_id)
         assert store.current_list(export_id) is None
         assert store.current_export(LIST_ID) is None
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     assert current is not None
     assert (current.version, current.sha256, current.content_sha256) == (7, "ab" * 32, None)
     assert export is not None

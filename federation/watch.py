@@ -1,0 +1,197 @@
+"""Sites watch each other: what peers say they hold, against what this site holds.
+
+An endorser's key that is stolen, or an endorser that is coerced, can sign
+two lists with the same id and version and show each to other sites (a
+split view): every signature checks, and no site can see it alone. Every
+site's signed export names, for each endorser's list it holds, the version
+and the SHA-256 of the content its signature covers (``vmic:holds``,
+SCHEMA §11). After the lists of a sync, :func:`watch` takes each such claim
+about a list this site subscribes to, for a version this site accepted
+(the one in force, or an earlier one whose digest it kept):
+
+- the same digest: the two sites saw the same list;
+- another digest: the site fetches the peer's copy (the claim's URL) and
+  verifies it as it verifies any copy of the list (trust directory, CRLs,
+  the subscription's pinned endorser, the list's id and self link), but
+  without the rollback state, which the version in question already is.
+  When the copy is valid, of that version, with the claimed digest, and
+  signed by the endorser (subject DN) that signed the site's own copy,
+  the site holds proof of equivocation: both copies go to
+  ``evidence/<alarm>/``, an ``equivocation`` alarm is raised and the list
+  is frozen (:mod:`site_agent.alarms`).
+- Anything less is not proof and freezes nothing: a copy that cannot be
+  fetched, fails verification, is of another version or turns out to be the
+  site's own content, or is signed by another pinned endorser, is reported
+  against the peer (a problem of the run, and a failure in its record).
+
+Claims about newer versions need nothing here: a sync takes a peer's newer
+copy of a list itself (:mod:`site_agent.sync_lists`), and then the endorser's
+URL lagging behind is a freeze (:func:`site_agent.alarms.check_freezes`).
+A claim whose difference an alarm (open or resolved) holds already is not
+fetched again. The second copy must be valid now: a copy that has expired, or
+whose signing certificate has, is not proof here (it cannot be told from a
+copy signed with a key that is no longer the endorser's).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from feeds.model import ListId
+from feeds.verify import Expectation, VerifiedList, verify_list
+from keys.errors import VmicError
+from keys.fileio import read_file
+from keys.trust import TrustStore
+from site_agent.alarms import EQUIVOCATION, Alarm, AlarmStore, raise_alarm
+from site_agent.fetch import Fetcher
+from site_agent.peerstore import PeerClaim, PeerStore
+from site_agent.records import ListVersion, Subscription, iso
+from site_agent.report import SyncReport
+from site_agent.site import Site
+from site_agent.versions import with_content_digest
+
+
+class NotProofError(Exception):
+    """A claim that differs from the site's copy without a valid second copy behind it."""
+
+
+async def watch(site: Site, fetcher: Fetcher, trust: TrustStore, report: SyncReport) -> None:
+    """Compare every peer's claims with the site's own copies; raise equivocation alarms."""
+    subscriptions = {s.list_id: s for s in site.store.subscriptions()}
+    alarms = AlarmStore(site.store)
+    for claim in PeerStore(site.store).claims():
+        sub = subscriptions.get(claim.list_id)
+        if sub is None:
+            continue  # not a list this site follows: nothing of ours to compare
+        ours = _our_version(site, claim)
+        if ours is None or ours.content_sha256 in (None, claim.content_sha256):
+            continue
+        if alarms.seen(EQUIVOCATION, claim.list_id, claim.version, claim.content_sha256):
+            continue
+        try:
+            theirs = await _their_copy(
+                site, fetcher=fetcher, trust=trust, sub=sub, claim=claim, ours=ours
+            )
+        except NotProofError as why:
+            _blame(site, report, claim, sub, str(why))
+            continue
+        alarm = _raise(site, sub, claim, ours, theirs)
+        if alarm is not None:
+            report.changes.extend(site.freeze(claim.list_id, alarm.id))
+
+
+def _our_version(site: Site, claim: PeerClaim) -> ListVersion | None:
+    """The site's accepted version the claim is about, with its content digest."""
+    ours = site.store.list_version(claim.list_id, claim.version)
+    if ours is not None and ours.content_sha256 is None:
+        ours = with_content_digest(site, ours)
+    return ours
+
+
+async def _their_copy(
+    site: Site,
+    *,
+    fetcher: Fetcher,
+    trust: TrustStore,
+    sub: Subscription,
+    claim: PeerClaim,
+    ours: ListVersion,
+) -> VerifiedList:
+    """The peer's copy, verified as proof of a second signed content; NotProofError if not."""
+    try:
+        raw = (await fetcher.fetch_list(claim.url)).body
+    except VmicError as error:
+        raise NotProofError(f"its copy cannot be fetched: {error.message}") from error
+    try:
+        verified = await site.verify(
+            verify_list,
+            raw,
+            trust=trust,
+            pins=sub.pins,
+            now=site.now,
+            crl=site.config.crl,
+            expect=Expectation(list_id=ListId(sub.list_id), self_url=sub.self_url),
+            previous=None,  # the same version as the site's: that is the point
+            limits=site.config.limits,
+        )
+    except VmicError as error:
+        raise NotProofError(f"its copy is not a valid list: {error.message}") from error
+    got = verified.image_list.version
+    if got != claim.version:
+        raise NotProofError(f"its copy is version {got}, not the version {claim.version} it claims")
+    if verified.content_sha256 == ours.content_sha256:
+        raise NotProofError("its copy is the same signed list as this site's")
+    if verified.content_sha256 != claim.content_sha256:
+        raise NotProofError("its copy's signed content is not the one its export claims")
+    signer = verified.signer.subject.slash()
+    if signer != ours.signer:
+        raise NotProofError(f"its copy is signed by {signer}, this site's by {ours.signer}")
+    return verified
+
+
+def _raise(
+    site: Site, sub: Subscription, claim: PeerClaim, ours: ListVersion, theirs: VerifiedList
+) -> Alarm | None:
+    """An equivocation alarm with both copies (and what they are) as its evidence."""
+    suffix = theirs.list_format.suffix
+    our_path = site.home.root / ours.path
+    try:
+        our_bytes = read_file(our_path, what="the site's copy of the list")
+    except VmicError as error:  # the stored copy is gone: the alarm stands on theirs
+        our_bytes = f"not kept: {error.message}\n".encode()
+    facts = {
+        "kind": EQUIVOCATION,
+        "list_id": sub.list_id,
+        "subscription": sub.name,
+        "version": claim.version,
+        "found_at": iso(site.now),
+        "ours": {
+            "content_sha256": ours.content_sha256,
+            "sha256": ours.sha256,
+            "signer": ours.signer,
+            "accepted_at": iso(ours.accepted_at),
+            "file": f"ours{Path(ours.path).suffix}",
+        },
+        "theirs": {
+            "content_sha256": theirs.content_sha256,
+            "sha256": theirs.sha256,
+            "signer": theirs.signer.subject.slash(),
+            "peer": claim.peer,
+            "url": claim.url,
+            "file": f"theirs{suffix}",
+        },
+    }
+    return raise_alarm(
+        site,
+        kind=EQUIVOCATION,
+        list_id=sub.list_id,
+        subscription=sub.name,
+        version=claim.version,
+        peer=claim.peer,
+        ours=ours.content_sha256,
+        theirs=theirs.content_sha256,
+        detail=(
+            f"peer {claim.peer} holds another list signed by {ours.signer} as the same "
+            f"version (signed content SHA-256 {theirs.content_sha256[:16]}..., this site's "
+            f"{(ours.content_sha256 or '?')[:16]}...)"
+        ),
+        evidence={
+            f"ours{Path(ours.path).suffix}": our_bytes,
+            f"theirs{suffix}": theirs.raw,
+            "alarm.json": json.dumps(facts, indent=2, sort_keys=True).encode() + b"\n",
+        },
+    )
+
+
+def _blame(site: Site, report: SyncReport, claim: PeerClaim, sub: Subscription, why: str) -> None:
+    """A claim without proof: a problem of the peer, never an alarm."""
+    message = (
+        f"peer {claim.peer} claims version {claim.version} of list {sub.name} with other "
+        f"signed content than this site's, but {why}; nothing is frozen"
+    )
+    report.problem(None, "peer", message)
+    with site.store.atomic():
+        PeerStore(site.store).record_transfer(
+            claim.peer, ok=False, size=0, seconds=0, at=site.now, error=message
+        )
