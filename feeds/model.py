@@ -169,7 +169,7 @@ class BlocksRef:
 class HeldList:
     """In a site export (SCHEMA §11): a version of an endorser's list the site holds, the
     SHA-256 of the content its signature covers, and where the site serves its bytes. Peers
-    compare these claims with what they hold themselves (split views, THREATS 40)."""
+    compare these claims with what they hold themselves (split views, THREATS 41)."""
 
     list_id: ListId
     version: int

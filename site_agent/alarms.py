@@ -1,6 +1,6 @@
 """Alarms: what a site found by comparing its lists with its peers', kept until decided.
 
-Two kinds (docs/threats.md, THREATS 40 and 41):
+Two kinds (docs/threats.md, THREATS 41 and 44):
 
 ``equivocation``
     Two copies of one endorser's list with the same id and version and other

@@ -1,4 +1,4 @@
-"""Sites watch each other: split views (equivocation) and freezes (THREATS 40-41).
+"""Sites watch each other: split views (equivocation) and freezes (THREATS 41, 42, 44).
 
 Real sites on loopback (`vmic serve` for each, real `vmic sync` runs, real
 signatures). The endorser signs two lists with the same version and shows
