@@ -59,11 +59,15 @@ class NotProofError(Exception):
 async def watch(site: Site, fetcher: Fetcher, trust: TrustStore, report: SyncReport) -> None:
     """Compare every peer's claims with the site's own copies; raise equivocation alarms."""
     subscriptions = {s.list_id: s for s in site.store.subscriptions()}
+    digests = site.store.content_digests()
     alarms = AlarmStore(site.store)
     for claim in PeerStore(site.store).claims():
         sub = subscriptions.get(claim.list_id)
         if sub is None:
             continue  # not a list this site follows: nothing of ours to compare
+        key = (claim.list_id, claim.version)
+        if key not in digests or digests[key] == claim.content_sha256:
+            continue  # a version this site never accepted, or the same list
         ours = _our_version(site, claim)
         if ours is None or ours.content_sha256 in (None, claim.content_sha256):
             continue

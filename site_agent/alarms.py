@@ -286,9 +286,11 @@ def check_freezes(site: Site, results: Sequence[ListResult]) -> None:
     answered = {r.subscription for r in results if r.endorser_answered}
     alarms = AlarmStore(site.store)
     freezes = [a for a in alarms.alarms() if a.kind == FREEZE]
+    in_force = site.store.current_lists()
     for sub in site.store.subscriptions():
         served = sub.endorser_version
-        if sub.name not in answered or served is None:
+        current = in_force.get(sub.list_id)
+        if sub.name not in answered or served is None or current is None:
             continue
         for alarm in freezes:
             if alarm.list_id == sub.list_id and alarm.version <= served:
@@ -298,8 +300,7 @@ def check_freezes(site: Site, results: Sequence[ListResult]) -> None:
                         at=site.now,
                         resolution=f"closed by vmic: the endorser's URL serves version {served}",
                     )
-        current = site.store.current_list(sub.list_id)
-        if current is None or current.version <= served:
+        if current.version <= served:
             continue
         if site.now - current.updated < FREEZE_GRACE:
             continue  # the endorser's URL may simply not have caught up yet

@@ -276,6 +276,11 @@ class Store:
         """The highest accepted version of a peer's export: a realm of its own (THREATS 35)."""
         return self._current("peer_exports", list_id)
 
+    def content_digests(self) -> dict[tuple[str, int], str | None]:
+        """The signed-content digest of every accepted version of every list (one read)."""
+        rows = self._rows("SELECT list_id, version, content_sha256 FROM lists")
+        return {(str(r["list_id"]), int(r["version"])): r["content_sha256"] for r in rows}
+
     def list_version(self, list_id: str, version: int) -> ListVersion | None:
         """One accepted version of an endorser's list."""
         return self._one(
