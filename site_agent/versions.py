@@ -258,12 +258,9 @@ def _admit(
     site.emit("image.new", subscription=sub.name, image=image, change=what)
     alarm = site.frozen(sub.list_id)
     if alarm is not None:  # an equivocation: nothing of the list is approved until decided
-        return Change(
-            image_id=image.image_id,
-            title=image.title,
-            what=what,
-            detail=f"held: list frozen by alarm {alarm}",
-        )
+        why = f"held: list frozen by alarm {alarm}"
+        site.store.put_image(dataclasses.replace(image, reason=why))
+        return Change(image_id=image.image_id, title=image.title, what=what, detail=why)
     if site.policy.approves(entry, subscription=sub):
         image = dataclasses.replace(
             image, state=APPROVED, shareable=True, approved_at=site.now, reason=None

@@ -47,10 +47,10 @@ COMMANDS = (
         "serve", "serve_cmd", "serve lists, the export, images and the catalogue page (read-only)"
     ),
     Command("peer", "peer_cmd", "follow or stop following another site"),
-    Command("alarms", "alarm_cmd", "what comparing lists with peers found (split views)"),
-    Command("alarm", "alarm_cmd", "one alarm: show it, or resolve it once decided"),
     Command("peers", "peer_cmd", "the peers this site follows (and what they carry)"),
     Command("export", "peer_cmd", "sign and write this site's export now"),
+    Command("alarms", "alarm_cmd", "what comparing lists with peers found (split views)"),
+    Command("alarm", "alarm_cmd", "one alarm: show it, or resolve it once decided"),
     Command("cloud", "cloud_cmd", "register the site's images in OpenStack Glance"),
     Command("clouds", "cloud_cmd", "list the configured clouds and the images vmic holds there"),
     Command("context", "context_cmd", "the site's contextualisation CD"),

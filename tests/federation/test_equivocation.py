@@ -195,6 +195,10 @@ def test_a_frozen_list_approves_nothing_until_the_alarm_is_resolved(
     assert a1.vmic("sync") == ExitCode.OK
     assert a1.states()[image_uuid(4)] == "available"  # not frozen there: auto-approved
     assert a2.states()[image_uuid(4)] == "new"  # frozen here: held for the admin
+    with Store.open(a2.home.database) as store:
+        held = store.image(image_uuid(4))
+        assert held is not None
+        assert held.reason == "held: list frozen by alarm 1"
     assert a2.vmic("approve", image_uuid(4)) == ExitCode.CONFIG  # not even by hand
     assert "frozen by alarm 1" in capsys.readouterr().err
     assert a2.states()[image_uuid(4)] == "new"
