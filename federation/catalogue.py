@@ -44,8 +44,7 @@ from aiohttp import web
 from federation.catalogue_assets import SCRIPT, STYLE
 from federation.markup import Markup, escape, join, link, query, render, trusted
 from federation.serve_state import state_of
-from keys.dn import DistinguishedName
-from keys.errors import ConfigError
+from keys.dn import display_name
 from site_agent.cloud.registry import ACTIVE, Registration, Registry
 from site_agent.records import (
     AVAILABLE,
@@ -67,14 +66,6 @@ OVERRIDE_MARK = "policy override"
 
 
 @lru_cache(maxsize=256)
-def common_name(dn: str) -> str:
-    """The CN of a slash-form DN, for display only; the DN itself if it has none."""
-    try:
-        return DistinguishedName.parse_slash(dn).common_name() or dn
-    except ConfigError:
-        return dn
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Row:
     """An image and the list version in force that lists it."""
@@ -90,7 +81,7 @@ class Row:
 
     @property
     def endorser_name(self) -> str:
-        return common_name(self.endorser) if self.endorser else ""
+        return display_name(self.endorser) if self.endorser else ""
 
     @property
     def expires(self) -> datetime | None:

@@ -205,6 +205,15 @@ class DistinguishedName:
         return names[-1] if names else None
 
 
+def display_name(dn: str) -> str:
+    """The CN of a slash-form DN, for display only; the DN itself if it has none or does not
+    parse (a name shown to people, never used for trust)."""
+    try:
+        return DistinguishedName.parse_slash(dn).common_name() or dn
+    except ConfigError:
+        return dn
+
+
 def _strip_unescaped(text: str) -> str:
     """Strip surrounding blanks, but keep a trailing blank that a backslash escapes."""
     text = text.lstrip()

@@ -7,15 +7,16 @@ import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
+from federation.api_schema import image_object, image_objects
 from federation.cli.commands import HELP
-from federation.cli.common import ExitCode, human_size, iso, print_json, shown, utcnow
+from federation.cli.common import ExitCode, human_size, print_json, shown, utcnow
 from federation.cli.sitehome import home_parent, print_changes, site_home
 from keys.errors import ConfigError
 from site_agent import admin, config_edit
 from site_agent import config as site_config
 from site_agent.cloud.registry import DEACTIVATED, Registration, Registry
+from site_agent.home import SiteHome
 from site_agent.records import RUNNABLE_STATES, STATES, ImageRecord
 
 
@@ -34,7 +35,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         ),
     )
     images.add_argument("--state", choices=STATES, help="only images in this state")
-    images.add_argument("--json", action="store_true", help="machine-readable output")
+    images.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable output: a JSON array of the image objects that `vmic serve` "
+        "gives at /api/v1/images (docs/api.md)",
+    )
     images.set_defaults(func=_images)
 
     image = commands.add_parser(
@@ -51,7 +57,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         ),
     )
     show.add_argument("image_id", metavar="ID", help="image UUID")
-    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable output: the image object of /api/v1/images/ID (docs/api.md), "
+        "with cache_file",
+    )
     show.set_defaults(func=_image_show)
 
     purge = image_sub.add_parser(
@@ -170,44 +181,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     remove.set_defaults(func=_hooks_remove)
 
 
-def _cloud_json(reg: Registration) -> dict[str, Any]:
-    return {
-        "cloud": reg.cloud,
-        "glance_id": reg.glance_id,
-        "state": reg.state,
-        "adopted": reg.adopted,
-        "sha512": reg.sha512,
-        "registered_at": iso(reg.registered_at),
-        "changed_at": iso(reg.changed_at),
-        "withdrawn_at": iso(reg.withdrawn_at),
-        "last_error": reg.last_error,
-    }
-
-
-def _image_json(image: ImageRecord, clouds: Sequence[Registration] = ()) -> dict[str, Any]:
-    return {
-        "id": image.image_id,
-        "title": image.title,
-        "state": image.state,
-        "reason": image.reason,
-        "shareable": image.shareable,
-        "subscription": image.subscription,
-        "list_id": image.list_id,
-        "list_version": image.list_version,
-        "size": image.size,
-        "sha512": image.sha512,
-        "url": image.url,
-        "vo": image.entry.get("vo"),
-        "info_url": image.entry.get("info_url"),
-        "appliance_id": image.entry.get("appliance_id"),
-        "base_marketplace_url": image.entry.get("base_marketplace_url"),
-        "policy_override": image.entry.get("policy_override"),
-        "first_seen": iso(image.first_seen),
-        "changed_at": iso(image.changed_at),
-        "approved_at": iso(image.approved_at),
-        "clouds": [_cloud_json(reg) for reg in clouds],
-        "entry": image.entry,
-    }
+def _base_url(home: SiteHome) -> str:
+    """The site's base URL from its identity (this site's URLs in --json are absolute with
+    it), or empty."""
+    home.require_initialised()
+    identity = site_config.load(home.config).identity
+    return identity.base_url if identity is not None else ""
 
 
 _VO_WIDTH = 16
@@ -239,14 +218,18 @@ def _clouds_cell(clouds: Sequence[Registration]) -> str:
 
 
 def _images(args: argparse.Namespace) -> int:
-    with admin.read_store(site_home(args)) as store:
+    home = site_home(args)
+    if args.json:
+        base_url = _base_url(home)
+        with admin.read_store(home) as store:
+            found = image_objects(store, base_url=base_url, state=args.state)
+        print_json(found)
+        return ExitCode.OK
+    with admin.read_store(home) as store:
         images = store.images(state=args.state)
         registered: dict[str, list[Registration]] = defaultdict(list)
         for reg in Registry(store).all():
             registered[reg.image_id].append(reg)
-    if args.json:
-        print_json([_image_json(i, registered.get(i.image_id, ())) for i in images])
-        return ExitCode.OK
     vos = [_vo_cell(i.entry.get("vo")) for i in images]
     width = max((len(vo) for vo in vos), default=0)
     clouds = [_clouds_cell(registered.get(i.image_id, ())) for i in images]
@@ -280,16 +263,18 @@ def _registration_line(reg: Registration) -> str:
 
 def _image_show(args: argparse.Namespace) -> int:
     home = site_home(args)
+    base_url = _base_url(home) if args.json else ""
     with admin.read_store(home) as store:
         image = store.image(args.image_id.removeprefix("urn:uuid:").lower())
         clouds = Registry(store).of_image(image.image_id) if image else []
+        listed = store.current_list(image.list_id) if image else None
     if image is None:
         raise ConfigError(f"no image {args.image_id} at this site", hint="see `vmic images`")
-    data = _image_json(image, clouds)
     cached = home.images / image.sha512
-    data["cache_file"] = str(cached) if cached.exists() else None
+    cache_file = str(cached) if cached.exists() else None
     if args.json:
-        print_json(data)
+        data = image_object(image, listed=listed, clouds=clouds, base_url=base_url)
+        print_json({**data, "cache_file": cache_file})
         return ExitCode.OK
     entry = image.entry
     print(f"{shown(image.title)}  ({image.image_id})")
@@ -322,7 +307,7 @@ def _image_show(args: argparse.Namespace) -> int:
     print(f"  size:         {image.size} bytes ({human_size(image.size)})")
     print(f"  sha512:       {image.sha512}")
     print(f"  download:     {shown(image.url)}")
-    print(f"  cache file:   {shown(data['cache_file'] or '-')}")
+    print(f"  cache file:   {shown(cache_file or '-')}")
     lines = [_registration_line(reg) for reg in clouds] or ["-"]
     for label, line in zip(["clouds:", *[""] * (len(lines) - 1)], lines, strict=True):
         print(f"  {label:<13} {line}")
