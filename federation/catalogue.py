@@ -36,7 +36,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -65,7 +64,6 @@ ALL_STATES = "all"
 OVERRIDE_MARK = "policy override"
 
 
-@lru_cache(maxsize=256)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Row:
     """An image and the list version in force that lists it."""

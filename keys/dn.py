@@ -15,6 +15,7 @@ so a service DN such as ``/CN=host/ce.example.org`` reads as one CN.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 
 from cryptography import x509
@@ -205,6 +206,7 @@ class DistinguishedName:
         return names[-1] if names else None
 
 
+@functools.lru_cache(maxsize=256)
 def display_name(dn: str) -> str:
     """The CN of a slash-form DN, for display only; the DN itself if it has none or does not
     parse (a name shown to people, never used for trust)."""
