@@ -22,7 +22,13 @@ of aiohttp's request handler, which
   method or version, a query, percent-escapes, a body, ``Range`` or
   ``If-Modified-Since``, anything malformed — and everything after it on
   that connection goes to aiohttp, which parses and answers as always. The
-  lane is off while the access log is on (so that every request is logged).
+  lane is off while the access log is on (so that every request is logged),
+  and an application serving peers only offers it ``/healthz`` alone.
+
+With ``[serve] access = "peers"`` the application carries a
+:class:`~federation.peer_tls.PeerGate`; :func:`start` then refuses to listen
+without TLS and has the TLS context ask every client for a certificate
+(:meth:`~federation.peer_tls.PeerGate.prepare_tls`), which the gate judges.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from federation.peer_tls import PEER_GATE
 from federation.serve_state import FastLane, Refresh, parse_head
 from keys.errors import ConfigError
 from site_agent.config import ServeSettings
@@ -379,11 +386,14 @@ class RunningServer:
         gate: ConnectionGate,
         *,
         tls: bool,
+        peers_only: bool = False,
     ) -> None:
         self.runner = runner
         self.listener = listener
         self.gate = gate
         self.tls = tls
+        self.peers_only = peers_only
+        """Client certificates are asked for; exports, lists and images only for peers."""
 
     @property
     def address(self) -> tuple[str, int]:
@@ -438,6 +448,9 @@ async def start(
     """
     limits = settings or app.get(SETTINGS) or ServeSettings()
     cap = max_connections if max_connections is not None else limits.max_connections
+    peers = app.get(PEER_GATE)
+    if peers is not None:
+        peers.prepare_tls(ssl_context)  # ConfigError without TLS
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -472,4 +485,6 @@ async def start(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}",
             hint="choose another --bind address or port, or stop what listens there",
         ) from exc
-    return RunningServer(runner, listener, gate, tls=ssl_context is not None)
+    return RunningServer(
+        runner, listener, gate, tls=ssl_context is not None, peers_only=peers is not None
+    )

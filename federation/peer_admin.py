@@ -45,7 +45,11 @@ from site_agent.site import Site
 
 
 async def _fetch(site: Site, url: str) -> bytes:
-    async with Fetcher(limits=site.config.limits, ca_bundle=site.config.ca_bundle) as fetcher:
+    async with Fetcher(
+        limits=site.config.limits,
+        ca_bundle=site.config.ca_bundle,
+        identity=site.config.identity,
+    ) as fetcher:
         return (await fetcher.fetch_list(url)).body
 
 
@@ -64,7 +68,11 @@ async def _fetch_export(site: Site, url: str) -> tuple[str, bytes]:
     with an HTTP error, is followed once: to the export the page names, else to
     ``/export.atom`` on the host. The export is verified by the caller.
     """
-    async with Fetcher(limits=site.config.limits, ca_bundle=site.config.ca_bundle) as fetcher:
+    async with Fetcher(
+        limits=site.config.limits,
+        ca_bundle=site.config.ca_bundle,
+        identity=site.config.identity,
+    ) as fetcher:
         html: bytes | None = None
         try:
             page = await fetcher.fetch_list(url)

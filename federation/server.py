@@ -12,6 +12,8 @@ Routes, all GET (and HEAD), nothing else:
     /images/sha512/<hex>      image bytes, with ranges    (federation.serve_images)
     /images/sha512/<hex>.blocks  the image's block index, when this site keeps one
     /healthz, /metrics        health and Prometheus text  (federation.serve_metrics)
+    /api/v1/images[/<uuid>]   the catalogue API (JSON), /api/v1/openapi.json its
+                              OpenAPI document            (federation.api)
 
 Lists (unless nginx sends them) and the export carry a strong ETag (the
 SHA-256 of the bytes) and Last-Modified, and answer If-None-Match /
@@ -31,7 +33,10 @@ per client address (``503``), and the time a client has to send its
 request headers (``408``); see :mod:`federation.listener`. Requests have
 no bodies (``client_max_size`` is 1 KiB); aiohttp's limits on the request
 line and headers apply. The access log is off unless asked for.
-TLS is used when ``[serve] tls_cert`` and ``tls_key`` are set. The server
+TLS is used when ``[serve] tls_cert`` and ``tls_key`` are set; with ``access =
+"peers"`` the export, the lists and the images (and, unless ``public_catalogue``,
+the catalogue and the API) are only for clients presenting an allowed peer's
+certificate (:mod:`federation.peer_tls`; others get 403). The server
 reads the store on its own thread and never takes the site lock, so `vmic
 sync` runs while it serves.
 """
@@ -54,7 +59,7 @@ from pathlib import Path
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from federation import catalogue, catalogue_image, serve_images, serve_metrics
+from federation import api, catalogue, catalogue_image, peer_tls, serve_images, serve_metrics
 from federation.listener import FAST_LANE, SETTINGS, RunningServer, parse_bind, start
 from federation.rehash import CacheGuard, FileIdentity, NotServable, open_regular
 from federation.serve_state import (
@@ -79,7 +84,7 @@ from feeds.verify import ListFormat
 from keys.errors import ConfigError, ListFormatError, StoreError
 from site_agent import config as site_config
 from site_agent.cache import Cache
-from site_agent.config import ServeSettings, SiteConfig
+from site_agent.config import Access, ServeSettings, SiteConfig
 from site_agent.home import SiteHome
 from site_agent.records import AVAILABLE, ListVersion
 from site_agent.store import Store
@@ -279,12 +284,17 @@ async def export_document(request: web.Request) -> web.Response:
 # -- the fast lane -------------------------------------------------------------------------
 class Lane:
     """What the listener answers without aiohttp: ``/export.atom``, ``/lists/...`` and
-    ``/healthz``, while what they need is in memory and still current."""
+    ``/healthz``, while what they need is in memory and still current.
+
+    With ``[serve] access = "peers"`` it answers ``/healthz`` only: everything else goes to
+    aiohttp, whose first middleware checks the client's certificate (:mod:`federation.peer_tls`).
+    """
 
     def __init__(self, state: ServeState) -> None:
         self._state = state
         self._second = -1
         self._date = b""
+        self._health_only = state.config.serve.access != Access.ANYONE
 
     def _now(self) -> bytes:
         second = int(time.time())
@@ -294,6 +304,8 @@ class Lane:
 
     def answer(self, head: Head) -> bytes | Refresh | None:
         state = self._state
+        if self._health_only and head.path != b"/healthz":
+            return None  # for peers only: aiohttp, behind the certificate check
         try:
             doc, refresh = self._find(head.path)
         except StoreError:
@@ -423,6 +435,7 @@ def create_app(
     app[STATE] = state
     app[SETTINGS] = settings.serve
     app[FAST_LANE] = Lane(state)
+    peer_tls.install(app, state)  # [serve] access = "peers": the client-certificate check
     router = app.router
     router.add_get("/", catalogue.catalogue)
     router.add_get("/image/{id}", catalogue_image.image_page)
@@ -432,6 +445,7 @@ def create_app(
     router.add_get("/images/sha512/{hex}", serve_images.image_bytes)
     router.add_get("/healthz", serve_metrics.healthz)
     router.add_get("/metrics", serve_metrics.metrics)
+    api.add_routes(app, state)  # /api/v1/... (federation.api)
     app.on_response_prepare.append(_security_headers)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:

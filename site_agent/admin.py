@@ -94,7 +94,11 @@ def default_name(title: str, taken: set[str]) -> str:
 async def _fetch_once(url: str, site: Site) -> ListFetch:
     from site_agent.fetch import Fetcher  # noqa: PLC0415 - the network client, for subscribe only
 
-    async with Fetcher(limits=site.config.limits, ca_bundle=site.config.ca_bundle) as fetcher:
+    async with Fetcher(
+        limits=site.config.limits,
+        ca_bundle=site.config.ca_bundle,
+        identity=site.config.identity,
+    ) as fetcher:
         return await fetcher.fetch_list(url)
 
 

@@ -13,6 +13,7 @@ import re
 import tomllib
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import tomlkit.exceptions
 
 from feeds.model import check_url
 from keys.dn import DistinguishedName
-from keys.errors import ConfigError, ListFormatError
+from keys.errors import ConfigError, ListFormatError, outside_bytes
 from keys.fileio import read_file, write_atomic
 from keys.limits import DEFAULT_LIMITS, Limits
 from keys.trust import CrlPolicy
@@ -39,6 +40,8 @@ EVENT_TYPES = (
     "list.accepted",
     "list.rejected",
     "list.expired",
+    "list.equivocation",
+    "list.freeze",
 )
 APPROVAL_POLICIES = ("hold", "auto")
 
@@ -146,6 +149,20 @@ listen_backlog = 1024
 # X-Accel-Redirect: <accel_redirect><id>/<version>-<sha256>.atom, nginx's
 # internal location for the site home's lists/ folder (docs/serving.md).
 # accel_redirect = "/_vmic_lists/"
+# Who may fetch the export, the lists and the image bytes: "anyone" who reaches
+# this server, or only "peers": clients whose TLS certificate chains to the trust
+# directory (CRLs as [trust] crl says) and is that of a peer this site follows
+# (`vmic peer add`) or one of allowed_peers; any other client gets 403. "peers"
+# needs tls_cert and tls_key (vmic serve's own TLS, not a proxy's). /healthz and
+# /metrics stay open to anyone (docs/serving.md, "Serving to peers only").
+access = "anyone"
+# More certificates served with access = "peers", as [subject DN, issuer DN]:
+# allowed_peers = [
+#   ["/DC=org/DC=example/CN=host/vmic.site-b.example.org", "/DC=org/DC=example/CN=Example CA"],
+# ]
+# With access = "peers": the catalogue (/, /image/<uuid>) and the API (/api/v1/)
+# stay open to anyone (true), or are for those peers only (false).
+public_catalogue = true
 
 # Hooks: commands run for events, without a shell, with the event in VMIC_*
 # environment variables and as JSON on stdin. Edit with `vmic hooks add` and
@@ -209,6 +226,14 @@ class FederationSettings:
     """The head start of the preferred sources before the others join the race."""
 
 
+class Access(StrEnum):
+    """Who may fetch a site's export, lists and image bytes from `vmic serve`."""
+
+    ANYONE = "anyone"
+    PEERS = "peers"
+    """Only clients presenting the certificate of an allowed peer (mutual TLS)."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServeSettings:
     """`vmic serve`'s listener and its limits (the [serve] table)."""
@@ -228,6 +253,12 @@ class ServeSettings:
     accel_redirect: str | None = None
     """nginx's internal location prefix for lists/ (``/_vmic_lists/``): the lists in force are
     answered with an empty body and ``X-Accel-Redirect`` naming their file; None: off."""
+    access: Access = Access.ANYONE
+    """Who may fetch the export, lists and image bytes (:mod:`federation.peer_tls`)."""
+    allowed_peers: tuple[SignerPin, ...] = ()
+    """With ``access = "peers"``: certificates served besides those of the followed peers."""
+    public_catalogue: bool = True
+    """With ``access = "peers"``: whether the catalogue page and the API stay open to anyone."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -419,6 +450,9 @@ def load(path: Path) -> SiteConfig:
                     "tls_key",
                     "rehash_hours",
                     "accel_redirect",
+                    "access",
+                    "allowed_peers",
+                    "public_catalogue",
                 },
             ),
             path,
@@ -458,18 +492,7 @@ def _federation(section: _Section) -> FederationSettings:
     approve_if = section.get("approve_if_peers", int, 0)
     if approve_if < 0:
         raise ConfigError(f"{section.where} approve_if_peers: must not be negative")
-    follow = section.get("follow", list, [])
-    pins = []
-    for pair in follow:
-        if not (
-            isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
-        ):
-            raise ConfigError(f"{section.where} follow: each entry is [subject DN, issuer DN]")
-        pins.append(
-            SignerPin(
-                subject=DistinguishedName.parse(pair[0]), issuer=DistinguishedName.parse(pair[1])
-            )
-        )
+    pins = parse_pins(section.get("follow", list, []), f"{section.where} follow")
     race_after = section.get("race_after_seconds", (int, float), 2)
     if not math.isfinite(race_after) or race_after < 0:
         raise ConfigError(
@@ -479,10 +502,31 @@ def _federation(section: _Section) -> FederationSettings:
     return FederationSettings(
         prefer_peers=section.get("prefer_peers", bool, True),
         approve_if_peers=approve_if,
-        follow=tuple(pins),
+        follow=pins,
         race=section.get("race", bool, True),
         race_after=timedelta(seconds=race_after),
     )
+
+
+def parse_pins(items: list[Any], where: str) -> tuple[SignerPin, ...]:
+    """``[[subject DN, issuer DN], ...]`` from the configuration; ConfigError naming ``where``
+    for anything else (a bad DN included)."""
+    pins = []
+    for pair in items:
+        if not (
+            isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
+        ):
+            raise ConfigError(f"{where}: each entry is [subject DN, issuer DN]")
+        pins.append(SignerPin(subject=_dn(pair[0], where), issuer=_dn(pair[1], where)))
+    return tuple(pins)
+
+
+def _dn(text: str, where: str) -> DistinguishedName:
+    with outside_bytes(f"{where}: DN {text!r}", ConfigError):
+        try:
+            return DistinguishedName.parse(text)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc.message}", hint=exc.hint) from exc
 
 
 def _path(text: str, config: Path) -> Path:
@@ -494,6 +538,22 @@ def _serve(section: _Section, path: Path) -> ServeSettings:
     tls_cert, tls_key = section.get("tls_cert", str, None), section.get("tls_key", str, None)
     if bool(tls_cert) != bool(tls_key):
         raise ConfigError(f"{section.where}: tls_cert and tls_key go together")
+    access = section.get("access", str, Access.ANYONE.value)
+    if access not in {a.value for a in Access}:
+        raise ConfigError(f'{section.where} access: "anyone" or "peers", not {access!r}')
+    allowed = parse_pins(section.get("allowed_peers", list, []), f"{section.where} allowed_peers")
+    public = section.get("public_catalogue", bool, True)
+    if access == Access.PEERS and not tls_cert:
+        raise ConfigError(
+            f'{section.where}: access = "peers" needs tls_cert and tls_key',
+            hint="vmic serve asks clients for certificates in its own TLS; give it the host's "
+            "certificate and key (a TLS proxy in front cannot pass client certificates on)",
+        )
+    if access == Access.ANYONE and (allowed or not public):
+        raise ConfigError(
+            f'{section.where}: allowed_peers and public_catalogue = false need access = "peers"',
+            hint='set access = "peers", or remove them: with "anyone" everything is public',
+        )
     defaults = ServeSettings()
     return ServeSettings(
         bind=section.get("bind", str, defaults.bind),
@@ -507,6 +567,9 @@ def _serve(section: _Section, path: Path) -> ServeSettings:
         tls_key=_path(tls_key, path) if tls_key else None,
         rehash_interval=timedelta(hours=section.positive("rehash_hours", 24)),
         accel_redirect=_accel_prefix(section.get("accel_redirect", str, None), section.where),
+        access=Access(access),
+        allowed_peers=allowed,
+        public_catalogue=public,
     )
 
 

@@ -24,6 +24,7 @@ from aiohttp.abc import AbstractResolver
 
 from keys.errors import FetchError, TooLargeError
 from keys.limits import DEFAULT_LIMITS, Limits
+from site_agent.config import Identity
 from site_agent.download import download as _download
 from site_agent.transport import (
     Pace,
@@ -72,9 +73,13 @@ class Fetcher:
         ca_bundle: Path | None = None,
         user_agent: str = "vmic",
         resolver: AbstractResolver | None = None,
+        identity: Identity | None = None,
     ) -> None:
+        """``identity``: the site's certificate, presented to servers that ask for one
+        (peers that serve peers only, :mod:`federation.peer_tls`)."""
         self.limits = limits
         self._ca_bundle = ca_bundle
+        self._identity = identity
         self._user_agent = user_agent
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
@@ -87,6 +92,7 @@ class Fetcher:
             ca_bundle=self._ca_bundle,
             user_agent=self._user_agent,
             resolver=self._resolver,
+            identity=self._identity,
         )
         return self
 

@@ -119,7 +119,9 @@ async def _sync(
         site.store.set_meta(TRUST_PROBLEMS, json.dumps(list(trust.problems)))
     reconcile(site, report)
     limits = site.config.limits
-    async with Fetcher(limits=limits, ca_bundle=site.config.ca_bundle) as fetcher:
+    async with Fetcher(
+        limits=limits, ca_bundle=site.config.ca_bundle, identity=site.config.identity
+    ) as fetcher:
         if peering is not None:
             await peering.refresh(site, fetcher, trust, report)
         gate = asyncio.Semaphore(limits.fetch_concurrency)

@@ -36,7 +36,6 @@ import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
-from functools import lru_cache
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urljoin, urlsplit
@@ -49,7 +48,6 @@ from yarl import URL
 
 from feeds.model import check_url
 from keys.errors import (
-    ConfigError,
     FetchError,
     FetchTimeoutError,
     HTTPStatusError,
@@ -58,6 +56,8 @@ from keys.errors import (
     outside_bytes,
 )
 from keys.limits import Limits
+from site_agent.client_tls import tls_context
+from site_agent.config import Identity
 
 T = TypeVar("T")
 
@@ -207,26 +207,19 @@ class _Connector(aiohttp.TCPConnector):
         return self._bypass[host]
 
 
-@lru_cache(maxsize=8)
-def _tls_context(ca_bundle: str | None) -> ssl.SSLContext:
-    """One verifying TLS context per CA bundle for the process: loading the system's CA
-    store takes tens of milliseconds, every `vmic subscribe` in a loop would pay it."""
-    try:
-        return ssl.create_default_context(cafile=ca_bundle)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"cannot load the CA bundle {ca_bundle}: {exc}") from exc
-
-
 def open_session(
     limits: Limits,
     *,
     ca_bundle: Path | None,
     user_agent: str,
     resolver: AbstractResolver | None = None,
+    identity: Identity | None = None,
 ) -> aiohttp.ClientSession:
     """The run's session; call inside a running event loop. ``resolver`` answers names
-    (aiohttp's default resolver unless given); the address guard is put around it."""
-    context = _tls_context(None if ca_bundle is None else str(ca_bundle))
+    (aiohttp's default resolver unless given); the address guard is put around it. With
+    the site's ``identity``, its certificate is the TLS client certificate
+    (:func:`site_agent.client_tls.tls_context`)."""
+    context = tls_context(ca_bundle, identity)
     guard = GuardedResolver(DefaultResolver() if resolver is None else resolver)
     connector = _Connector(ssl_context=context, guard=guard)
     # No sock_read: aiohttp would re-arm a timer on every receive (thousands per GiB).
@@ -285,9 +278,11 @@ def failed(url: str, exc: BaseException) -> BaseException:
     if isinstance(exc, TimeoutError):
         return Transient(FetchTimeoutError(f"{url}: timed out ({type(exc).__name__})"))
     if isinstance(exc, aiohttp.ClientSSLError):
+        refused = not isinstance(exc, aiohttp.ClientConnectorCertificateError)
         return FetchError(
             f"{url}: TLS connection refused ({type(exc).__name__})",
-            hint="the server's certificate is not trusted; see the ca_bundle setting",
+            hint="the server's certificate is not trusted; see the ca_bundle setting"
+            + (" (or the server refused this site's [identity] certificate)" if refused else ""),
         )
     if isinstance(exc, aiohttp.InvalidURL):
         return FetchError(f"{url}: invalid URL ({type(exc).__name__})")

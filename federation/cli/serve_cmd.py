@@ -61,6 +61,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _ready(running: RunningServer) -> None:
     print(f"vmic serve: listening on {running.url} (SIGINT or SIGTERM stops)", flush=True)
+    if running.peers_only:
+        print(
+            'vmic serve: [serve] access = "peers": the export, lists and images only for '
+            "clients presenting an allowed peer's certificate",
+            flush=True,
+        )
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ directly with cryptography, all relative to one ``now``.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -147,6 +148,48 @@ class TestCA:
                 usage(digital_signature=digital_signature), critical=True
             )
         cert = builder.sign(self.key, hash_algorithm or hashes.SHA256())
+        return Identity(cert=cert, key=key, intermediates=self.chain)
+
+    def issue_host(
+        self,
+        subject: str,
+        *,
+        names: Sequence[str] = ("127.0.0.1", "localhost"),
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+        uses: Sequence[x509.ObjectIdentifier] = (
+            ExtendedKeyUsageOID.SERVER_AUTH,
+            ExtendedKeyUsageOID.CLIENT_AUTH,
+        ),
+    ) -> Identity:
+        """A host certificate as IGTF CAs issue them: keyUsage digitalSignature, extended key
+        usage serverAuth and clientAuth (or ``uses``), and ``names`` (IP addresses or DNS
+        names) as subjectAltName, so that it serves TLS and is a TLS client certificate."""
+        key = new_key("ec")
+        alt: list[x509.GeneralName] = []
+        for name in names:
+            try:
+                alt.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                alt.append(x509.DNSName(name))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(DistinguishedName.parse_slash(subject).to_x509())
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before or self.now - timedelta(hours=1))
+            .not_valid_after(not_after or self.now + timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(usage(digital_signature=True), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(list(uses)), critical=False)
+            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
         return Identity(cert=cert, key=key, intermediates=self.chain)
 
     def revoke(self, cert: x509.Certificate) -> None:
