@@ -17,6 +17,9 @@ profile a grid CA gives a personal certificate.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -43,6 +46,10 @@ CA_CRL = "ca.crl.pem"
 CA_CHAIN = "chain.pem"
 CA_KEY = Path("private") / "ca.key"
 KEY_TYPES = ("rsa", "ec")
+_DNS_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 _BACKDATE = timedelta(minutes=5)  # tolerate small clock differences between machines
 
 
@@ -164,6 +171,24 @@ def create_ca(
     return ca
 
 
+def _uses(hosts: Sequence[str]) -> list[x509.ObjectIdentifier]:
+    uses = [ExtendedKeyUsageOID.EMAIL_PROTECTION]
+    if hosts:
+        uses += [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    return uses
+
+
+def _host_name(host: str) -> x509.GeneralName:
+    """A host for subjectAltName: an IP address, else a DNS name (ConfigError if neither)."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    if not _DNS_NAME.fullmatch(host):
+        raise ConfigError(f"--host {host!r} is neither a DNS name nor an IP address")
+    return x509.DNSName(host.lower())
+
+
 def issue(
     ca: CertificateAuthority,
     subject: DistinguishedName,
@@ -173,8 +198,14 @@ def issue(
     email: str | None = None,
     days: int = 365,
     key_type: str = "rsa",
+    hosts: Sequence[str] = (),
 ) -> x509.Certificate:
-    """Issue an endorser or site certificate; writes cert.pem, key.pem, chain.pem."""
+    """Issue an endorser or site certificate; writes cert.pem, key.pem, chain.pem.
+
+    With ``hosts`` (DNS names or IP addresses) it is a host certificate as IGTF CAs issue
+    them: extended key usage serverAuth and clientAuth besides emailProtection, the hosts
+    as subjectAltName, so that it also serves TLS and is a TLS client certificate (a site
+    whose `vmic serve` serves peers only)."""
     if (out / "cert.pem").exists() or (out / "key.pem").exists():
         raise ConfigError(f"{out} already holds a certificate; refusing to overwrite it")
     if now + timedelta(days=days) > ca.cert.not_valid_after_utc:
@@ -185,18 +216,15 @@ def issue(
         _builder(subject, ca.cert.subject, public_key, now=now, days=days)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(key_usage(digital_signature=True), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
-        )
+        .add_extension(x509.ExtendedKeyUsage(_uses(hosts)), critical=False)
         .add_extension(
             _authority_key_id(ca.cert),
             critical=False,
         )
     )
-    if email:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False
-        )
+    names = [*(_host_name(h) for h in hosts), *([x509.RFC822Name(email)] if email else [])]
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     cert = builder.sign(ca.key, hashes.SHA256())
     out.mkdir(parents=True, exist_ok=True)
     write_private_key(out / "key.pem", key)

@@ -46,12 +46,23 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=(
             "Issue a certificate (keyUsage digitalSignature, extendedKeyUsage "
             "emailProtection) from a CA folder. Writes cert.pem, key.pem (mode 0600) and "
-            "chain.pem (the certificate and any intermediate CAs) into --out."
+            "chain.pem (the certificate and any intermediate CAs) into --out. With --host, "
+            "a host certificate for a site: also serverAuth and clientAuth, the hosts as "
+            "subjectAltName, so that it serves `vmic serve`'s TLS and is presented to peers "
+            'that serve peers only ([serve] access = "peers").'
         ),
     )
     issue.add_argument("--ca", required=True, type=Path, help="CA folder")
     issue.add_argument("--subject", required=True, help="subject DN in slash form")
     issue.add_argument("--email", help="e-mail address (subjectAltName)")
+    issue.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a site's DNS name or IP address (subjectAltName; repeat for several): a host "
+        "certificate for TLS server and client use",
+    )
     issue.add_argument("--days", type=int, default=365, help="validity in days (default 365)")
     issue.add_argument("--key-type", choices=pki.KEY_TYPES, default="rsa", help="default rsa")
     issue.add_argument("--out", required=True, type=Path, help="folder for cert.pem, key.pem")
@@ -121,6 +132,7 @@ def _issue(args: argparse.Namespace) -> int:
         email=args.email,
         days=args.days,
         key_type=args.key_type,
+        hosts=args.host,
     )
     print(f"issued {DistinguishedName.from_x509(cert.subject)}")
     issuer = DistinguishedName.from_x509(cert.issuer)

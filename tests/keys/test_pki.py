@@ -8,7 +8,10 @@ is about the RSA default.
 
 from __future__ import annotations
 
+import socket
+import ssl
 import stat
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -525,3 +528,71 @@ def test_load_refuses_a_ca_key_readable_by_others(root: CertificateAuthority) ->
         CertificateAuthority.load(root.directory)
 
     assert "chmod 600" in info.value.hint
+
+
+# -- host certificates (--host) --------------------------------------------------------------
+SITE_DN = DistinguishedName.parse_slash("/DC=org/DC=vmic-dev/OU=Sites/CN=site-a")
+
+
+def test_a_host_certificate_serves_tls_and_is_a_tls_client_certificate(
+    root: CertificateAuthority, tmp_path: Path, now: datetime
+) -> None:
+    """Two site certificates from `vmic keys issue --host`: one serves TLS on loopback and
+    asks for a client certificate, the other is presented; a real OpenSSL handshake takes
+    both, and the server sees the client's DN."""
+    server_cert = issue(root, SITE_DN, tmp_path / "a", now=now, key_type="ec", hosts=["127.0.0.1"])
+    client_dn = DistinguishedName.parse_slash("/DC=org/DC=vmic-dev/OU=Sites/CN=site-b")
+    issue(root, client_dn, tmp_path / "b", now=now, key_type="ec", hosts=["site-b.example.org"])
+    uses = server_cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(uses) == {
+        x509.oid.ExtendedKeyUsageOID.EMAIL_PROTECTION,
+        x509.oid.ExtendedKeyUsageOID.SERVER_AUTH,
+        x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH,
+    }
+
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(tmp_path / "a" / "cert.pem", tmp_path / "a" / "key.pem")
+    server.load_verify_locations(root.directory / CA_CERT)
+    server.verify_mode = ssl.CERT_REQUIRED
+    client = ssl.create_default_context(cafile=root.directory / CA_CERT)
+    client.load_cert_chain(tmp_path / "b" / "cert.pem", tmp_path / "b" / "key.pem")
+    seen: list[object] = []
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def accept() -> None:
+            conn, _ = listener.accept()
+            with server.wrap_socket(conn, server_side=True) as tls:
+                seen.append(tls.getpeercert())
+                tls.sendall(b"ok")
+
+        thread = threading.Thread(target=accept, daemon=True)
+        thread.start()
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            client.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            assert tls.recv(2) == b"ok"
+        thread.join(timeout=10)
+    (peer,) = seen
+    assert isinstance(peer, dict)
+    assert ("commonName", "site-b") in [pair for rdn in peer["subject"] for pair in rdn]
+
+
+def test_a_certificate_without_hosts_is_for_email_protection_only(
+    root: CertificateAuthority, tmp_path: Path, now: datetime
+) -> None:
+    cert = issue(root, JANE_DN, tmp_path / "jane", now=now, key_type="ec", email="j@x.org")
+    uses = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(uses) == [x509.oid.ExtendedKeyUsageOID.EMAIL_PROTECTION]
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.RFC822Name) == ["j@x.org"]
+
+
+@pytest.mark.parametrize("host", ["", "-x.org", "a b", "x..org", "a/b", "é.org", "a" * 64])
+def test_a_host_that_is_no_name_or_address_is_refused_and_nothing_written(
+    root: CertificateAuthority, tmp_path: Path, now: datetime, host: str
+) -> None:
+    with pytest.raises(ConfigError, match="neither a DNS name nor an IP address"):
+        issue(root, SITE_DN, tmp_path / "site", now=now, key_type="ec", hosts=[host])
+    assert not (tmp_path / "site").exists()
