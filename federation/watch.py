@@ -16,13 +16,21 @@ about a list this site subscribes to, for a version this site accepted
   without the rollback state, which the version in question already is.
   When the copy is valid, of that version, with the claimed digest, and
   signed by the endorser (subject DN) that signed the site's own copy,
-  the site holds proof of equivocation: both copies go to
-  ``evidence/<alarm>/``, an ``equivocation`` alarm is raised and the list
-  is frozen (:mod:`site_agent.alarms`).
+  the site holds proof of equivocation (:mod:`site_agent.equivocation`):
+  both copies go to ``evidence/<alarm>/``, an ``equivocation`` alarm is
+  raised and the list is frozen.
 - Anything less is not proof and freezes nothing: a copy that cannot be
   fetched, fails verification, is of another version or turns out to be the
   site's own content, or is signed by another pinned endorser, is reported
-  against the peer (a problem of the run, and a failure in its record).
+  against the peer (a problem of the run, and a failure in its record), and
+  the peer's other claims wait for the next run: a lying peer costs one
+  fetch per run, not one (with its retries and deadline) per list.
+- A valid copy in the other format (HEPiX where the site holds Atom, or the
+  other way round) is no proof either: `vmic endorse sign --hepix-out`
+  signs every version in both, whose signed contents are other bytes by
+  design, so their digests cannot be compared. A claim whose URL names
+  the other format is not fetched; nothing is reported (the peer said the
+  truth).
 
 Claims about newer versions need nothing here: a sync takes a peer's newer
 copy of a list itself (:mod:`site_agent.sync_lists`), and then the endorser's
@@ -35,25 +43,28 @@ copy signed with a key that is no longer the endorser's).
 
 from __future__ import annotations
 
-import json
+import logging
 from pathlib import Path
 
 from feeds.model import ListId
 from feeds.verify import Expectation, VerifiedList, verify_list
 from keys.errors import VmicError
-from keys.fileio import read_file
 from keys.trust import TrustStore
-from site_agent.alarms import EQUIVOCATION, Alarm, AlarmStore, raise_alarm
+from site_agent.alarms import EQUIVOCATION, AlarmStore
+from site_agent.equivocation import (
+    NotProofError,
+    OtherFormatError,
+    check_proof,
+    raise_equivocation,
+)
 from site_agent.fetch import Fetcher
 from site_agent.peerstore import PeerClaim, PeerStore
-from site_agent.records import ListVersion, Subscription, iso
+from site_agent.records import ListVersion, Subscription
 from site_agent.report import SyncReport
 from site_agent.site import Site
 from site_agent.versions import with_content_digest
 
-
-class NotProofError(Exception):
-    """A claim that differs from the site's copy without a valid second copy behind it."""
+_log = logging.getLogger("vmic.sync")
 
 
 async def watch(site: Site, fetcher: Fetcher, trust: TrustStore, report: SyncReport) -> None:
@@ -61,7 +72,10 @@ async def watch(site: Site, fetcher: Fetcher, trust: TrustStore, report: SyncRep
     subscriptions = {s.list_id: s for s in site.store.subscriptions()}
     digests = site.store.content_digests()
     alarms = AlarmStore(site.store)
+    unbacked: set[str] = set()  # peers that could not back a claim: the rest waits a run
     for claim in PeerStore(site.store).claims():
+        if claim.peer in unbacked:
+            continue
         sub = subscriptions.get(claim.list_id)
         if sub is None:
             continue  # not a list this site follows: nothing of ours to compare
@@ -73,16 +87,21 @@ async def watch(site: Site, fetcher: Fetcher, trust: TrustStore, report: SyncRep
             continue
         if alarms.seen(EQUIVOCATION, claim.list_id, claim.version, claim.content_sha256):
             continue
+        if not claim.url.endswith(Path(ours.path).suffix):
+            continue  # the list's other format (vmic endorse sign --hepix-out): no comparison
         try:
-            theirs = await _their_copy(
-                site, fetcher=fetcher, trust=trust, sub=sub, claim=claim, ours=ours
-            )
-        except NotProofError as why:
-            _blame(site, report, claim, sub, str(why))
+            theirs = await _their_copy(site, fetcher=fetcher, trust=trust, sub=sub, claim=claim)
+            check_proof(ours, theirs)
+        except OtherFormatError as why:
+            _log.info("peer %s, list %s version %s: %s", claim.peer, sub.name, claim.version, why)
             continue
-        alarm = _raise(site, sub, claim, ours, theirs)
-        if alarm is not None:
-            report.changes.extend(site.freeze(claim.list_id, alarm.id))
+        except NotProofError as why:
+            unbacked.add(claim.peer)
+            _blame(site, report, claim, sub, f"its copy: {why}")
+            continue
+        raise_equivocation(
+            site, report, sub=sub, ours=ours, theirs=theirs, url=claim.url, peer=claim.peer
+        )
 
 
 def _our_version(site: Site, claim: PeerClaim) -> ListVersion | None:
@@ -100,13 +119,13 @@ async def _their_copy(
     trust: TrustStore,
     sub: Subscription,
     claim: PeerClaim,
-    ours: ListVersion,
 ) -> VerifiedList:
-    """The peer's copy, verified as proof of a second signed content; NotProofError if not."""
+    """The peer's copy, verified against the subscription, of the version and signed content
+    it claims; NotProofError if not."""
     try:
         raw = (await fetcher.fetch_list(claim.url)).body
     except VmicError as error:
-        raise NotProofError(f"its copy cannot be fetched: {error.message}") from error
+        raise NotProofError(f"it cannot be fetched: {error.message}") from error
     try:
         verified = await site.verify(
             verify_list,
@@ -120,79 +139,21 @@ async def _their_copy(
             limits=site.config.limits,
         )
     except VmicError as error:
-        raise NotProofError(f"its copy is not a valid list: {error.message}") from error
-    got = verified.image_list.version
-    if got != claim.version:
-        raise NotProofError(f"its copy is version {got}, not the version {claim.version} it claims")
-    if verified.content_sha256 == ours.content_sha256:
-        raise NotProofError("its copy is the same signed list as this site's")
+        raise NotProofError(f"it is not a valid list: {error.message}") from error
+    if verified.image_list.version != claim.version:
+        got = verified.image_list.version
+        raise NotProofError(f"it is version {got}, not the version {claim.version} claimed")
     if verified.content_sha256 != claim.content_sha256:
-        raise NotProofError("its copy's signed content is not the one its export claims")
-    signer = verified.signer.subject.slash()
-    if signer != ours.signer:
-        raise NotProofError(f"its copy is signed by {signer}, this site's by {ours.signer}")
+        raise NotProofError("its signed content is not the one the export claims")
     return verified
-
-
-def _raise(
-    site: Site, sub: Subscription, claim: PeerClaim, ours: ListVersion, theirs: VerifiedList
-) -> Alarm | None:
-    """An equivocation alarm with both copies (and what they are) as its evidence."""
-    suffix = theirs.list_format.suffix
-    our_path = site.home.root / ours.path
-    try:
-        our_bytes = read_file(our_path, what="the site's copy of the list")
-    except VmicError as error:  # the stored copy is gone: the alarm stands on theirs
-        our_bytes = f"not kept: {error.message}\n".encode()
-    facts = {
-        "kind": EQUIVOCATION,
-        "list_id": sub.list_id,
-        "subscription": sub.name,
-        "version": claim.version,
-        "found_at": iso(site.now),
-        "ours": {
-            "content_sha256": ours.content_sha256,
-            "sha256": ours.sha256,
-            "signer": ours.signer,
-            "accepted_at": iso(ours.accepted_at),
-            "file": f"ours{Path(ours.path).suffix}",
-        },
-        "theirs": {
-            "content_sha256": theirs.content_sha256,
-            "sha256": theirs.sha256,
-            "signer": theirs.signer.subject.slash(),
-            "peer": claim.peer,
-            "url": claim.url,
-            "file": f"theirs{suffix}",
-        },
-    }
-    return raise_alarm(
-        site,
-        kind=EQUIVOCATION,
-        list_id=sub.list_id,
-        subscription=sub.name,
-        version=claim.version,
-        peer=claim.peer,
-        ours=ours.content_sha256,
-        theirs=theirs.content_sha256,
-        detail=(
-            f"peer {claim.peer} holds another list signed by {ours.signer} as the same "
-            f"version (signed content SHA-256 {theirs.content_sha256[:16]}..., this site's "
-            f"{(ours.content_sha256 or '?')[:16]}...)"
-        ),
-        evidence={
-            f"ours{Path(ours.path).suffix}": our_bytes,
-            f"theirs{suffix}": theirs.raw,
-            "alarm.json": json.dumps(facts, indent=2, sort_keys=True).encode() + b"\n",
-        },
-    )
 
 
 def _blame(site: Site, report: SyncReport, claim: PeerClaim, sub: Subscription, why: str) -> None:
     """A claim without proof: a problem of the peer, never an alarm."""
     message = (
         f"peer {claim.peer} claims version {claim.version} of list {sub.name} with other "
-        f"signed content than this site's, but {why}; nothing is frozen"
+        f"signed content than this site's, but {why}; nothing is frozen (its other "
+        "claims wait for the next run)"
     )
     report.problem(None, "peer", message)
     with site.store.atomic():

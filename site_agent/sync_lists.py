@@ -19,15 +19,23 @@ from collections.abc import Callable
 
 from feeds.model import list_id
 from feeds.verify import Expectation, verify_list
-from keys.errors import ListFormatError, StoreError, VerificationError, VmicError
+from keys.errors import (
+    ListFormatError,
+    RollbackError,
+    StoreError,
+    VerificationError,
+    VmicError,
+)
 from keys.trust import TrustStore
 from site_agent.batch import Accepted
+from site_agent.equivocation import NotProofError, check_proof, raise_equivocation
 from site_agent.fetch import Fetcher, Validators
 from site_agent.peering import ByteSource, ListCopy, Peering
 from site_agent.records import Subscription
 from site_agent.report import ListResult, SyncReport
 from site_agent.site import Site, previous_of
 from site_agent.units import report_failure, subscription_recorder
+from site_agent.versions import with_content_digest
 
 
 async def sync_list(
@@ -248,7 +256,7 @@ async def _from_copy(
             )
         return None
     result = await _take(
-        site, sub, fetched.body, trust, report, peer=copy.peer, taken=taken, then=then
+        site, sub, fetched.body, trust, report, peer=copy.peer, url=copy.url, taken=taken, then=then
     )
     if result.outcome == "rejected" and peering is not None:
         peering.record_transfer(
@@ -272,6 +280,7 @@ async def _take(
     taken: list[Accepted],
     then: Callable[[int], None] | None,
     peer: str | None = None,
+    url: str | None = None,
 ) -> ListResult:
     """Verify ``raw`` against the subscription and the rollback state; accept or reject.
     What was accepted goes to ``taken``; ``then`` (the subscription's attempt, given the
@@ -291,6 +300,8 @@ async def _take(
             limits=site.config.limits,
         )
     except (VerificationError, ListFormatError) as error:
+        if isinstance(error, RollbackError) and current is not None:
+            await _other_content(site, sub, raw, trust, report, url=url or sub.url, peer=peer)
         digest = hashlib.sha256(raw).hexdigest()
         via = f" (copy from peer {peer})" if peer else ""
         last = store.last_history(sub.name)
@@ -316,3 +327,39 @@ async def _take(
         outcome="accepted" if accepted.new else "unchanged",
         version=accepted.version,
     )
+
+
+async def _other_content(
+    site: Site,
+    sub: Subscription,
+    raw: bytes,
+    trust: TrustStore,
+    report: SyncReport,
+    *,
+    url: str,
+    peer: str | None,
+) -> None:
+    """A copy refused by the rollback rule may be a version the site accepted, with other
+    signed content: verified apart from the rollback state, it is then proof of
+    equivocation (:mod:`site_agent.equivocation`). Anything else was a rollback, as
+    reported."""
+    try:
+        theirs = await site.verify(
+            verify_list,
+            raw,
+            trust=trust,
+            pins=sub.pins,
+            now=site.now,
+            crl=site.config.crl,
+            expect=Expectation(list_id=list_id(sub.list_id), self_url=sub.self_url),
+            previous=None,
+            limits=site.config.limits,
+        )
+        held = site.store.list_version(sub.list_id, theirs.image_list.version)
+        if held is None:
+            return  # older than any version accepted here: a rollback, nothing to compare
+        ours = held if held.content_sha256 else with_content_digest(site, held)
+        check_proof(ours, theirs)
+    except (VmicError, NotProofError):
+        return
+    raise_equivocation(site, report, sub=sub, ours=ours, theirs=theirs, url=url, peer=peer)

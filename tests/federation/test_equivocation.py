@@ -301,7 +301,9 @@ def other_endorser_copy(world: World) -> bytes:
     [
         pytest.param(lambda world, genuine: None, "cannot be fetched", id="nothing"),
         pytest.param(lambda world, genuine: b"\x00garbage<feed", "not a valid list", id="garbage"),
-        pytest.param(lambda world, genuine: genuine, "the same signed list", id="our-own-copy"),
+        pytest.param(
+            lambda world, genuine: genuine, "not the one the export claims", id="our-own-copy"
+        ),
         pytest.param(
             lambda world, genuine: genuine.replace(b"Test image 1", b"Test image X"),
             "not a valid list",
@@ -409,3 +411,56 @@ def test_exports_say_which_version_of_each_list_the_site_holds(
     assert held is not None
     assert f'list="urn:uuid:{LIST_ID}" version="2" content-sha256="{held}"' in text
     assert a.server.get(f"/lists/{LIST_ID}.atom").body == view_a
+
+
+def test_the_endorsers_own_url_serving_another_list_as_the_same_version_is_proof(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No peer needed: the site holds version 2, then the endorser's URL serves another
+    version 2 (to this site, say, while the rest saw the first). Refused as ever by the
+    same-version rule, and proof besides."""
+    first = world.publish(version=2, images=(1, 2))
+    assert world.subscribe(auto=True) == 0
+    assert world.vmic("sync") == ExitCode.OK
+    second = world.publish(version=2, images=(1, 3))
+    before = world.snapshot()
+    capsys.readouterr()
+
+    assert world.vmic("sync") == ExitCode.ALARM
+
+    err = capsys.readouterr().err
+    assert "RollbackError" in err  # the list is refused, as before
+    assert f"{world.sim.url(LIST_PATH)} serves another list signed by" in err
+    assert world.snapshot() == before  # nothing of the other copy was taken
+    with world.store() as store:
+        (found,) = AlarmStore(store).alarms()
+        assert (found.kind, found.peer, found.version) == ("equivocation", None, 2)
+        assert found.evidence is not None
+    evidence = world.home.root / found.evidence
+    assert (evidence / "ours.atom").read_bytes() == first
+    assert (evidence / "theirs.atom").read_bytes() == second
+    world.publish(version=3, images=(1, 2, 4))  # the list is frozen: nothing approved
+    assert world.vmic("sync") == ExitCode.ALARM
+    assert world.states()[image_uuid(4)] == "new"
+
+
+def test_an_older_version_replayed_is_a_rollback_and_another_one_is_proof(
+    world: World,
+) -> None:
+    old = world.publish(version=2, images=(1,))
+    assert world.subscribe(auto=True) == 0
+    world.publish(version=3, images=(1, 2))
+    assert world.vmic("sync") == ExitCode.OK
+    world.sim.publish(LIST_PATH, old)  # version 2 again, as accepted: a replay
+
+    assert world.vmic("sync") == ExitCode.PROBLEMS
+
+    with world.store() as store:
+        assert AlarmStore(store).alarms(everything=True) == []
+    world.publish(version=2, images=(1, 3))  # another version 2 than the one accepted
+
+    assert world.vmic("sync") == ExitCode.ALARM
+
+    with world.store() as store:
+        (found,) = AlarmStore(store).alarms()
+        assert (found.kind, found.version) == ("equivocation", 2)

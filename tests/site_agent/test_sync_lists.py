@@ -202,7 +202,9 @@ def test_sync_rejects_the_same_version_with_other_bytes(world: World) -> None:
     world.publish(version=3, images=(1,))
     before = world.snapshot()
 
-    assert world.vmic("sync") == ExitCode.PROBLEMS
+    # Refused; and, validly signed by the same endorser, proof of equivocation (an alarm:
+    # tests/federation/test_equivocation.py)
+    assert world.vmic("sync") == ExitCode.ALARM
 
     assert world.snapshot() == before
     assert "already accepted with different content" in str(history(world)[-1]["reason"])
