@@ -4,7 +4,8 @@ The export is a list of the same format as an endorser's, signed with the
 site's certificate, with its own constant id, its own growing version and
 its own expiry. Each entry repeats the endorser's entry (same id, SHA-512
 and size) and says where this site serves the bytes (by content address)
-and the original signed list they come from; it names no block index (a
+and the original signed list they come from (not while the list is frozen by
+an equivocation alarm); it names no block index (a
 peer finds one beside the bytes, ``/images/sha512/<hex>.blocks``). A peer
 trusts it only for *which* images this site approved and *where* they are;
 content is always checked against the endorser's signature.
@@ -31,6 +32,7 @@ from keys.dn import DistinguishedName
 from keys.errors import ConfigError
 from keys.fileio import write_atomic
 from keys.xmlsig import sign_enveloped
+from site_agent.alarms import AlarmStore
 from site_agent.config import Identity
 from site_agent.peerstore import PeerStore
 from site_agent.records import RUNNABLE_STATES, entry_from_data, iso, parse_iso
@@ -53,10 +55,14 @@ def export_path(site: Site) -> Path:
 
 
 def _entries(site: Site, identity: Identity) -> tuple[ImageEntry, ...]:
+    """The shareable runnable images, but those of lists frozen by an equivocation alarm:
+    while it is open the site vouches for none of them (peers approving what K peers
+    share would count it)."""
     entries = []
+    frozen = AlarmStore(site.store).frozen()
     for state in RUNNABLE_STATES:
         for image in site.store.images(state=state):
-            if not image.shareable:
+            if not image.shareable or image.list_id in frozen:
                 continue
             current = site.store.current_list(image.list_id)
             if current is None:

@@ -20,8 +20,9 @@ Two kinds (docs/threats.md, THREATS 41 and 44):
     frozen. The alarm closes by itself once the endorser's URL serves that
     version or a newer one.
 
-An alarm is raised once: the same finding (kind, list, version and other
-content) raises nothing new, whether its alarm is open or was resolved. Raising one writes its row
+An alarm is raised once: the same proof of equivocation (list, version and
+other content) raises nothing new, whether its alarm is open or was
+resolved; the same freeze nothing new while its alarm is open. Raising one writes its row
 and its ``list.equivocation`` or ``list.freeze`` event in one transaction;
 `vmic sync` exits with :data:`ALARM_EXIT` while any alarm is open, `vmic
 status` and `/metrics` show them.
@@ -155,11 +156,13 @@ class AlarmStore:
         return {str(r["list_id"]): int(r["id"]) for r in rows}
 
     def seen(self, kind: str, list_id: str, version: int, theirs: str | None) -> bool:
-        """Whether an alarm, open or resolved, says this already (a finding an admin
-        decided on is not raised again)."""
+        """Whether an alarm says this already: for an equivocation, open or resolved (a
+        proof an admin decided on is not raised again); for a freeze, open (an endorser's
+        URL that caught up and fell behind again is a freeze again)."""
+        still = " AND resolved_at IS NULL" if kind == FREEZE else ""
         rows = self.store._rows(
-            "SELECT id FROM alarms WHERE kind = ? AND list_id = ?"
-            " AND version = ? AND COALESCE(theirs, '') = ?",
+            "SELECT id FROM alarms WHERE kind = ? AND list_id = ?"  # noqa: S608 - fixed text
+            f" AND version = ? AND COALESCE(theirs, '') = ?{still}",
             (kind, list_id, version, theirs or ""),
         )
         return bool(rows)
@@ -210,7 +213,7 @@ def raise_alarm(
     theirs: str | None = None,
     evidence: Mapping[str, bytes] | None = None,
 ) -> Alarm | None:
-    """Raise an alarm unless one (open or resolved) says the same; None if one does.
+    """Raise an alarm unless one says the same (:meth:`AlarmStore.seen`); None if one does.
 
     Its row, its evidence folder's name and its event are written in one transaction;
     the evidence files (name -> bytes) are written and synced first, so an alarm the

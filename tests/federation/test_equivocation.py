@@ -187,6 +187,10 @@ def test_a_frozen_list_approves_nothing_until_the_alarm_is_resolved(
         assert site.vmic("sync") == ExitCode.OK
     a2.follow(b1)
     assert a2.vmic("sync") == ExitCode.ALARM
+    # While frozen the site vouches for none of the list's images; it still says what it holds.
+    export = a2.server.get("/export.atom").body.decode()
+    assert "<entry>" not in export
+    assert f'<vmic:holds list="urn:uuid:{LIST_ID}" version="2"' in export
 
     world.publish(version=3, images=(1, 2, 4))  # group A's next version, a new image
     capsys.readouterr()
@@ -214,6 +218,7 @@ def test_a_frozen_list_approves_nothing_until_the_alarm_is_resolved(
     assert a2.vmic("approve", image_uuid(4)) == ExitCode.OK
     assert a2.vmic("sync") == ExitCode.OK  # B's claim is the resolved finding: not again
     assert a2.states()[image_uuid(4)] == "available"
+    assert a2.server.get("/export.atom").body.decode().count("<entry>") == 3  # shared again
     assert a2.vmic("alarm", "resolve", "1", "--note", "again") == ExitCode.CONFIG
 
 
