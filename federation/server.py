@@ -463,9 +463,12 @@ def create_app(
 
 
 def tls_context(settings: ServeSettings) -> ssl.SSLContext | None:
+    """The server's TLS: Python's defaults for a server (no client certificate is asked
+    for, and none of the system's CAs is loaded: with ``access = "peers"`` only the trust
+    directory's CAs are, :meth:`federation.peer_tls.PeerGate.prepare_tls`)."""
     if settings.tls_cert is None or settings.tls_key is None:
         return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.load_cert_chain(settings.tls_cert, settings.tls_key)

@@ -89,27 +89,48 @@ def _client_tls_context(
 
 
 def tls_context(ca_bundle: Path | None, identity: Identity | None) -> ssl.SSLContext:
-    """The run's TLS context: servers verified against the system's CAs or ``ca_bundle``;
-    with the site's ``identity``, its certificate is presented to a server that asks for a
-    client certificate (a peer's `vmic serve` with ``access = "peers"``). TLS sends it
-    only when asked: to other servers nothing changes. ConfigError naming a file that
-    cannot be used; a certificate whose extended key usage excludes TLS clients is not
-    presented (servers would refuse it), which the ``vmic.fetch`` log says."""
-    bundle = None if ca_bundle is None else str(ca_bundle)
+    """The run's TLS context: servers verified against the system's CAs or ``ca_bundle``
+    (a CA bundle that cannot be loaded is a ConfigError); with the site's ``identity``, its
+    certificate is presented to a server that asks for a client certificate (a peer's
+    `vmic serve` with ``access = "peers"``). TLS sends it only when asked: to other servers
+    nothing changes. An identity that cannot be presented (a file missing or readable by
+    others, a key that is not the certificate's, a certificate whose extended key usage
+    excludes TLS clients) does not stop the run: it fetches without, and the ``vmic.fetch``
+    log says why once (the export, signed with the same files, reports it too)."""
+    plain = _tls_context(None if ca_bundle is None else str(ca_bundle))
     if identity is None:
-        return _tls_context(bundle)
+        return plain
+    try:
+        return client_context(ca_bundle, identity)
+    except ConfigError as error:
+        _note_once(identity.cert, "cannot be presented to servers (%s)", error.message)
+        return plain
+
+
+def client_context(ca_bundle: Path | None, identity: Identity) -> ssl.SSLContext:
+    """The TLS context presenting ``identity``; ConfigError naming a file that cannot be
+    used. A certificate not for TLS clients is not presented (the plain context)."""
+    bundle = None if ca_bundle is None else str(ca_bundle)
     leaf = load_certificate(identity.cert)
     if not _for_clients(leaf):
-        if identity.cert not in _NOT_PRESENTED:
-            _NOT_PRESENTED.add(identity.cert)
-            _log.info(
-                "the site's certificate %s is not for TLS clients (no clientAuth in its "
-                "extended key usage): not presented to servers",
-                identity.cert,
-            )
+        _note_once(
+            identity.cert,
+            "is not for TLS clients (%s): not presented to servers",
+            "no clientAuth in its extended key usage",
+        )
         return _tls_context(bundle)
     cert, key, chain = identity.cert, identity.key, identity.chain
     return _client_tls_context(bundle, cert, key, chain, _files(cert, key, chain))
+
+
+def _note_once(cert: Path, what: str, why: str) -> None:
+    if cert not in _NOT_PRESENTED:
+        _NOT_PRESENTED.add(cert)
+        _log.warning(
+            "the site's certificate %s " + what + "; peers that serve peers only refuse this site",
+            cert,
+            why,
+        )
 
 
 _NOT_PRESENTED: set[Path] = set()

@@ -549,6 +549,12 @@ def _serve(section: _Section, path: Path) -> ServeSettings:
             hint="vmic serve asks clients for certificates in its own TLS; give it the host's "
             "certificate and key (a TLS proxy in front cannot pass client certificates on)",
         )
+    if access == Access.PEERS and section.get("accel_redirect", str, None):
+        raise ConfigError(
+            f'{section.where}: access = "peers" cannot go with accel_redirect',
+            hint="nginx in front ends TLS and serves the site home's files to anyone; "
+            "peers-only serving needs vmic serve's own TLS (docs/serving.md)",
+        )
     if access == Access.ANYONE and (allowed or not public):
         raise ConfigError(
             f'{section.where}: allowed_peers and public_catalogue = false need access = "peers"',

@@ -36,6 +36,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from federation.cli import main
+from federation.cli.common import ExitCode
 from federation.listener import start
 from federation.peer_tls import PEER_GATE, PeerGate, Refusal, Verdict, check_client
 from federation.server import create_app, tls_context
@@ -504,6 +505,10 @@ TLS = {"tls_cert": "c.pem", "tls_key": "k.pem"}
         ({"allowed_peers": [[site_dn("b"), CA_DN]]}, 'need access = "peers"'),
         ({**TLS, "access": "peers", "allowed_peers": [["x"]]}, "[subject DN, issuer DN]"),
         ({**TLS, "access": "peers", "allowed_peers": [["/CN", "/"]]}, "allowed_peers"),
+        (
+            {**TLS, "access": "peers", "accel_redirect": "/_vmic_lists/"},
+            'access = "peers" cannot go with accel_redirect',
+        ),
     ],
 )
 def test_peers_only_settings_that_cannot_work_are_refused(
@@ -512,6 +517,19 @@ def test_peers_only_settings_that_cannot_work_are_refused(
     path = _config(tmp_path, **serve)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load(path)
+
+
+def test_the_servers_tls_knows_no_ca_but_the_trust_directorys(
+    tmp_path: Path, peer_b: Issued
+) -> None:
+    """No system CA is loaded for client certificates: with access = "peers" a certificate
+    from a CA outside the trust directory fails in the handshake, as documented."""
+    cert, key, _ = write_identity(tmp_path / "id", peer_b)
+    path = _config(tmp_path, tls_cert=str(cert), tls_key=str(key), access="peers")
+    context = tls_context(load(path).serve)
+    assert context is not None
+    assert context.cert_store_stats()["x509_ca"] == 0
+    assert context.verify_mode == ssl.CERT_NONE  # until PeerGate.prepare_tls asks
 
 
 def test_serving_peers_only_without_tls_is_refused_at_start(world: World) -> None:
@@ -628,12 +646,34 @@ def test_a_site_key_others_can_read_is_a_config_error(tmp_path: Path, peer_b: Is
     cert, key, _ = write_identity(tmp_path / "id", peer_b)
     key.chmod(0o644)
     with pytest.raises(ConfigError, match=re.escape(str(key))):
-        client_tls.tls_context(None, identity_of(cert, key))
+        client_tls.client_context(None, identity_of(cert, key))
     with pytest.raises(ConfigError, match="missing"):
-        client_tls.tls_context(None, identity_of(tmp_path / "missing.pem", key))
+        client_tls.client_context(None, identity_of(tmp_path / "missing.pem", key))
     _, other_key, _ = write_identity(tmp_path / "other", replace(peer_b, key=new_key()))
     with pytest.raises(ConfigError, match=re.escape(str(cert))):
-        client_tls.tls_context(None, identity_of(cert, other_key))
+        client_tls.client_context(None, identity_of(cert, other_key))
+
+
+def test_an_identity_that_cannot_be_presented_does_not_stop_the_sync(
+    world: World, tmp_path: Path, peer_b: Issued, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A site key others can read: the export cannot be signed (a problem of the run), and
+    the certificate is not presented, but the lists and images are fetched as ever."""
+    cert, key, _ = write_identity(tmp_path / "id", peer_b)
+    base = "https://site-b.example.org"
+    assert world.vmic("site", "identity", "--cert", cert, "--key", key, "--base-url", base) == 0
+    key.chmod(0o640)
+    world.publish(version=1, images=(1,))
+    assert world.subscribe(auto=True) == 0
+    caplog.set_level(logging.WARNING, logger="vmic.fetch")
+
+    assert world.vmic("sync") == ExitCode.PROBLEMS  # the export: not written
+
+    assert world.states() == {image_uuid(1): "available"}
+    assert any(
+        str(key) in r.getMessage() and "cannot be presented" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_presenting_the_site_certificate_to_a_server_that_does_not_ask_is_harmless(
