@@ -49,7 +49,7 @@ from aiohttp import web
 from federation.peer_tls import PEER_GATE
 from federation.serve_state import FastLane, Refresh, parse_head
 from keys.errors import ConfigError
-from site_agent.config import ServeSettings
+from site_agent.serve_settings import ServeSettings
 
 KEEPALIVE_SECONDS = 15.0
 """Idle keep-alive connections are closed after this, freeing their slot."""

@@ -77,8 +77,8 @@ from keys.errors import CertificateError, ConfigError, RevokedError, VmicError, 
 from keys.fileio import list_directory, read_regular
 from keys.trust import CrlPolicy, TrustStore
 from keys.xmlsig import SignerPin
-from site_agent.config import Access
 from site_agent.peerstore import PeerStore
+from site_agent.serve_settings import Access
 from site_agent.store import Store
 
 NO_CHECK_TIME = 0x200000

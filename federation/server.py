@@ -84,9 +84,10 @@ from feeds.verify import ListFormat
 from keys.errors import ConfigError, ListFormatError, StoreError
 from site_agent import config as site_config
 from site_agent.cache import Cache
-from site_agent.config import Access, ServeSettings, SiteConfig
+from site_agent.config import SiteConfig
 from site_agent.home import SiteHome
 from site_agent.records import AVAILABLE, ListVersion
+from site_agent.serve_settings import Access, ServeSettings
 from site_agent.store import Store
 
 ATOM = "application/atom+xml"

@@ -15,7 +15,7 @@ from federation.listener import RunningServer
 from federation.serve_endorser import create_endorser_app
 from federation.server import run_until_signalled, serve_until_signalled, tls_context
 from keys.errors import ConfigError
-from site_agent.config import ServeSettings
+from site_agent.serve_settings import ServeSettings
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -44,9 +44,11 @@ from keys.errors import ConfigError
 from keys.limits import DEFAULT_LIMITS
 from keys.trust import CrlPolicy
 from site_agent import client_tls
-from site_agent.config import Access, Identity, load, parse_pins
+from site_agent.config import Identity, load
+from site_agent.config_section import parse_pins
 from site_agent.home import SiteHome
 from site_agent.peerstore import PeerStore
+from site_agent.serve_settings import Access
 from site_agent.store import Store
 from site_agent.transport import open_session
 from tests.support.ca import Identity as Issued

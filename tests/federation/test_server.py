@@ -35,9 +35,10 @@ from keys.dn import DistinguishedName
 from keys.errors import ConfigError, SignatureError
 from keys.xmlsig import SignerPin
 from site_agent import config as site_config
-from site_agent.config import ServeSettings, SiteConfig
+from site_agent.config import SiteConfig
 from site_agent.peerstore import Peer, PeerStore
 from site_agent.records import AVAILABLE
+from site_agent.serve_settings import ServeSettings
 from site_agent.site import Site
 from site_agent.store import Store
 from tests.site_agent.netkit import self_signed

@@ -36,7 +36,8 @@ from federation.listener import client_key
 from federation.serve_state import parse_head
 from keys.errors import ConfigError
 from site_agent import config as site_config
-from site_agent.config import ServeSettings, SiteConfig
+from site_agent.config import SiteConfig
+from site_agent.serve_settings import ServeSettings
 from tests.support.lists import LIST_ID
 from tests.support.serving import ServeThread, available_site, image_data, site_world
 from tests.support.site import World
