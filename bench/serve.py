@@ -14,8 +14,10 @@ speaking HTTP/1.1 with keep-alive, on the other CPU). Rows, each measured
 for ``--seconds`` per server, vmic and nginx in turn, ``--rounds`` times
 (medians):
 
-- ``/export.atom`` and ``/healthz`` at each of ``--connections`` (default
-  10 and 100): answers per second (200 only) and median latency;
+- ``/export.atom``, ``/healthz`` and the catalogue API's ``/api/v1/images``
+  (JSON made per request, as pilot factories ask it; nginx serves a static
+  copy of the same answer) at each of ``--connections`` (default 10 and
+  100): answers per second (200 only) and median latency;
 - the image downloaded whole, again and again on one connection: MB/s;
 - ``--clients`` (100) keep-alive clients on ``/healthz``, each retrying at
   once when refused: how many 503s, against the server's default cap;
@@ -24,7 +26,7 @@ for ``--seconds`` per server, vmic and nginx in turn, ``--rounds`` times
   still get 200 within 1 s, and how many of the idle connections the
   server closed within ``--idle-wait`` seconds.
 
-Targets: small responses at least 0.5x nginx's rate. Missing a target is
+Targets: small responses (the API's included) at least 0.5x nginx's rate. Missing a target is
 reported, not fatal. Without nginx the script says so and prints vmic's
 figures alone (exit 0); the exit code is 1 only when setting up the site
 fails. Nothing leaves 127.0.0.1; every process started here is stopped and
@@ -83,6 +85,8 @@ from site_agent import admin, config_edit
 from site_agent.home import SiteHome
 
 TARGET = 0.5
+API = "/api/v1/images"
+"""The catalogue API's first page (the site's available images)."""
 """Small responses: at least this share of nginx's rate."""
 WARM_UP = 0.3
 PROBE_TIMEOUT = 1.0
@@ -113,6 +117,7 @@ http {{
         listen 127.0.0.1:{port} backlog=4096;
         location = /export.atom {{ root {home}/exports; default_type application/atom+xml; }}
         location = /healthz {{ root {prefix}/static; default_type application/json; }}
+        location = /api/v1/images {{ root {prefix}/static; default_type application/json; }}
         location /images/sha512/ {{ alias {home}/cache/images/sha512/; }}
     }}
 }}
@@ -406,10 +411,14 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], what: str) -> N
 
 
 @contextlib.contextmanager
-def nginx_serving(nginx: str, home: SiteHome, prefix: Path, healthz: bytes) -> Iterator[int]:
-    """nginx serving the site's files on a free port (one process, as this user)."""
-    (prefix / "static").mkdir(parents=True)
+def nginx_serving(
+    nginx: str, home: SiteHome, prefix: Path, healthz: bytes, api: bytes
+) -> Iterator[int]:
+    """nginx serving the site's files on a free port (one process, as this user), and
+    static copies of vmic's ``/healthz`` and ``/api/v1/images`` answers."""
+    (prefix / "static" / "api" / "v1").mkdir(parents=True)
     (prefix / "static" / "healthz").write_bytes(healthz)
+    (prefix / "static" / "api" / "v1" / "images").write_bytes(api)
     port = _free_port()
     conf = prefix / "nginx.conf"
     conf.write_text(NGINX_CONF.format(prefix=prefix, port=port, home=home.root))
@@ -599,9 +608,9 @@ def measure(args: argparse.Namespace, workdir: Path, nginx: str | None) -> None:
         _pin(site.process.pid, server_cpu)
         ports = {"vmic": port}
         if nginx is not None:
-            healthz = _fetch(port, "/healthz")
+            healthz, api = _fetch(port, "/healthz"), _fetch(port, API)
             ports["nginx"] = stack.enter_context(
-                nginx_serving(nginx, home, workdir / "nginx", healthz)
+                nginx_serving(nginx, home, workdir / "nginx", healthz, api)
             )
             with (workdir / "nginx" / "nginx.pid").open() as pid:
                 _pin(int(pid.read()), server_cpu)
@@ -617,7 +626,7 @@ def measure(args: argparse.Namespace, workdir: Path, nginx: str | None) -> None:
             flush=True,
         )
         ratios: list[float] = []
-        for path in ("/export.atom", "/healthz"):
+        for path in ("/export.atom", "/healthz", API):
             for connections in args.connections:
                 figures = paired(load, ports, (path, connections), args.seconds, args.rounds)
                 ratio = small_row(f"{path}, {connections} connections", figures)

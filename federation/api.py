@@ -32,7 +32,8 @@ no-cache``; ``If-None-Match`` with it gets 304. Parameters come from anyone: a b
 gets 400, an unknown image or path 404, a store that cannot be read 503, each with a
 JSON body ``{"error": ..., "detail": ...}``. The images are read on the server's store
 thread once per change of the store (:class:`federation.serve_state.StoreMemo`); a
-request filters, sorts and pages them in memory.
+request filters, sorts and pages them in memory, and the answer to each query string is
+kept until the store changes (at most :data:`MAX_PAGES_KEPT`, :data:`MAX_BYTES_KEPT`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import binascii
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
@@ -71,6 +72,11 @@ _SORT_FIELD = {"endorser": "endorser_name"}
 _NUMERIC = frozenset(("size",))
 _SINGLE = ("sort", "order", "limit", "cursor")
 _KNOWN = frozenset((*FILTERS, "state", *_SINGLE))
+
+MAX_PAGES_KEPT = 256
+MAX_BYTES_KEPT = 16 * 1024 * 1024
+"""Answers kept for the catalogue in force (:class:`ApiState`): at most so many, of at
+most so many bytes together."""
 
 SortKey = tuple[int, str | int, str]
 """(0 with a value, 1 without), the value (folded text or a number), the image id."""
@@ -256,17 +262,25 @@ def _error(status: int, error: str, detail: str) -> web.Response:
     return web.Response(status=status, body=body, content_type=JSON, headers=headers)
 
 
+def _made(body: bytes, link: str | None = None) -> Answer:
+    return Answer(body=body, etag=hashlib.sha256(body).hexdigest(), link=link)
+
+
 def _answer(request: web.Request, body: bytes, link: str | None = None) -> web.Response:
-    """A 200 with a strong ETag (and a Link to ``link``, the next page), or 304 when
-    If-None-Match names the ETag."""
-    etag = hashlib.sha256(body).hexdigest()
+    return _send(request, _made(body, link))
+
+
+def _send(request: web.Request, answer: Answer) -> web.Response:
+    """A 200 with a strong ETag (and a Link to the next page), or 304 when If-None-Match
+    names the ETag."""
+    etag = answer.etag
     validators = {hdrs.ETAG: f'"{etag}"', hdrs.CACHE_CONTROL: "no-cache"}
-    if link is not None:
-        validators[hdrs.LINK] = f'<{link}>; rel="next"'
+    if answer.link is not None:
+        validators[hdrs.LINK] = f'<{answer.link}>; rel="next"'
     tags = request.if_none_match
     if tags is not None and any(tag.value in ("*", etag) for tag in tags):
         return web.Response(status=304, headers=validators)
-    return web.Response(body=body, content_type=JSON, headers=validators)
+    return web.Response(body=answer.body, content_type=JSON, headers=validators)
 
 
 def _encode(data: object) -> bytes:
@@ -291,12 +305,43 @@ def load_catalogue(store: Store, base_url: str) -> Catalogue:
     return Catalogue(images=tuple(found), by_id={i["id"]: i for i in found})
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A page as sent: its body, ETag and next link."""
+
+    body: bytes
+    etag: str
+    link: str | None
+
+
+@dataclass(slots=True, kw_only=True)
 class ApiState:
     catalogue: StoreMemo[None, Catalogue]
     base_url: str
     """The site's base URL (empty when it has no identity): this site's URLs are absolute."""
     openapi: bytes
+    pages: dict[str, Answer] = field(default_factory=dict)
+    """The pages answered from ``pages_of``, by their query string (pilot factories ask the
+    same few questions again and again); emptied when the catalogue changes."""
+    pages_of: Catalogue | None = None
+    kept_bytes: int = 0
+
+    def page(self, catalogue: Catalogue, query_string: str) -> Answer | None:
+        if catalogue is not self.pages_of:
+            self.pages_of = catalogue
+            self._forget()
+        return self.pages.get(query_string)
+
+    def keep(self, query_string: str, answer: Answer) -> None:
+        size = len(answer.body) + len(query_string)
+        if len(self.pages) >= MAX_PAGES_KEPT or self.kept_bytes + size > MAX_BYTES_KEPT:
+            self._forget()  # a client asking ever new questions: start over
+        self.pages[query_string] = answer
+        self.kept_bytes += size
+
+    def _forget(self) -> None:
+        self.pages.clear()
+        self.kept_bytes = 0
 
 
 API = web.AppKey("vmic_api", ApiState)
@@ -305,17 +350,27 @@ API = web.AppKey("vmic_api", ApiState)
 async def list_images(request: web.Request) -> web.Response:
     api = request.app[API]
     try:
-        query = parse_query(request.query)
-    except _QueryError as exc:
-        return _error(400, "bad-parameter", str(exc))
-    try:
         catalogue = await api.catalogue.get(None)
     except StoreError as exc:
         return _unavailable(request, exc)
-    page = select(catalogue.images, query)
-    link = next_link(api.base_url, query, page.last) if page.last is not None else None
-    body = {"images": page.images, "count": len(page.images), "total": page.total, "next": link}
-    return _answer(request, _encode(body), link)
+    asked = request.query_string
+    answer = api.page(catalogue, asked)
+    if answer is None:
+        try:
+            query = parse_query(request.query)
+        except _QueryError as exc:
+            return _error(400, "bad-parameter", str(exc))
+        page = select(catalogue.images, query)
+        link = next_link(api.base_url, query, page.last) if page.last is not None else None
+        body = {
+            "images": page.images,
+            "count": len(page.images),
+            "total": page.total,
+            "next": link,
+        }
+        answer = _made(_encode(body), link)
+        api.keep(asked, answer)
+    return _send(request, answer)
 
 
 async def one_image(request: web.Request) -> web.Response:
