@@ -183,9 +183,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def _base_url(home: SiteHome) -> str:
     """The site's base URL from its identity (this site's URLs in --json are absolute with
-    it), or empty."""
+    it), or empty: also when config.toml cannot be read (said on stderr), so that the
+    images can still be listed while the configuration is being mended."""
     home.require_initialised()
-    identity = site_config.load(home.config).identity
+    try:
+        identity = site_config.load(home.config).identity
+    except ConfigError as error:
+        print(f"vmic: {shown(error.message)}; this site's URLs are relative", file=sys.stderr)
+        return ""
     return identity.base_url if identity is not None else ""
 
 

@@ -45,3 +45,19 @@ def test_a_kept_answer_is_dropped_when_the_store_changes(world: World) -> None:
 
     assert (before["total"], after["total"]) == (5, 4)
     assert image_uuid(2) not in {i["id"] for i in after["images"]}
+
+
+def test_vmic_images_json_lists_the_images_while_the_configuration_is_broken(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.home.config.write_text("[serve\nthis is not TOML")
+    capsys.readouterr()
+
+    assert world.vmic("images", "--json") == 0
+
+    out, err = capsys.readouterr()
+    listed = json.loads(out)
+    assert {i["id"] for i in listed} == {image_uuid(n) for n in (1, 2, 3, 4, 5)}
+    assert all(i["content_url"].startswith("/images/sha512/") for i in listed)
+    assert "not valid TOML" in err
+    assert "relative" in err
