@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -61,7 +62,7 @@ from federation.api_schema import (
     image_objects,
     openapi_document,
 )
-from federation.serve_state import ServeState, StoreMemo, log
+from federation.serve_state import Document, Refresh, ServeState, StoreMemo, log
 from feeds.model import image_id, quoted
 from keys.errors import ListFormatError, StoreError
 from site_agent.records import AVAILABLE, STATES
@@ -73,6 +74,7 @@ _NUMERIC = frozenset(("size",))
 _SINGLE = ("sort", "order", "limit", "cursor")
 _KNOWN = frozenset((*FILTERS, "state", *_SINGLE))
 
+IMAGES_PATH = f"{PREFIX}/images"
 MAX_PAGES_KEPT = 256
 MAX_BYTES_KEPT = 16 * 1024 * 1024
 """Answers kept for the catalogue in force (:class:`ApiState`): at most so many, of at
@@ -262,25 +264,37 @@ def _error(status: int, error: str, detail: str) -> web.Response:
     return web.Response(status=status, body=body, content_type=JSON, headers=headers)
 
 
-def _made(body: bytes, link: str | None = None) -> Answer:
-    return Answer(body=body, etag=hashlib.sha256(body).hexdigest(), link=link)
+def _made(body: bytes, link: str | None = None) -> Document:
+    """An answer with a strong ETag (the SHA-256 of ``body``) and a Link to ``link``, the
+    next page; the fast lane writes it as aiohttp would (:class:`federation.server.Lane`)."""
+    return Document(
+        body=body,
+        content_type=JSON,
+        sha256=hashlib.sha256(body).hexdigest(),
+        link=None if link is None else f'<{link}>; rel="next"',
+    )
 
 
 def _answer(request: web.Request, body: bytes, link: str | None = None) -> web.Response:
     return _send(request, _made(body, link))
 
 
-def _send(request: web.Request, answer: Answer) -> web.Response:
-    """A 200 with a strong ETag (and a Link to the next page), or 304 when If-None-Match
-    names the ETag."""
-    etag = answer.etag
-    validators = {hdrs.ETAG: f'"{etag}"', hdrs.CACHE_CONTROL: "no-cache"}
-    if answer.link is not None:
-        validators[hdrs.LINK] = f'<{answer.link}>; rel="next"'
+def _send(request: web.Request, answer: Document) -> web.Response:
+    """A 200 with the answer's validators, or 304 when If-None-Match names its ETag."""
+    validators = answer.validators()
     tags = request.if_none_match
-    if tags is not None and any(tag.value in ("*", etag) for tag in tags):
+    if tags is not None and any(tag.value in ("*", answer.sha256) for tag in tags):
         return web.Response(status=304, headers=validators)
     return web.Response(body=answer.body, content_type=JSON, headers=validators)
+
+
+def fast_answer(api: ApiState, query: bytes) -> tuple[Document | None, Refresh | None]:
+    """For the fast lane: the page kept for ``query`` (None when none is kept: aiohttp makes
+    it), or how to refresh the catalogue when the store changed. Raises StoreError."""
+    known = api.catalogue.peek(None)
+    if known is None:
+        return None, api.refresh
+    return api.page(known.value, query.decode("ascii")), None
 
 
 def _encode(data: object) -> bytes:
@@ -305,34 +319,25 @@ def load_catalogue(store: Store, base_url: str) -> Catalogue:
     return Catalogue(images=tuple(found), by_id={i["id"]: i for i in found})
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """A page as sent: its body, ETag and next link."""
-
-    body: bytes
-    etag: str
-    link: str | None
-
-
 @dataclass(slots=True, kw_only=True)
 class ApiState:
     catalogue: StoreMemo[None, Catalogue]
     base_url: str
     """The site's base URL (empty when it has no identity): this site's URLs are absolute."""
     openapi: bytes
-    pages: dict[str, Answer] = field(default_factory=dict)
+    pages: dict[str, Document] = field(default_factory=dict)
     """The pages answered from ``pages_of``, by their query string (pilot factories ask the
     same few questions again and again); emptied when the catalogue changes."""
     pages_of: Catalogue | None = None
     kept_bytes: int = 0
 
-    def page(self, catalogue: Catalogue, query_string: str) -> Answer | None:
+    def page(self, catalogue: Catalogue, query_string: str) -> Document | None:
         if catalogue is not self.pages_of:
             self.pages_of = catalogue
             self._forget()
         return self.pages.get(query_string)
 
-    def keep(self, query_string: str, answer: Answer) -> None:
+    def keep(self, query_string: str, answer: Document) -> None:
         size = len(answer.body) + len(query_string)
         if len(self.pages) >= MAX_PAGES_KEPT or self.kept_bytes + size > MAX_BYTES_KEPT:
             self._forget()  # a client asking ever new questions: start over
@@ -342,6 +347,11 @@ class ApiState:
     def _forget(self) -> None:
         self.pages.clear()
         self.kept_bytes = 0
+
+    async def refresh(self) -> None:
+        """Read the catalogue again (for the fast lane: errors are aiohttp's to answer)."""
+        with contextlib.suppress(StoreError):
+            await self.catalogue.get(None)
 
 
 API = web.AppKey("vmic_api", ApiState)
@@ -397,8 +407,9 @@ async def no_such_path(request: web.Request) -> web.Response:
     return _error(404, "not-found", f"no such path; see {PREFIX}/openapi.json")
 
 
-def add_routes(app: web.Application, state: ServeState) -> None:
-    """Serve the API from ``app`` (the application of :func:`federation.server.create_app`)."""
+def add_routes(app: web.Application, state: ServeState) -> ApiState:
+    """Serve the API from ``app`` (the application of :func:`federation.server.create_app`);
+    its state, for the fast lane."""
     identity = state.config.identity
     base_url = identity.base_url if identity is not None else ""
     app[API] = ApiState(
@@ -409,7 +420,8 @@ def add_routes(app: web.Application, state: ServeState) -> None:
         openapi=_encode(openapi_document(base_url)),
     )
     router = app.router
-    router.add_get(f"{PREFIX}/images", list_images)
+    router.add_get(IMAGES_PATH, list_images)
     router.add_get(f"{PREFIX}/images/{{id:[^/]+}}", one_image)
     router.add_get(f"{PREFIX}/openapi.json", openapi)
     router.add_get(r"/api/{tail:[\s\S]*}", no_such_path)  # any character, newlines too
+    return app[API]

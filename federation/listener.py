@@ -19,7 +19,8 @@ of aiohttp's request handler, which
   offers one (``app[FAST_LANE]``): ``GET`` or ``HEAD`` over HTTP/1.1 with a
   plain path, no body and no header beyond a known few, answered from
   memory without building a request object. Anything else — another
-  method or version, a query, percent-escapes, a body, ``Range`` or
+  method or version, a query (but one of plain characters to the catalogue
+  API), percent-escapes, a body, ``Range`` or
   ``If-Modified-Since``, anything malformed — and everything after it on
   that connection goes to aiohttp, which parses and answers as always. The
   lane is off while the access log is on (so that every request is logged),

@@ -227,6 +227,8 @@ class Document:
     content_type: str
     sha256: str | None = None
     modified: datetime | None = None
+    link: str | None = None
+    """A ``Link`` header's value (a page's ``rel="next"``), sent with the validators."""
     _ok: bytes = field(init=False, repr=False)
     _not_modified: bytes = field(init=False, repr=False)
     _etag: bytes | None = field(init=False, repr=False)
@@ -249,6 +251,8 @@ class Document:
         if self.modified is not None:
             found[str(hdrs.LAST_MODIFIED)] = http_date(self.modified)
         found[str(hdrs.CACHE_CONTROL)] = "no-cache"
+        if self.link is not None:
+            found[str(hdrs.LINK)] = self.link
         return found
 
     def wire(self, head: Head, date: bytes) -> tuple[bytes, int]:
@@ -372,6 +376,9 @@ class Head:
     if_none_match: bytes | None
     close: bool
     """The client said ``Connection: close``."""
+    query: bytes | None = None
+    """What followed ``?``: letters, digits and ``-._~=&,:`` only (no escapes, no ``+``, so
+    it is the text aiohttp decodes it to); None without ``?``."""
 
 
 Refresh = Callable[[], Awaitable[None]]
@@ -385,6 +392,7 @@ class FastLane(Protocol):
 
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _PATH = re.compile(rb"/[A-Za-z0-9._~/-]{0,1000}")
+_QUERY = re.compile(rb"[A-Za-z0-9._~=&,:-]{0,1000}")
 _PRINTABLE = re.compile(rb"[\t\r\n\x20-\x7e]*")
 _ETAGS = re.compile(rb'\*|(?:W/)?"[\x21\x23-\x7e]*"(?:[ \t]*,[ \t]*(?:W/)?"[\x21\x23-\x7e]*")*')
 _NOT_FOR_THE_LANE = frozenset(
@@ -429,11 +437,13 @@ def _parse_head(raw: bytes) -> Head | None:
         return None
     lines = raw.split(b"\r\n")
     parts = lines[0].split(b" ")
+    path, asks, query = parts[1].partition(b"?") if len(parts) == 3 else (b"", b"", b"")
     if (
         len(parts) != 3
         or parts[0] not in (b"GET", b"HEAD")
         or parts[2] != b"HTTP/1.1"
-        or not _PATH.fullmatch(parts[1])
+        or not _PATH.fullmatch(path)
+        or (asks and not _QUERY.fullmatch(query))
         or len(lines) > 100
     ):
         return None
@@ -455,7 +465,13 @@ def _parse_head(raw: bytes) -> Head | None:
             if etags is not None or not _ETAGS.fullmatch(value):
                 return None
             etags = value
-    return Head(method=parts[0], path=parts[1], if_none_match=etags, close=close)
+    return Head(
+        method=parts[0],
+        path=path,
+        if_none_match=etags,
+        close=close,
+        query=query if asks else None,
+    )
 
 
 def etag_matches(if_none_match: bytes | None, etag: bytes) -> bool:

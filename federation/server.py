@@ -93,6 +93,7 @@ from site_agent.store import Store
 ATOM = "application/atom+xml"
 CLIENT_MAX_SIZE = 1024
 EXPORT = "export.atom"
+API_IMAGES = api.IMAGES_PATH.encode()
 
 __all__ = ["RunningServer", "create_app", "parse_bind", "serve_until_signalled", "start"]
 
@@ -284,8 +285,10 @@ async def export_document(request: web.Request) -> web.Response:
 
 # -- the fast lane -------------------------------------------------------------------------
 class Lane:
-    """What the listener answers without aiohttp: ``/export.atom``, ``/lists/...`` and
-    ``/healthz``, while what they need is in memory and still current.
+    """What the listener answers without aiohttp: ``/export.atom``, ``/lists/...``,
+    ``/healthz`` and the catalogue API's pages answered before (by their query string,
+    :func:`federation.api.fast_answer`), while what they need is in memory and still
+    current.
 
     With ``[serve] access = "peers"`` it answers ``/healthz`` only: everything else goes to
     aiohttp, whose first middleware checks the client's certificate (:mod:`federation.peer_tls`).
@@ -296,6 +299,8 @@ class Lane:
         self._second = -1
         self._date = b""
         self._health_only = state.config.serve.access != Access.ANYONE
+        self.api: api.ApiState | None = None
+        """The catalogue API's state: pages it answered before are answered here again."""
 
     def _now(self) -> bytes:
         second = int(time.time())
@@ -307,8 +312,10 @@ class Lane:
         state = self._state
         if self._health_only and head.path != b"/healthz":
             return None  # for peers only: aiohttp, behind the certificate check
+        if head.query is not None and head.path != API_IMAGES:
+            return None  # only the API's pages are kept by their query
         try:
-            doc, refresh = self._find(head.path)
+            doc, refresh = self._find(head)
         except StoreError:
             return None  # aiohttp answers (503), and says why
         if doc is None:
@@ -318,8 +325,10 @@ class Lane:
             state.counters.bytes_served += body
         return wire
 
-    def _find(self, path: bytes) -> tuple[Document | Redirect | None, Refresh | None]:
-        state = self._state
+    def _find(self, head: Head) -> tuple[Document | Redirect | None, Refresh | None]:
+        state, path = self._state, head.path
+        if path == API_IMAGES:
+            return api.fast_answer(self.api, head.query or b"") if self.api else (None, None)
         if path == b"/export.atom":
             doc = state.files.peek(state.export)
             return doc, lambda: _quietly(_export(state))
@@ -435,7 +444,7 @@ def create_app(
     app = web.Application(client_max_size=CLIENT_MAX_SIZE, middlewares=[_store_errors])
     app[STATE] = state
     app[SETTINGS] = settings.serve
-    app[FAST_LANE] = Lane(state)
+    lane = app[FAST_LANE] = Lane(state)
     peer_tls.install(app, state)  # [serve] access = "peers": the client-certificate check
     router = app.router
     router.add_get("/", catalogue.catalogue)
@@ -446,7 +455,7 @@ def create_app(
     router.add_get("/images/sha512/{hex}", serve_images.image_bytes)
     router.add_get("/healthz", serve_metrics.healthz)
     router.add_get("/metrics", serve_metrics.metrics)
-    api.add_routes(app, state)  # /api/v1/... (federation.api)
+    lane.api = api.add_routes(app, state)  # /api/v1/... (federation.api)
     app.on_response_prepare.append(_security_headers)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:

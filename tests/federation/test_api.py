@@ -35,8 +35,6 @@ from referencing.jsonschema import DRAFT202012
 
 from federation.api_schema import FILTERS, SCHEMAS, SORTS, openapi_document
 from federation.cli import main
-from federation.listener import FAST_LANE
-from federation.serve_state import Head
 from site_agent.cloud.registry import ACTIVE, Registration, Registry
 from tests.support.ca import write_identity
 from tests.support.serving import Reply, ServeThread, available_site, image_data, site_world
@@ -451,21 +449,6 @@ def test_a_store_that_cannot_be_read_answers_503_in_json(plain: World) -> None:
 
     assert (down.status, json.loads(down.body)["error"]) == (503, "unavailable")
     assert up.status == 200
-
-
-def test_the_fast_lane_leaves_the_api_to_aiohttp(served: Served) -> None:
-    server = served.server
-    assert server.app is not None
-    assert server.running is not None
-    lane = server.app[FAST_LANE]
-    for path in ("/api/v1/images", "/api/v1/openapi.json", f"/api/v1/images/{image_uuid(1)}"):
-        head = Head(method=b"GET", path=path.encode(), if_none_match=None, close=False)
-        assert lane.answer(head) is None
-    before = server.running.gate.fast_answers
-    answer = server.raw(b"GET /api/v1/images HTTP/1.1\r\nHost: site\r\nConnection: close\r\n\r\n")
-    assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
-    assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["total"] == 5
-    assert server.running.gate.fast_answers == before
 
 
 # -- anything from outside -----------------------------------------------------------------

@@ -61,3 +61,51 @@ def test_vmic_images_json_lists_the_images_while_the_configuration_is_broken(
     assert all(i["content_url"].startswith("/images/sha512/") for i in listed)
     assert "not valid TOML" in err
     assert "relative" in err
+
+
+def _get(server: ServeThread, target: str, *headers: str) -> tuple[int, dict[str, str], bytes]:
+    """One request as the bytes a client sends (so the fast lane may take it)."""
+    lines = [f"GET {target} HTTP/1.1", "Host: site", *headers, "Connection: close", "", ""]
+    answer = server.raw("\r\n".join(lines).encode())
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *fields = head.decode().split("\r\n")
+    found = dict(field.split(": ", 1) for field in fields)
+    return int(status_line.split(" ")[1]), found, body
+
+
+_SAME = ("Content-Type", "Etag", "Cache-Control", "Link", "X-Content-Type-Options")
+
+
+def test_the_fast_lane_answers_a_page_asked_before_as_aiohttp_did(world: World) -> None:
+    with ServeThread(world.home) as server:
+        assert server.running is not None
+        gate = server.running.gate
+        page = "/api/v1/images?sort=size&order=desc&limit=2"
+        before = gate.fast_answers
+        first = _get(server, page)  # made by aiohttp, and kept
+        assert gate.fast_answers == before
+        again = _get(server, page)
+        assert gate.fast_answers == before + 1
+        assert (again[0], again[2]) == (first[0], first[2]) == (200, again[2])
+        assert {k: again[1].get(k) for k in _SAME} == {k: first[1].get(k) for k in _SAME}
+        assert first[1]["Link"].endswith('>; rel="next"')
+        not_modified = _get(server, page, f"If-None-Match: {first[1]['Etag']}")
+        assert (not_modified[0], not_modified[2]) == (304, b"")
+        assert gate.fast_answers == before + 2
+        # never from the lane: escapes, '+', other paths with a query, other API paths
+        for target in (
+            "/api/v1/images?vo=%61tlas",
+            "/api/v1/images?vo=a+b",
+            "/export.atom?sort=size&order=desc&limit=2",
+            f"/api/v1/images/{image_uuid(1)}",
+            "/api/v1/openapi.json",
+        ):
+            for _ in range(2):
+                _get(server, target)
+        assert gate.fast_answers == before + 2
+        # a sync changes the store: the kept page is not answered again
+        assert world.vmic("withdraw", image_uuid(5), image_uuid(4)) == 0
+        status, _, body = _get(server, page)
+        assert status == 200
+        assert json.loads(body)["total"] == 3
+        assert body != first[2]
