@@ -471,7 +471,9 @@ def test_the_fast_lane_counts_the_bytes_it_serves(world: World) -> None:
     [
         b"GET /healthz HTTP/1.0",  # another version
         b"POST /healthz HTTP/1.1",
-        b"GET /healthz?x=1 HTTP/1.1",
+        b"GET /healthz?x=%31 HTTP/1.1",  # a query with an escape
+        b"GET /healthz?x=a+b HTTP/1.1",  # a query with '+' (a space in a query)
+        b"GET /healthz?x=a/b HTTP/1.1",
         b"GET /%2e%2e/healthz HTTP/1.1",
         b"GET  /healthz HTTP/1.1",
         b"GET /healthz HTTP/1.1\r\nContent-Length: 0",
@@ -490,6 +492,17 @@ def test_the_fast_lane_counts_the_bytes_it_serves(world: World) -> None:
 )
 def test_anything_but_a_simple_request_is_left_to_aiohttp(head: bytes) -> None:
     assert parse_head(head) is None
+
+
+def test_a_query_of_plain_characters_is_kept_apart_from_the_path() -> None:
+    """The lane answers only the catalogue API's kept pages by their query (the other
+    routes leave every query to aiohttp: tests/federation/test_api_pages.py)."""
+    head = parse_head(b"GET /api/v1/images?vo=atlas&sort=size HTTP/1.1\r\nHost: a")
+    assert head is not None
+    assert (head.path, head.query) == (b"/api/v1/images", b"vo=atlas&sort=size")
+    plain = parse_head(b"GET /healthz HTTP/1.1")
+    assert plain is not None
+    assert plain.query is None
 
 
 def test_a_simple_request_takes_the_fast_lane() -> None:
