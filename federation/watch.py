@@ -46,8 +46,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from feeds.model import ListId
-from feeds.verify import Expectation, VerifiedList, verify_list
+from feeds.verify import VerifiedList
 from keys.errors import VmicError
 from keys.trust import TrustStore
 from site_agent.alarms import EQUIVOCATION, AlarmStore
@@ -56,6 +55,7 @@ from site_agent.equivocation import (
     OtherFormatError,
     check_proof,
     raise_equivocation,
+    verify_copy,
 )
 from site_agent.fetch import Fetcher
 from site_agent.peerstore import PeerClaim, PeerStore
@@ -127,17 +127,7 @@ async def _their_copy(
     except VmicError as error:
         raise NotProofError(f"it cannot be fetched: {error.message}") from error
     try:
-        verified = await site.verify(
-            verify_list,
-            raw,
-            trust=trust,
-            pins=sub.pins,
-            now=site.now,
-            crl=site.config.crl,
-            expect=Expectation(list_id=ListId(sub.list_id), self_url=sub.self_url),
-            previous=None,  # the same version as the site's: that is the point
-            limits=site.config.limits,
-        )
+        verified = await verify_copy(site, sub, raw, trust)
     except VmicError as error:
         raise NotProofError(f"it is not a valid list: {error.message}") from error
     if verified.image_list.version != claim.version:

@@ -21,9 +21,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from feeds.verify import ListFormat, VerifiedList
+from feeds.model import list_id
+from feeds.verify import Expectation, ListFormat, VerifiedList, verify_list
 from keys.errors import VmicError
 from keys.fileio import read_file
+from keys.trust import TrustStore
 from site_agent.alarms import EQUIVOCATION, Alarm, raise_alarm
 from site_agent.records import ListVersion, Subscription, iso
 from site_agent.report import SyncReport
@@ -37,6 +39,23 @@ class NotProofError(Exception):
 class OtherFormatError(NotProofError):
     """A valid second copy in the other list format: its signed content cannot be compared
     with the site's by digest (not the fault of whoever served it)."""
+
+
+async def verify_copy(site: Site, sub: Subscription, raw: bytes, trust: TrustStore) -> VerifiedList:
+    """A second copy of a list, verified as any copy of it (trust directory, CRLs, the
+    subscription's pinned endorser, the list's id and self link) but without the rollback
+    state: it may be a version the site accepted. Raises a VmicError."""
+    return await site.verify(
+        verify_list,
+        raw,
+        trust=trust,
+        pins=sub.pins,
+        now=site.now,
+        crl=site.config.crl,
+        expect=Expectation(list_id=list_id(sub.list_id), self_url=sub.self_url),
+        previous=None,
+        limits=site.config.limits,
+    )
 
 
 def check_proof(ours: ListVersion, theirs: VerifiedList) -> None:

@@ -28,7 +28,7 @@ from keys.errors import (
 )
 from keys.trust import TrustStore
 from site_agent.batch import Accepted
-from site_agent.equivocation import NotProofError, check_proof, raise_equivocation
+from site_agent.equivocation import NotProofError, check_proof, raise_equivocation, verify_copy
 from site_agent.fetch import Fetcher, Validators
 from site_agent.peering import ByteSource, ListCopy, Peering
 from site_agent.records import Subscription
@@ -344,17 +344,7 @@ async def _other_content(
     equivocation (:mod:`site_agent.equivocation`). Anything else was a rollback, as
     reported."""
     try:
-        theirs = await site.verify(
-            verify_list,
-            raw,
-            trust=trust,
-            pins=sub.pins,
-            now=site.now,
-            crl=site.config.crl,
-            expect=Expectation(list_id=list_id(sub.list_id), self_url=sub.self_url),
-            previous=None,
-            limits=site.config.limits,
-        )
+        theirs = await verify_copy(site, sub, raw, trust)
         held = site.store.list_version(sub.list_id, theirs.image_list.version)
         if held is None:
             return  # older than any version accepted here: a rollback, nothing to compare

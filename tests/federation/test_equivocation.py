@@ -274,20 +274,7 @@ def lying_export(world: World, sim: Simulator, *, claimed: str, copy: bytes | No
     sim.publish("/export.atom", sign(export, identity))
     if copy is not None:
         sim.publish("/lists/claimed.atom", copy)
-    assert (
-        world.vmic(
-            "peer",
-            "add",
-            sim.url("/export.atom"),
-            "--name",
-            "mallory",
-            "--site-dn",
-            str(identity.subject),
-            "--ca-dn",
-            CA_DN,
-        )
-        == 0
-    )
+    assert world.add_peer(sim.url("/export.atom"), name="mallory", site_dn=identity.subject) == 0
 
 
 def other_endorser_copy(world: World) -> bytes:

@@ -22,7 +22,7 @@ from tests.sim.server import Simulator
 from tests.support import hepix
 from tests.support.ca import store
 from tests.support.lists import sign
-from tests.support.site import CA_DN, World, image_uuid
+from tests.support.site import World, image_uuid
 
 
 @pytest.fixture
@@ -103,20 +103,7 @@ def test_a_peer_that_cannot_back_a_claim_is_not_asked_for_its_other_claims(
         ),
     )
     sim.publish("/export.atom", sign(export, identity))
-    assert (
-        world.vmic(
-            "peer",
-            "add",
-            sim.url("/export.atom"),
-            "--name",
-            "mallory",
-            "--site-dn",
-            str(identity.subject),
-            "--ca-dn",
-            CA_DN,
-        )
-        == 0
-    )
+    assert world.add_peer(sim.url("/export.atom"), name="mallory", site_dn=identity.subject) == 0
     before = world.snapshot()
     capsys.readouterr()
 

@@ -66,16 +66,8 @@ class Squatter:
         self.sim.publish("/export.atom", sign(export, self.identity))
 
     def add_to(self, world: World, *, name: str = "squatter") -> int:
-        return world.vmic(
-            "peer",
-            "add",
-            self.sim.url("/export.atom"),
-            "--name",
-            name,
-            "--site-dn",
-            str(self.identity.subject),
-            "--ca-dn",
-            CA_DN,
+        return world.add_peer(
+            self.sim.url("/export.atom"), name=name, site_dn=self.identity.subject
         )
 
 

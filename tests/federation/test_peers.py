@@ -171,20 +171,8 @@ class HostilePeer:
         self.version += 1
 
     def add_to(self, world: World) -> None:
-        assert (
-            world.vmic(
-                "peer",
-                "add",
-                self.sim.url("/export.atom"),
-                "--name",
-                "mallory",
-                "--site-dn",
-                str(self.identity.subject),
-                "--ca-dn",
-                CA_DN,
-            )
-            == 0
-        )
+        url = self.sim.url("/export.atom")
+        assert world.add_peer(url, name="mallory", site_dn=self.identity.subject) == 0
 
 
 @pytest.fixture

@@ -121,6 +121,12 @@ class World:
             *extra,
         )
 
+    def add_peer(self, url: str, *, name: str, site_dn: object) -> int:
+        """`vmic peer add URL --name NAME --site-dn DN --ca-dn (the test CA)` on this site."""
+        return self.vmic(
+            "peer", "add", url, "--name", name, "--site-dn", str(site_dn), "--ca-dn", CA_DN
+        )
+
     @contextmanager
     def store(self) -> Iterator[Store]:
         with Store.open(self.home.database) as store:
