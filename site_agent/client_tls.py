@@ -94,16 +94,19 @@ def tls_context(ca_bundle: Path | None, identity: Identity | None) -> ssl.SSLCon
     certificate is presented to a server that asks for a client certificate (a peer's
     `vmic serve` with ``access = "peers"``). TLS sends it only when asked: to other servers
     nothing changes. An identity that cannot be presented (a file missing or readable by
-    others, a key that is not the certificate's, a certificate whose extended key usage
-    excludes TLS clients) does not stop the run: it fetches without, and the ``vmic.fetch``
-    log says why once (the export, signed with the same files, reports it too)."""
+    others, a key that is not the certificate's) does not stop the run: it fetches without,
+    and the ``vmic.fetch`` log warns once (the export, signed with the same files, reports
+    it too). A certificate for signing only (no clientAuth) is not presented either, which
+    the log says at INFO level: that is the usual case of a site that serves to anyone."""
     plain = _tls_context(None if ca_bundle is None else str(ca_bundle))
     if identity is None:
         return plain
     try:
         return client_context(ca_bundle, identity)
     except ConfigError as error:
-        _note_once(identity.cert, "cannot be presented to servers (%s)", error.message)
+        _note_once(
+            identity.cert, "cannot be presented to servers (%s)", error.message, logging.WARNING
+        )
         return plain
 
 
@@ -113,20 +116,22 @@ def client_context(ca_bundle: Path | None, identity: Identity) -> ssl.SSLContext
     bundle = None if ca_bundle is None else str(ca_bundle)
     leaf = load_certificate(identity.cert)
     if not _for_clients(leaf):
-        _note_once(
+        _note_once(  # a certificate for signing only: usual, worth a line in the log only
             identity.cert,
             "is not for TLS clients (%s): not presented to servers",
             "no clientAuth in its extended key usage",
+            logging.INFO,
         )
         return _tls_context(bundle)
     cert, key, chain = identity.cert, identity.key, identity.chain
     return _client_tls_context(bundle, cert, key, chain, _files(cert, key, chain))
 
 
-def _note_once(cert: Path, what: str, why: str) -> None:
+def _note_once(cert: Path, what: str, why: str, level: int) -> None:
     if cert not in _NOT_PRESENTED:
         _NOT_PRESENTED.add(cert)
-        _log.warning(
+        _log.log(
+            level,
             "the site's certificate %s " + what + "; peers that serve peers only refuse this site",
             cert,
             why,

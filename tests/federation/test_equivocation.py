@@ -206,6 +206,25 @@ def test_a_frozen_list_approves_nothing_until_the_alarm_is_resolved(
     assert a2.vmic("approve", image_uuid(4)) == ExitCode.CONFIG  # not even by hand
     assert "frozen by alarm 1" in capsys.readouterr().err
     assert a2.states()[image_uuid(4)] == "new"
+    # what an admin reads first
+    assert a2.vmic("alarms") == 0
+    listed = capsys.readouterr().out
+    assert "1  equivocation" in listed
+    assert "base version 2  (open, list frozen)" in listed
+    assert a2.vmic("alarm", "show", "1") == 0
+    shown = capsys.readouterr().out
+    assert (
+        f"evidence:   {a2.home.root / 'evidence' / '1'} (alarm.json, ours.atom, theirs.atom)"
+        in shown
+    )
+    assert f"waiting:    {image_uuid(4)}" in shown
+    assert a2.vmic("alarm", "show", "1", "--json") == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["waiting"], data["evidence_path"]) == (
+        [image_uuid(4)],
+        str(a2.home.root / "evidence" / "1"),
+    )
+    assert a2.vmic("alarm", "show", "7") == ExitCode.CONFIG
     assert not (a2.home.images / hashlib.sha512(image_bytes(4)).hexdigest()).exists()
 
     assert a2.vmic("alarm", "resolve", "1", "--note", "view A confirmed by the endorser") == 0

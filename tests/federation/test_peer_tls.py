@@ -793,3 +793,22 @@ def test_a_following_site_revoked_later_gets_nothing_new_from_the_peer(
     with Store.open(b.database) as db:
         assert PeerStore(db).offers() == offers
         assert db.images() == images
+
+
+def test_a_site_certificate_for_signing_only_is_not_presented_and_not_warned_about(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The usual site: its certificate signs its export only (no clientAuth). Commands run
+    as ever and say nothing about it on the terminal (the site log has it, at INFO)."""
+    signer = world.ca.issue(site_dn("signing-only"))
+    cert, key, _ = write_identity(tmp_path / "id", signer)
+    base = "https://site.example.org"
+    assert world.vmic("site", "identity", "--cert", cert, "--key", key, "--base-url", base) == 0
+    world.publish(version=1, images=(1,))
+    capsys.readouterr()
+
+    assert world.subscribe(auto=True) == 0
+    assert world.vmic("sync") == 0
+
+    assert "TLS clients" not in capsys.readouterr().err
+    assert world.states() == {image_uuid(1): "available"}
